@@ -1,0 +1,101 @@
+//! Sinks: implement [`Sink`] (and its [`Writer`]) and export with [`crate::export_sink!`].
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+use arrow_array::RecordBatch;
+
+use crate::bindings::sink::exports::ingest::plugin::sink as wit;
+use crate::bindings::wit_types;
+use crate::source::{StreamInfo, SyncMode};
+use crate::{ipc, Result};
+
+pub use wit_types::WriteMode;
+
+/// A sink connector: opens one [`Writer`] per stream.
+pub trait Sink: 'static {
+    type Writer: Writer;
+
+    /// JSON Schema of the config.
+    fn spec() -> String;
+    /// Validate the config and reach the target; move no data.
+    fn check(config: &str) -> Result<()>;
+    /// Open a writer for one stream.
+    fn open(config: &str, stream: StreamInfo, mode: WriteMode) -> Result<Self::Writer>;
+}
+
+/// Writes one stream in epochs: `write`* then `prepare`, then (after the host recorded the
+/// token durably) `commit`, or `abort`.
+pub trait Writer: 'static {
+    /// Stage one batch in the open epoch.
+    fn write(&mut self, batch: RecordBatch) -> Result<()>;
+    /// Make the epoch durable but unpublished; the token lets `commit` publish it later,
+    /// even from a fresh writer.
+    fn prepare(&mut self, epoch: u64) -> Result<Vec<u8>>;
+    /// Publish a prepared epoch. Must be idempotent.
+    fn commit(&mut self, epoch: u64, token: &[u8]) -> Result<()>;
+    /// Discard what was staged for `epoch` and not committed.
+    fn abort(&mut self, epoch: u64) -> Result<()>;
+}
+
+#[doc(hidden)]
+pub struct Adapter<S>(PhantomData<S>);
+
+#[doc(hidden)]
+pub struct WriterAdapter<S: Sink>(RefCell<S::Writer>);
+
+impl<S: Sink> wit::Guest for Adapter<S> {
+    type Writer = WriterAdapter<S>;
+
+    fn spec() -> String {
+        S::spec()
+    }
+
+    fn check(config: String) -> Result<(), wit_types::Error> {
+        Ok(S::check(&config)?)
+    }
+}
+
+impl<S: Sink> wit::GuestWriter for WriterAdapter<S> {
+    fn open(
+        config: String,
+        stream: wit_types::StreamInfo,
+        mode: WriteMode,
+    ) -> Result<wit::Writer, wit_types::Error> {
+        let info = StreamInfo {
+            name: stream.name,
+            schema: ipc::decode_schema(&stream.schema)?,
+            primary_key: stream.primary_key,
+            cursor_field: stream.cursor_field,
+            sync_modes: stream.sync_modes as Vec<SyncMode>,
+        };
+        let w = S::open(&config, info, mode)?;
+        Ok(wit::Writer::new(WriterAdapter::<S>(RefCell::new(w))))
+    }
+
+    fn write(&self, batch: Vec<u8>) -> Result<(), wit_types::Error> {
+        let batch = ipc::decode_batch(&batch)?;
+        Ok(self.0.borrow_mut().write(batch)?)
+    }
+
+    fn prepare(&self, epoch: u64) -> Result<Vec<u8>, wit_types::Error> {
+        Ok(self.0.borrow_mut().prepare(epoch)?)
+    }
+
+    fn commit(&self, epoch: u64, token: Vec<u8>) -> Result<(), wit_types::Error> {
+        Ok(self.0.borrow_mut().commit(epoch, &token)?)
+    }
+
+    fn abort(&self, epoch: u64) -> Result<(), wit_types::Error> {
+        Ok(self.0.borrow_mut().abort(epoch)?)
+    }
+}
+
+/// Export a [`Sink`] implementation as this component's `sink` interface.
+#[macro_export]
+macro_rules! export_sink {
+    ($sink:ty) => {
+        type __IngestSinkAdapter = $crate::sink::Adapter<$sink>;
+        $crate::bindings::sink::__export_sink!(__IngestSinkAdapter);
+    };
+}
