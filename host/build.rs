@@ -1,1 +1,147 @@
-fn main(){}
+//! Builds every WebAssembly component of the project — the built-in plugins and the test
+//! fixtures in the `plugins/` workspace — for `wasm32-wasip2`, and embeds the built-ins in
+//! the `host` binary as `builtin:NAME`. Test fixtures are built alongside (one cargo run
+//! shares their dependencies) but only their directory is exported, to the tests.
+
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (kind, builtin name, crate artefact name)
+const BUILTINS: &[(&str, &str, &str)] = &[
+    ("source", "file", "file_source"),
+    ("transform", "pii-mask", "pii_mask"),
+    ("sink", "file", "file_sink"),
+];
+
+/// Paths whose change means the components must be rebuilt.
+const INPUTS: &[&str] = &[
+    "wit",
+    "plugins/Cargo.toml",
+    "plugins/Cargo.lock",
+    "plugins/sdk",
+    "plugins/file-source",
+    "plugins/pii-mask",
+    "plugins/file-sink",
+    "tests/fixtures",
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir
+        .parent()
+        .expect("host/ lives in the workspace root");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    for input in INPUTS {
+        println!("cargo:rerun-if-changed={}", root.join(input).display());
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+
+    ensure_wasm_target();
+
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("wasm-plugins");
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--target=wasm32-wasip2")
+        .arg("--manifest-path")
+        .arg(root.join("plugins/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .arg("--workspace");
+    // Variables cargo sets for this build script describe the host build; they must not
+    // leak into the nested wasm build.
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_FEATURE_")
+            || key.starts_with("CARGO_CFG_")
+            || key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_ENCODED_RUSTFLAGS",
+                "RUSTFLAGS",
+                "CARGO_TARGET_DIR",
+                "CARGO_BUILD_TARGET",
+                "TARGET",
+                "HOST",
+                "OUT_DIR",
+                "OPT_LEVEL",
+                "PROFILE",
+                "DEBUG",
+                "RUSTC_WORKSPACE_WRAPPER",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&key.as_ref())
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    let status = cmd
+        .status()
+        .expect("could not run cargo to build the plugins; is cargo on PATH?");
+    if !status.success() {
+        panic!(
+            "building the plugins for wasm32-wasip2 failed (see the errors above); \
+             reproduce with `cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml`"
+        );
+    }
+
+    let artefacts = target_dir.join("wasm32-wasip2/release");
+    let mut table = String::from("/// Built-in plugins: (kind, name, component bytes).\n");
+    table.push_str("pub static BUILTINS: &[(&str, &str, &[u8])] = &[\n");
+    for (kind, name, artefact) in BUILTINS {
+        let from = artefacts.join(format!("{artefact}.wasm"));
+        let to = out_dir.join(format!("{artefact}.wasm"));
+        copy(&from, &to);
+        writeln!(
+            table,
+            "    ({kind:?}, {name:?}, include_bytes!({:?})),",
+            to.display().to_string()
+        )
+        .unwrap();
+    }
+    table.push_str("];\n");
+    fs::write(out_dir.join("builtins.rs"), table).unwrap();
+    println!(
+        "cargo:rustc-env=INGEST_FIXTURES_DIR={}",
+        artefacts.display()
+    );
+}
+
+fn copy(from: &Path, to: &Path) {
+    if let Err(e) = fs::copy(from, to) {
+        panic!("the plugin build did not produce {}: {e}", from.display());
+    }
+}
+
+/// A fresh machine may lack the wasm32-wasip2 standard library; install it through rustup
+/// (the toolchain file names it, but rustup does not install targets by itself here).
+fn ensure_wasm_target() {
+    let installed = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .map(|sysroot| sysroot.join("lib/rustlib/wasm32-wasip2").is_dir())
+        .unwrap_or(false);
+    if installed {
+        return;
+    }
+    let added = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !added {
+        panic!(
+            "the wasm32-wasip2 target is not installed and `rustup target add wasm32-wasip2` \
+             failed; install it with that command (or run scripts/setup) and build again"
+        );
+    }
+}

@@ -1,1 +1,13 @@
+//! The ingestion host: runs pipelines of sandboxed WebAssembly plugins (sources,
+//! transforms, sinks) over Arrow record batches, with checkpointed epochs.
 
+pub mod batch;
+pub mod capabilities;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod dlq;
+pub mod plugin;
+pub mod runtime;
+pub mod sandbox;
+pub mod secrets;

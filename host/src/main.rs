@@ -1,1 +1,18 @@
-fn main() {}
+//! The `host` binary: parses the command line, sets up logging, and hands over to
+//! [`ingest_host::cli`].
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = ingest_host::cli::Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(ingest_host::secrets::RedactingStderr)
+        .with_target(false)
+        .init();
+    ingest_host::cli::main(cli)
+}

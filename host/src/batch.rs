@@ -1,0 +1,75 @@
+//! What the host itself reads from the Arrow IPC streams plugins exchange: the schema and
+//! row count of a batch (to check a plugin's output against the contract and to count
+//! rows), and single rows as JSON for the dead-letter queue.
+
+use std::io::Cursor;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+
+/// Decode a one-batch IPC stream; a stream with no batch is an empty batch of its schema.
+pub fn decode(bytes: &[u8]) -> Result<RecordBatch, ArrowError> {
+    let mut reader = StreamReader::try_new(Cursor::new(bytes), None)?;
+    let schema = reader.schema();
+    let batch = reader.next().transpose()?;
+    if reader.next().is_some() {
+        return Err(ArrowError::IpcError(
+            "expected one record batch per message, found more".into(),
+        ));
+    }
+    Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema)))
+}
+
+/// Decode a schema-only IPC stream.
+pub fn decode_schema(bytes: &[u8]) -> Result<SchemaRef, ArrowError> {
+    Ok(StreamReader::try_new(Cursor::new(bytes), None)?.schema())
+}
+
+/// Encode a schema as a schema-only IPC stream.
+pub fn encode_schema(schema: &Schema) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut out, schema).expect("writing to memory");
+    writer.finish().expect("writing to memory");
+    drop(writer);
+    out
+}
+
+/// Whether `actual` has the columns (names and types, in order) of `declared`.
+pub fn same_columns(declared: &Schema, actual: &Schema) -> bool {
+    declared.fields().len() == actual.fields().len()
+        && declared
+            .fields()
+            .iter()
+            .zip(actual.fields())
+            .all(|(d, a)| d.name() == a.name() && d.data_type() == a.data_type())
+}
+
+/// Describe the columns of a schema, e.g. `id: Int64, email: Utf8`.
+pub fn describe(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Row `row` of `batch` as one JSON object.
+pub fn row_as_json(batch: &RecordBatch, row: usize) -> String {
+    if row >= batch.num_rows() {
+        return format!(
+            "{{\"error\":\"row {row} is outside the batch of {} rows\"}}",
+            batch.num_rows()
+        );
+    }
+    let slice = batch.slice(row, 1);
+    let mut out = Vec::new();
+    let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
+    if writer.write(&slice).and_then(|_| writer.finish()).is_err() {
+        return "{\"error\":\"row could not be rendered as JSON\"}".into();
+    }
+    String::from_utf8_lossy(&out).trim_end().to_string()
+}

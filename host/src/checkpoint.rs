@@ -1,0 +1,226 @@
+//! The checkpoint state of a pipeline and where it is kept.
+//!
+//! One record per pipeline: the last epoch, whether its commit is recorded, the source
+//! positions it covers, the sink tokens needed to (re-)commit it, and each stream's schema.
+//! The embedded store is a local directory; a write is atomic (temp file, fsync, rename,
+//! fsync of the directory) and the record carries a checksum, so a torn or corrupted file
+//! is reported, never taken for an empty state.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The durable state of one pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The last epoch that was prepared (0: none yet).
+    pub epoch: u64,
+    /// Whether the commit of `epoch` is recorded. A prepared but uncommitted epoch is
+    /// committed again (sinks commit idempotently) before a run reads anything new.
+    pub committed: bool,
+    /// Source positions after `epoch`, by stream then split, as hex of the opaque bytes.
+    pub positions: BTreeMap<String, BTreeMap<String, String>>,
+    /// What `epoch` must publish.
+    pub pending: Vec<PendingCommit>,
+    /// Each stream's schema (hex of a schema-only Arrow IPC stream) and its version.
+    pub schemas: BTreeMap<String, SchemaRecord>,
+    /// Totals over all epochs, for `state show`.
+    pub totals: Totals,
+}
+
+/// A sink's prepared epoch for one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCommit {
+    pub stream: String,
+    /// The sink's token (hex).
+    pub token: String,
+    /// The dead-letter queue's token, when rejects were staged in the epoch.
+    pub dlq_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaRecord {
+    pub version: u32,
+    pub ipc: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub rows_written: u64,
+    pub rows_rejected: u64,
+}
+
+/// Why state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot {action} the state file {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the state file {} is corrupted ({reason}); it was not changed. Restore it from a backup, or run `host state reset` to start over (outputs already published stay)", .path.display())]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// A place that keeps pipeline state.
+pub trait StateStore: Send + Sync {
+    /// The last state written, or the empty state when there is none.
+    fn load(&self) -> Result<State, StateError>;
+    /// Replace the state atomically: after a crash, either the old or the new state is read.
+    fn save(&self, state: &State) -> Result<(), StateError>;
+}
+
+/// The embedded store: `<state dir>/<pipeline>/state`.
+pub struct LocalStore {
+    dir: PathBuf,
+}
+
+const MAGIC: &str = "ingest-state v1";
+
+impl LocalStore {
+    pub fn new(state_dir: &Path, pipeline: &str) -> Self {
+        LocalStore {
+            dir: state_dir.join(pipeline),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn io(&self, action: &'static str, source: std::io::Error) -> StateError {
+        StateError::Io {
+            action,
+            path: self.path(),
+            source,
+        }
+    }
+}
+
+impl StateStore for LocalStore {
+    fn load(&self) -> Result<State, StateError> {
+        let path = self.path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(e) => return Err(self.io("read", e)),
+        };
+        decode(&bytes).map_err(|reason| StateError::Corrupt { path, reason })
+    }
+
+    fn save(&self, state: &State) -> Result<(), StateError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| self.io("create the directory of", e))?;
+        let bytes = encode(state);
+        let tmp = self.dir.join("state.tmp");
+        let mut file = std::fs::File::create(&tmp).map_err(|e| self.io("write", e))?;
+        file.write_all(&bytes).map_err(|e| self.io("write", e))?;
+        file.sync_all().map_err(|e| self.io("sync", e))?;
+        drop(file);
+        std::fs::rename(&tmp, self.path()).map_err(|e| self.io("replace", e))?;
+        sync_dir(&self.dir).map_err(|e| self.io("sync the directory of", e))
+    }
+}
+
+/// Make a rename in `dir` durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// `ingest-state v1 <len> <crc32>\n<json>`
+fn encode(state: &State) -> Vec<u8> {
+    let json = serde_json::to_vec_pretty(state).expect("state serializes");
+    let mut out = format!("{MAGIC} {} {:08x}\n", json.len(), crc32fast::hash(&json)).into_bytes();
+    out.extend_from_slice(&json);
+    out
+}
+
+fn decode(bytes: &[u8]) -> Result<State, String> {
+    let newline = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or("no header line")?;
+    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "header is not text")?;
+    let rest = header
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| format!("header {header:?} does not start with {MAGIC:?}"))?;
+    let mut fields = rest.split_whitespace();
+    let len: usize = fields
+        .next()
+        .and_then(|f| f.parse().ok())
+        .ok_or("header has no length")?;
+    let crc = fields
+        .next()
+        .and_then(|f| u32::from_str_radix(f, 16).ok())
+        .ok_or("header has no checksum")?;
+    let body = &bytes[newline + 1..];
+    if body.len() != len {
+        return Err(format!(
+            "expected {len} bytes of state, found {} (truncated?)",
+            body.len()
+        ));
+    }
+    if crc32fast::hash(body) != crc {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("unreadable state record: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        let mut s = State {
+            epoch: 7,
+            committed: true,
+            ..State::default()
+        };
+        s.positions
+            .entry("orders".into())
+            .or_default()
+            .insert("a.csv".into(), "7b7d".into());
+        s
+    }
+
+    #[test]
+    fn a_saved_state_loads_back_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path(), "p");
+        assert_eq!(store.load().unwrap(), State::default());
+        store.save(&sample()).unwrap();
+        assert_eq!(store.load().unwrap(), sample());
+    }
+
+    #[test]
+    fn a_truncated_state_file_is_reported_not_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path(), "p");
+        store.save(&sample()).unwrap();
+        let bytes = std::fs::read(store.path()).unwrap();
+        std::fs::write(store.path(), &bytes[..bytes.len() - 5]).unwrap();
+        let err = store.load().unwrap_err().to_string();
+        assert!(
+            err.contains("corrupted") && err.contains("truncated"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_is_caught_by_the_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path(), "p");
+        store.save(&sample()).unwrap();
+        let mut bytes = std::fs::read(store.path()).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x01;
+        std::fs::write(store.path(), &bytes).unwrap();
+        assert!(store.load().unwrap_err().to_string().contains("checksum"));
+    }
+}

@@ -1,0 +1,408 @@
+//! The command line: `host run`, `host check`, `host plugins inspect`, `host state show`.
+//! Exit codes: 0 success, 1 the run failed, 2 a usage or configuration error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, ConfigError};
+use crate::plugin::{self, Kind, PluginRef, Runtime};
+use crate::runtime::{self, RunError, Summary};
+use crate::secrets::redact;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "host",
+    version,
+    about = "Move data through sandboxed WebAssembly plugins"
+)]
+pub struct Cli {
+    /// Log level filter (error, warn, info, debug, trace), or a tracing directive.
+    #[arg(long, global = true, env = "INGEST_LOG", default_value = "warn")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline to the end of its input.
+    Run {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Validate a pipeline and its plugins without moving any data.
+    Check { pipeline: PathBuf },
+    /// Work with plugin components.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+    /// Show or reset a pipeline's checkpoint state.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Show a component's worlds, imports, exports, size and sha256, without running it.
+    Inspect {
+        /// A `.wasm` file, or `builtin:NAME` (also `source:NAME`-style `builtin:KIND/NAME`).
+        plugin: String,
+    },
+    /// List the built-in plugins.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print the committed epoch, positions and schema versions.
+    Show { pipeline: PathBuf },
+}
+
+/// An error with its exit code.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure {
+            code: 2,
+            error: e.into(),
+        }
+    }
+}
+
+fn run_failure(e: RunError) -> Failure {
+    let code = if e.is_config() { 2 } else { 1 };
+    Failure {
+        code,
+        error: e.into(),
+    }
+}
+
+/// Run the command line; returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", redact(&format!("{:#}", f.error)));
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Run { pipeline } => run(&pipeline).await,
+        Command::Check { pipeline } => check(&pipeline).await,
+        Command::Plugins {
+            command: PluginsCommand::Inspect { plugin },
+        } => inspect(&plugin),
+        Command::Plugins {
+            command: PluginsCommand::List,
+        } => {
+            for kind in [Kind::Source, Kind::Transform, Kind::Sink] {
+                for name in plugin::builtin_names(kind) {
+                    println!("{kind:<9} builtin:{name}");
+                }
+            }
+            Ok(())
+        }
+        Command::State {
+            command: StateCommand::Show { pipeline },
+        } => state_show(&pipeline),
+    }
+}
+
+fn new_runtime() -> Result<Runtime, Failure> {
+    Runtime::new(plugin::default_cache_dir()).map_err(|e| Failure {
+        code: 1,
+        error: anyhow::anyhow!("cannot create the WebAssembly engine: {e}"),
+    })
+}
+
+/// Cancel the run on SIGINT/SIGTERM: running plugin calls stop at their next epoch tick.
+/// A second signal exits at once.
+fn cancel_on_signal() -> Arc<AtomicBool> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            for _ in 0..2 {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+                if flag.swap(true, Ordering::SeqCst) {
+                    eprintln!("error: interrupted again; exiting now");
+                    std::process::exit(130);
+                }
+                eprintln!("stopping: aborting the open epoch (interrupt again to exit at once)");
+            }
+        }
+    });
+    cancel
+}
+
+async fn run(path: &Path) -> Result<(), Failure> {
+    let pipeline = config::load(path)?;
+    let runtime = new_runtime()?;
+    let cancel = cancel_on_signal();
+    let prepared = runtime::prepare(&pipeline, &runtime, cancel)
+        .await
+        .map_err(run_failure)?;
+    let summary = runtime::run(Arc::new(prepared))
+        .await
+        .map_err(run_failure)?;
+    print_summary(&pipeline, &summary);
+    Ok(())
+}
+
+fn print_summary(pipeline: &config::Pipeline, s: &Summary) {
+    let secs = s.elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        s.rows_read as f64 / secs
+    } else {
+        0.0
+    };
+    let epochs = if s.epochs == 0 {
+        format!("no new epoch (state stays at epoch {})", s.last_epoch)
+    } else {
+        format!(
+            "{} epoch{} committed ({}..={})",
+            s.epochs,
+            if s.epochs == 1 { "" } else { "s" },
+            s.resumed_after_epoch + 1,
+            s.last_epoch
+        )
+    };
+    println!(
+        "{}",
+        redact(&format!(
+            "pipeline {}: {} rows read ({}), {} rows written, {} rejected ({} to the dead-letter queue); {}; {} attempt{}; {:.2} s ({:.0} rows/s)",
+            pipeline.name,
+            s.rows_read,
+            human_bytes(s.bytes_read),
+            s.rows_written,
+            s.rows_rejected,
+            s.rows_dead_lettered,
+            epochs,
+            s.attempts,
+            if s.attempts == 1 { "" } else { "s" },
+            secs,
+            rate,
+        ))
+    );
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+async fn check(path: &Path) -> Result<(), Failure> {
+    let pipeline = config::load(path)?;
+    let runtime = new_runtime()?;
+    let prepared = runtime::prepare(&pipeline, &runtime, Arc::new(AtomicBool::new(false)))
+        .await
+        .map_err(run_failure)?;
+    println!("pipeline {} is valid", pipeline.name);
+    for (label, plugin) in std::iter::once(&prepared.source.label)
+        .chain(prepared.transforms.iter().map(|t| &t.label))
+        .chain(std::iter::once(&prepared.sink.label))
+        .zip(
+            std::iter::once(&pipeline.source)
+                .chain(&pipeline.transforms)
+                .chain(std::iter::once(&pipeline.sink)),
+        )
+    {
+        let grants: Vec<String> = plugin
+            .fs
+            .iter()
+            .map(|g| format!("{}{}", g.guest_path, if g.writable { ":rw" } else { "" }))
+            .chain(plugin.secrets.iter().map(|s| format!("secret {s}")))
+            .collect();
+        println!(
+            "  {label}: grants [{}], memory {} MiB, deadline {:?}",
+            grants.join(", "),
+            plugin.limits.memory_bytes >> 20,
+            plugin.limits.call_timeout
+        );
+    }
+    for (stream, schema) in runtime::describe_streams(&prepared) {
+        println!("  stream {stream}: {schema}");
+    }
+    Ok(())
+}
+
+fn inspect(target: &str) -> Result<(), Failure> {
+    let runtime = new_runtime()?;
+    let (label, bytes) = if let Some(name) = target.strip_prefix("builtin:") {
+        let found = [Kind::Source, Kind::Transform, Kind::Sink]
+            .into_iter()
+            .filter_map(|k| {
+                let (kind_name, plugin) = match name.split_once('/') {
+                    Some((k2, n)) if k2 == k.as_str() => (k2, n),
+                    Some(_) => return None,
+                    None => (k.as_str(), name),
+                };
+                plugin::builtin_bytes(k, plugin)
+                    .map(|b| (format!("builtin:{kind_name}/{plugin}"), b.to_vec()))
+            })
+            .collect::<Vec<_>>();
+        match found.len() {
+            0 => {
+                return Err(Failure {
+                    code: 2,
+                    error: anyhow::anyhow!(
+                        "no built-in plugin `{target}`; `host plugins list` shows them"
+                    ),
+                })
+            }
+            1 => found.into_iter().next().unwrap(),
+            _ => {
+                return Err(Failure {
+                    code: 2,
+                    error: anyhow::anyhow!(
+                        "`{target}` names more than one built-in ({}); say which",
+                        found
+                            .iter()
+                            .map(|(l, _)| l.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })
+            }
+        }
+    } else {
+        let path = PathBuf::from(target);
+        let bytes = plugin::read_file(&path).map_err(|e| Failure {
+            code: 2,
+            error: e.into(),
+        })?;
+        (
+            PluginRef::File {
+                path,
+                sha256: String::new(),
+            }
+            .to_string(),
+            bytes,
+        )
+    };
+    let info = plugin::inspect(&runtime, &label, &bytes)
+        .map_err(|e| Failure {
+            code: 2,
+            error: e.into(),
+        })
+        .context_failure("cannot inspect the plugin")?;
+    println!("plugin:  {label}");
+    println!("size:    {} bytes", info.size);
+    println!("sha256:  {}", info.sha256);
+    let kinds: Vec<&str> = info.kinds.iter().map(|k| k.as_str()).collect();
+    println!(
+        "kind:    {}",
+        if kinds.is_empty() {
+            "none (exports no ingest:plugin interface)".to_string()
+        } else {
+            kinds.join(", ")
+        }
+    );
+    println!("exports:");
+    for e in &info.exports {
+        println!("  {e}");
+    }
+    println!("imports (what it could ask the host for; each is denied unless granted):");
+    for i in &info.imports {
+        println!("  {i}");
+    }
+    Ok(())
+}
+
+trait FailureContext<T> {
+    fn context_failure(self, what: &'static str) -> Result<T, Failure>;
+}
+
+impl<T> FailureContext<T> for Result<T, Failure> {
+    fn context_failure(self, what: &'static str) -> Result<T, Failure> {
+        self.map_err(|f| Failure {
+            code: f.code,
+            error: f.error.context(what),
+        })
+    }
+}
+
+fn state_show(path: &Path) -> Result<(), Failure> {
+    let pipeline = config::load(path)?;
+    let state = runtime::load_state(&pipeline).map_err(|e| Failure {
+        code: 1,
+        error: e.into(),
+    })?;
+    println!(
+        "pipeline {}: state in {}",
+        pipeline.name,
+        runtime::state_store(&pipeline).path().display()
+    );
+    println!(
+        "epoch {} ({})",
+        state.epoch,
+        if state.epoch == 0 {
+            "nothing committed yet"
+        } else if state.committed {
+            "committed"
+        } else {
+            "prepared, commit pending"
+        }
+    );
+    println!(
+        "rows written {}, rejected {}",
+        state.totals.rows_written, state.totals.rows_rejected
+    );
+    for (stream, splits) in &state.positions {
+        println!("stream {stream}:");
+        for (split, position) in splits {
+            let bytes = hex::decode(position).unwrap_or_default();
+            let shown = String::from_utf8(bytes).unwrap_or_else(|_| format!("0x{position}"));
+            println!("  {split}: {shown}");
+        }
+        if let Some(schema) = state.schemas.get(stream) {
+            println!("  schema version {}", schema.version);
+        }
+    }
+    Ok(())
+}

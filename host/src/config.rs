@@ -1,0 +1,748 @@
+//! `pipeline.toml`: the raw file as written (serde model, unknown keys rejected), then
+//! validation that collects every problem at once, then the built [`Pipeline`] the runtime
+//! executes. Relative paths are resolved against the directory of the pipeline file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::plugin::{Kind, PluginRef};
+use crate::sandbox::{FsGrant, Limits};
+use crate::secrets::SecretSource;
+
+// ---------------------------------------------------------------------------------------
+// The raw file.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    pipeline: RawPipeline,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    checkpoint: RawCheckpoint,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    dlq: RawDlq,
+    #[serde(default)]
+    secrets: BTreeMap<String, RawSecret>,
+    #[serde(default)]
+    source: Vec<RawStage>,
+    #[serde(default)]
+    transform: Vec<RawStage>,
+    #[serde(default)]
+    sink: Vec<RawStage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    name: String,
+    #[serde(default)]
+    on_error: Option<OnError>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckpoint {
+    every_rows: Option<u64>,
+    every_bytes: Option<ByteSize>,
+    every: Option<DurationStr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<u32>,
+    initial_backoff: Option<DurationStr>,
+    max_backoff: Option<DurationStr>,
+    jitter: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDlq {
+    dir: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    env: Option<String>,
+    file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: Option<String>,
+    plugin: toml::Spanned<String>,
+    sha256: Option<String>,
+    config: Option<toml::Spanned<toml::Table>>,
+    #[serde(default)]
+    fs: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
+    memory: Option<ByteSize>,
+    deadline: Option<DurationStr>,
+    on_error: Option<OnError>,
+    /// Sources only: rows per chunk.
+    batch_rows: Option<u32>,
+    /// Sinks only.
+    write_mode: Option<String>,
+    primary_key: Option<Vec<String>>,
+}
+
+/// What happens to a record a plugin rejects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Stop the run; nothing of the open epoch is published.
+    Fail,
+    /// Drop the record and count it.
+    Skip,
+    /// Write the record, with its reason, to the dead-letter queue.
+    Dlq,
+}
+
+/// `"64MiB"`, `"1 GB"`, or a number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ByteSize(u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => parse_bytes(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| {
+        format!("`{s}` is not a size; write e.g. 512MiB, 2GiB, 64MB or a number of bytes")
+    })?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit; accepted: B, KB, KiB, MB, MiB, GB, GiB"
+            ))
+        }
+    };
+    Ok((num * mult as f64) as u64)
+}
+
+/// `"30s"`, `"500ms"`, `"2m"`, `"1h"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DurationStr(Duration);
+
+impl<'de> Deserialize<'de> for DurationStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(DurationStr)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("`{s}` is not a duration; write e.g. 500ms, 30s, 5m or 1h");
+    let num: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "ms" => num / 1000.0,
+        "s" => num,
+        "m" => num * 60.0,
+        "h" => num * 3600.0,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+// ---------------------------------------------------------------------------------------
+// The validated pipeline.
+
+/// A pipeline ready to run.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    /// The pipeline file, for messages.
+    pub file: PathBuf,
+    pub state_dir: PathBuf,
+    pub dlq_dir: PathBuf,
+    pub checkpoint: CheckpointPolicy,
+    pub retry: RetryPolicy,
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub source: Stage,
+    pub transforms: Vec<Stage>,
+    pub sink: Stage,
+}
+
+/// When an epoch closes (whichever comes first), and always at end of input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    pub every_rows: u64,
+    pub every_bytes: u64,
+    pub every: Duration,
+}
+
+/// How failed attempts are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub jitter: bool,
+}
+
+/// One plugin of the pipeline with its config, grants and policies.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub kind: Kind,
+    pub name: String,
+    pub plugin: PluginRef,
+    /// The plugin's `config` table as JSON.
+    pub config_json: String,
+    /// Line of the `config` table in the pipeline file, for messages.
+    pub config_span: Option<Range<usize>>,
+    pub fs: Vec<FsGrant>,
+    pub secrets: Vec<String>,
+    pub limits: Limits,
+    pub on_error: OnError,
+    pub batch_rows: u32,
+    pub write_mode: WriteMode,
+}
+
+impl Stage {
+    /// How the stage is named in messages: `transform "mask" (builtin:pii-mask)`.
+    pub fn label(&self) -> String {
+        format!("{} \"{}\" ({})", self.kind, self.name, self.plugin)
+    }
+}
+
+/// How the sink applies rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    Append,
+    Overwrite,
+    Upsert(Vec<String>),
+}
+
+/// Everything wrong with a pipeline file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.problems.len() == 1 {
+            write!(f, "{}: {}", self.file.display(), self.problems[0])
+        } else {
+            write!(
+                f,
+                "{}: {} problems:",
+                self.file.display(),
+                self.problems.len()
+            )?;
+            for p in &self.problems {
+                write!(f, "\n  - {p}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The 1-based line of byte offset `at` in `text`.
+pub fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+/// Read, parse and validate a pipeline file.
+pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        problems: vec![format!("cannot read the pipeline file: {e}")],
+    })?;
+    parse(path, &text)
+}
+
+/// Parse and validate pipeline text; `path` locates relative paths and names the file.
+pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
+    let error = |problems| ConfigError {
+        file: path.to_path_buf(),
+        problems,
+    };
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| format!("line {}: ", line_of(text, s.start)))
+            .unwrap_or_default();
+        error(vec![format!("{line}{}", e.message())])
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
+    let mut problems = Vec::new();
+    let pipeline = validate(raw, &base, path, text, &mut problems);
+    match pipeline {
+        Some(p) if problems.is_empty() => Ok(p),
+        _ => Err(error(problems)),
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn validate(
+    raw: RawFile,
+    base: &Path,
+    file: &Path,
+    text: &str,
+    problems: &mut Vec<String>,
+) -> Option<Pipeline> {
+    let name = raw.pipeline.name.clone();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        problems.push(format!(
+            "[pipeline] name = {name:?}: use letters, digits, `-`, `_` or `.` (it names the state directory)"
+        ));
+    }
+    let on_error = raw.pipeline.on_error.unwrap_or(OnError::Fail);
+
+    let mut secrets = BTreeMap::new();
+    for (secret, def) in &raw.secrets {
+        match (&def.env, &def.file) {
+            (Some(var), None) => {
+                secrets.insert(secret.clone(), SecretSource::Env(var.clone()));
+            }
+            (None, Some(f)) => {
+                secrets.insert(secret.clone(), SecretSource::File(resolve(base, f)));
+            }
+            _ => problems.push(format!(
+                "[secrets] {secret}: give exactly one of `env = \"VARIABLE\"` or `file = \"PATH\"`"
+            )),
+        }
+    }
+
+    let checkpoint = CheckpointPolicy {
+        every_rows: raw.checkpoint.every_rows.unwrap_or(1_000_000),
+        every_bytes: raw.checkpoint.every_bytes.map(|b| b.0).unwrap_or(256 << 20),
+        every: raw
+            .checkpoint
+            .every
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(60)),
+    };
+    if checkpoint.every_rows == 0 || checkpoint.every_bytes == 0 || checkpoint.every.is_zero() {
+        problems.push(
+            "[checkpoint]: every_rows, every_bytes and every must be greater than zero".into(),
+        );
+    }
+    let retry = RetryPolicy {
+        max_attempts: raw.retry.max_attempts.unwrap_or(3),
+        initial_backoff: raw
+            .retry
+            .initial_backoff
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_millis(200)),
+        max_backoff: raw
+            .retry
+            .max_backoff
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(30)),
+        jitter: raw.retry.jitter.unwrap_or(true),
+    };
+    if retry.max_attempts == 0 {
+        problems.push("[retry] max_attempts must be at least 1 (1 = no retry)".into());
+    }
+
+    let state_dir = resolve(base, raw.state.dir.as_deref().unwrap_or(".state"));
+    let dlq_dir = raw
+        .dlq
+        .dir
+        .as_deref()
+        .map(|d| resolve(base, d))
+        .unwrap_or_else(|| state_dir.join(&name).join("dlq"));
+
+    let mut stages = |kind: Kind, list: Vec<RawStage>| -> Vec<Stage> {
+        let table = format!("[[{kind}]]");
+        if list.len() != 1 && kind != Kind::Transform {
+            problems.push(format!(
+                "expected exactly one {table} table, found {}",
+                list.len()
+            ));
+        }
+        let mut out = Vec::new();
+        for (i, stage) in list.into_iter().enumerate() {
+            if let Some(s) =
+                validate_stage(kind, i, stage, base, text, &secrets, on_error, problems)
+            {
+                out.push(s);
+            }
+        }
+        out
+    };
+    let source = stages(Kind::Source, raw.source);
+    let transforms = stages(Kind::Transform, raw.transform);
+    let sink = stages(Kind::Sink, raw.sink);
+    let mut names: Vec<&str> = source
+        .iter()
+        .chain(&transforms)
+        .chain(&sink)
+        .map(|s| s.name.as_str())
+        .collect();
+    names.sort();
+    for pair in names.windows(2) {
+        if pair[0] == pair[1] {
+            problems.push(format!(
+                "two plugins are named `{}`; give each a unique `name`",
+                pair[0]
+            ));
+        }
+    }
+    let source = source.into_iter().next()?;
+    let sink = sink.into_iter().next()?;
+    Some(Pipeline {
+        name,
+        file: file.to_path_buf(),
+        state_dir,
+        dlq_dir,
+        checkpoint,
+        retry,
+        secrets,
+        source,
+        transforms,
+        sink,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate_stage(
+    kind: Kind,
+    index: usize,
+    raw: RawStage,
+    base: &Path,
+    text: &str,
+    secrets: &BTreeMap<String, SecretSource>,
+    on_error: OnError,
+    problems: &mut Vec<String>,
+) -> Option<Stage> {
+    let at = format!(
+        "line {}: [[{kind}]] #{}",
+        line_of(text, raw.plugin.span().start),
+        index + 1
+    );
+    let before = problems.len();
+    let plugin_text = raw.plugin.get_ref().trim().to_string();
+    let plugin = if let Some(name) = plugin_text.strip_prefix("builtin:") {
+        if raw.sha256.is_some() {
+            problems.push(format!(
+                "{at}: `sha256` pins plugin files; built-in plugins need none"
+            ));
+        }
+        if crate::plugin::builtin_bytes(kind, name).is_none() {
+            let available = crate::plugin::builtin_names(kind)
+                .iter()
+                .map(|n| format!("builtin:{n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            problems.push(format!(
+                "{at}: unknown plugin `{plugin_text}`; built-in {kind} plugins are: {available}, or give the path of a .wasm file with its sha256"
+            ));
+        }
+        PluginRef::Builtin(name.to_string())
+    } else {
+        let path = resolve(base, &plugin_text);
+        match &raw.sha256 {
+            Some(sha) if sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()) => {
+                PluginRef::File {
+                    path,
+                    sha256: sha.to_ascii_lowercase(),
+                }
+            }
+            Some(sha) => {
+                problems.push(format!(
+                    "{at}: sha256 = {sha:?} is not 64 hexadecimal digits"
+                ));
+                PluginRef::File {
+                    path,
+                    sha256: sha.clone(),
+                }
+            }
+            None => {
+                let hint = std::fs::read(&path)
+                    .map(|b| {
+                        format!(
+                            " (this file's is sha256 = \"{}\")",
+                            crate::plugin::sha256_hex(&b)
+                        )
+                    })
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "{at}: plugin `{plugin_text}` must be pinned with `sha256 = \"<64 hex digits>\"`{hint}"
+                ));
+                PluginRef::File {
+                    path,
+                    sha256: String::new(),
+                }
+            }
+        }
+    };
+    let name = raw.name.clone().unwrap_or_else(|| match &plugin {
+        PluginRef::Builtin(n) => n.clone(),
+        PluginRef::File { path, .. } => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| kind.to_string()),
+    });
+
+    let mut fs = Vec::new();
+    for grant in &raw.fs {
+        let (dir, writable) = match grant.strip_suffix(":rw") {
+            Some(dir) => (dir, true),
+            None => (grant.strip_suffix(":ro").unwrap_or(grant), false),
+        };
+        if dir.is_empty() {
+            problems.push(format!("{at}: fs grant {grant:?} names no directory; write \"DIR\" (read-only) or \"DIR:rw\""));
+            continue;
+        }
+        let host_path = resolve(base, dir);
+        if !writable && !host_path.is_dir() {
+            problems.push(format!(
+                "{at}: fs grant {grant:?}: directory {} does not exist",
+                host_path.display()
+            ));
+        }
+        fs.push(FsGrant {
+            host_path,
+            guest_path: dir.to_string(),
+            writable,
+        });
+    }
+    for secret in &raw.secrets {
+        if !secrets.contains_key(secret) {
+            let known: Vec<&str> = secrets.keys().map(String::as_str).collect();
+            problems.push(format!(
+                "{at}: secret `{secret}` is granted but not defined; add `[secrets] {secret} = {{ env = \"VARIABLE\" }}`{}",
+                if known.is_empty() { String::new() } else { format!(" (defined: {})", known.join(", ")) }
+            ));
+        }
+    }
+    let mut limits = Limits::default();
+    if let Some(memory) = raw.memory {
+        if memory.0 < (1 << 20) {
+            problems.push(format!(
+                "{at}: memory = {} bytes is too small; give at least 1MiB",
+                memory.0
+            ));
+        }
+        limits.memory_bytes = memory.0 as usize;
+    }
+    if let Some(deadline) = raw.deadline {
+        limits.call_timeout = deadline.0;
+    }
+    if kind != Kind::Source && raw.batch_rows.is_some() {
+        problems.push(format!("{at}: `batch_rows` applies to sources only"));
+    }
+    if kind != Kind::Sink && (raw.write_mode.is_some() || raw.primary_key.is_some()) {
+        problems.push(format!(
+            "{at}: `write_mode` and `primary_key` apply to sinks only"
+        ));
+    }
+    let write_mode = match raw.write_mode.as_deref().unwrap_or("append") {
+        "append" => WriteMode::Append,
+        "overwrite" => WriteMode::Overwrite,
+        "upsert" => match &raw.primary_key {
+            Some(key) if !key.is_empty() => WriteMode::Upsert(key.clone()),
+            _ => {
+                problems.push(format!(
+                    "{at}: write_mode = \"upsert\" needs `primary_key = [\"column\", ...]`"
+                ));
+                WriteMode::Append
+            }
+        },
+        other => {
+            problems.push(format!(
+                "{at}: write_mode = {other:?}; accepted: append, overwrite, upsert"
+            ));
+            WriteMode::Append
+        }
+    };
+    let (config_json, config_span) = match &raw.config {
+        Some(table) => (
+            serde_json::to_string(table.get_ref()).expect("TOML values render as JSON"),
+            Some(table.span()),
+        ),
+        None => ("{}".to_string(), None),
+    };
+    if problems.len() > before {
+        return None;
+    }
+    Some(Stage {
+        kind,
+        name,
+        plugin,
+        config_json,
+        config_span,
+        fs,
+        secrets: raw.secrets,
+        limits,
+        on_error: raw.on_error.unwrap_or(on_error),
+        batch_rows: raw.batch_rows.unwrap_or(65_536).max(1),
+        write_mode,
+    })
+}
+
+/// Where a key named in a plugin's error message sits in the pipeline file: the line of
+/// `key` within the stage's `config` table, if it can be found.
+pub fn locate_config_key(text: &str, span: &Range<usize>, key: &str) -> Option<usize> {
+    let table = text.get(span.clone())?;
+    let mut offset = span.start;
+    for line in table.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return Some(line_of(text, offset));
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Pipeline, ConfigError> {
+        parse(Path::new("/nonexistent/pipeline.toml"), text)
+    }
+
+    const MINIMAL: &str = r#"
+[pipeline]
+name = "orders"
+
+[[source]]
+plugin = "builtin:file"
+[source.config]
+path = "data/orders.csv"
+
+[[sink]]
+plugin = "builtin:file"
+fs = ["out:rw"]
+"#;
+
+    #[test]
+    fn a_minimal_pipeline_gets_defaults() {
+        let p = parse_str(MINIMAL).unwrap();
+        assert_eq!(p.name, "orders");
+        assert_eq!(p.state_dir, PathBuf::from("/nonexistent/.state"));
+        assert_eq!(p.source.config_json, r#"{"path":"data/orders.csv"}"#);
+        assert_eq!(p.sink.fs[0].guest_path, "out");
+        assert!(p.sink.fs[0].writable);
+        assert_eq!(p.retry.max_attempts, 3);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let text = MINIMAL.replace("[[sink]]", "colour = \"blue\"\n[[sink]]");
+        let err = parse_str(&text).unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+        assert!(err.contains("line 10"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+[pipeline]
+name = "bad name"
+[[source]]
+plugin = "builtin:nope"
+secrets = ["missing"]
+[[sink]]
+plugin = "plugins/x.wasm"
+"#;
+        let err = parse_str(text).unwrap_err();
+        assert_eq!(err.problems.len(), 4, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("unknown plugin `builtin:nope`"));
+        assert!(text.contains("secret `missing`"));
+        assert!(text.contains("sha256"));
+        assert!(text.contains("bad name"));
+    }
+
+    #[test]
+    fn sizes_and_durations_read_as_people_write_them() {
+        assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1 GB").unwrap(), 1_000_000_000);
+        assert!(parse_bytes("lots").is_err());
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn a_config_key_is_located_within_its_table() {
+        let text = "[[source]]\nplugin = \"x\"\n[source.config]\npath = \"a\"\ndelimter = \";\"\n";
+        let start = text.find("path").unwrap();
+        assert_eq!(
+            locate_config_key(text, &(start..text.len()), "delimter"),
+            Some(5)
+        );
+    }
+}

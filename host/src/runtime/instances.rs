@@ -1,0 +1,429 @@
+//! Typed handles on running plugin instances: one store and one instance per handle, every
+//! call armed with the plugin's deadline, every failure turned into a [`RunError`] that
+//! names the plugin and says what happened.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use wasmtime::component::{Component, Linker, ResourceAny};
+use wasmtime::Store;
+
+use super::RunError;
+use crate::config::Stage;
+use crate::plugin::bindings::sink::{SinkPlugin, SinkPluginPre};
+use crate::plugin::bindings::source::{
+    exports::ingest::plugin::source::Chunk, SourcePlugin, SourcePluginPre,
+};
+use crate::plugin::bindings::transform::exports::ingest::plugin::transform::Output;
+use crate::plugin::bindings::transform::{TransformPlugin, TransformPluginPre};
+use crate::plugin::bindings::types::{Error as WitError, Split, StreamInfo, WriteMode};
+use crate::plugin::Runtime;
+use crate::sandbox::{self, Grants, Interrupted, PluginState};
+
+/// Turn the outcome of a call into our error: the outer layer is a trap or interruption,
+/// the inner one the plugin's own error.
+fn outcome<T>(label: &str, result: wasmtime::Result<Result<T, WitError>>) -> Result<T, RunError> {
+    match result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(RunError::from_plugin(label, e)),
+        Err(e) => Err(trapped(label, e)),
+    }
+}
+
+fn unit(label: &str, result: wasmtime::Result<()>) -> Result<(), RunError> {
+    result.map_err(|e| trapped(label, e))
+}
+
+/// Describe why a plugin instance died.
+pub fn trapped(label: &str, error: wasmtime::Error) -> RunError {
+    if let Some(interrupted) = error.downcast_ref::<Interrupted>() {
+        return match interrupted {
+            Interrupted::Cancelled => RunError::Cancelled,
+            Interrupted::Deadline(_) => RunError::Trapped {
+                plugin: label.to_string(),
+                what: interrupted.to_string(),
+            },
+        };
+    }
+    let text = format!("{error:#}");
+    let what = if text.contains("forcing trap when growing memory") {
+        "hit its memory limit".to_string()
+    } else if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        let first = text.lines().next().unwrap_or_default();
+        format!("trapped ({trap}): {first}")
+    } else if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        format!("exited with status {}", exit.0)
+    } else {
+        format!("failed: {}", text.lines().next().unwrap_or_default())
+    };
+    RunError::Trapped {
+        plugin: label.to_string(),
+        what,
+    }
+}
+
+/// A plugin compiled, linked and ready to be instantiated in ~tens of microseconds.
+pub struct Loaded<P> {
+    pub stage: Stage,
+    pub label: Arc<str>,
+    pub grants: Grants,
+    pre: P,
+}
+
+fn new_store(
+    runtime: &Runtime,
+    label: &Arc<str>,
+    grants: &Grants,
+    cancel: &Arc<AtomicBool>,
+) -> Result<Store<PluginState>, RunError> {
+    Ok(sandbox::new_store(
+        &runtime.engine,
+        label.clone(),
+        grants,
+        cancel.clone(),
+    )?)
+}
+
+macro_rules! loaded {
+    ($pre:ty, $plugin:ty) => {
+        impl Loaded<$pre> {
+            pub fn new(
+                stage: Stage,
+                grants: Grants,
+                linker: &Linker<PluginState>,
+                component: &Component,
+            ) -> Result<Self, RunError> {
+                let label: Arc<str> = stage.label().into();
+                let instance_pre =
+                    linker
+                        .instantiate_pre(component)
+                        .map_err(|e| RunError::Fatal {
+                            plugin: label.to_string(),
+                            message: format!("cannot link: {e:#}"),
+                        })?;
+                let pre = <$pre>::new(instance_pre).map_err(|e| RunError::Fatal {
+                    plugin: label.to_string(),
+                    message: format!("does not match the contract: {e:#}"),
+                })?;
+                Ok(Loaded {
+                    stage,
+                    label,
+                    grants,
+                    pre,
+                })
+            }
+
+            async fn instantiate(
+                &self,
+                runtime: &Runtime,
+                cancel: &Arc<AtomicBool>,
+            ) -> Result<(Store<PluginState>, $plugin), RunError> {
+                let mut store = new_store(runtime, &self.label, &self.grants, cancel)?;
+                sandbox::arm(&mut store);
+                let plugin = self
+                    .pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| trapped(&self.label, e))?;
+                Ok((store, plugin))
+            }
+        }
+    };
+}
+
+loaded!(SourcePluginPre<PluginState>, SourcePlugin);
+loaded!(TransformPluginPre<PluginState>, TransformPlugin);
+loaded!(SinkPluginPre<PluginState>, SinkPlugin);
+
+pub type LoadedSource = Loaded<SourcePluginPre<PluginState>>;
+pub type LoadedTransform = Loaded<TransformPluginPre<PluginState>>;
+pub type LoadedSink = Loaded<SinkPluginPre<PluginState>>;
+
+/// A running source instance.
+pub struct Source {
+    pub label: Arc<str>,
+    config: String,
+    store: Store<PluginState>,
+    plugin: SourcePlugin,
+}
+
+impl Source {
+    pub async fn start(
+        loaded: &LoadedSource,
+        runtime: &Runtime,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<Self, RunError> {
+        let (store, plugin) = loaded.instantiate(runtime, cancel).await?;
+        Ok(Source {
+            label: loaded.label.clone(),
+            config: loaded.stage.config_json.clone(),
+            store,
+            plugin,
+        })
+    }
+
+    pub async fn check(&mut self) -> Result<(), RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_source()
+            .call_check(&mut self.store, &self.config)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    pub async fn discover(&mut self) -> Result<Vec<StreamInfo>, RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_source()
+            .call_discover(&mut self.store, &self.config)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    pub async fn splits(&mut self, stream: &str) -> Result<Vec<Split>, RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_source()
+            .call_splits(&mut self.store, &self.config, stream)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    pub async fn open(
+        &mut self,
+        stream: &str,
+        split: &Split,
+        position: Option<&Vec<u8>>,
+    ) -> Result<ResourceAny, RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_source()
+            .reader()
+            .call_open(&mut self.store, &self.config, stream, split, position)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    pub async fn next(
+        &mut self,
+        reader: ResourceAny,
+        max_rows: u32,
+    ) -> Result<Option<Chunk>, RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_source()
+            .reader()
+            .call_next(&mut self.store, reader, max_rows)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    pub async fn ack(&mut self, reader: ResourceAny, position: &Vec<u8>) -> Result<(), RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_source()
+            .reader()
+            .call_ack(&mut self.store, reader, position)
+            .await;
+        unit(&self.label, r)
+    }
+
+    pub async fn close(&mut self, reader: ResourceAny) -> Result<(), RunError> {
+        sandbox::arm(&mut self.store);
+        unit(
+            &self.label,
+            reader.resource_drop_async(&mut self.store).await,
+        )
+    }
+}
+
+/// A running transform instance.
+pub struct Transform {
+    pub label: Arc<str>,
+    config: String,
+    store: Store<PluginState>,
+    plugin: TransformPlugin,
+}
+
+impl Transform {
+    pub async fn start(
+        loaded: &LoadedTransform,
+        runtime: &Runtime,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<Self, RunError> {
+        let (store, plugin) = loaded.instantiate(runtime, cancel).await?;
+        Ok(Transform {
+            label: loaded.label.clone(),
+            config: loaded.stage.config_json.clone(),
+            store,
+            plugin,
+        })
+    }
+
+    pub async fn check(&mut self) -> Result<(), RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_transform()
+            .call_check(&mut self.store, &self.config)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    /// Open a transformer for `schema`; returns it with its declared output schema.
+    pub async fn open(&mut self, schema: &Vec<u8>) -> Result<(ResourceAny, Vec<u8>), RunError> {
+        sandbox::arm(&mut self.store);
+        let api = self.plugin.ingest_plugin_transform().transformer();
+        let r = api.call_open(&mut self.store, &self.config, schema).await;
+        let handle = outcome(&self.label, r)?;
+        sandbox::arm(&mut self.store);
+        let r = api.call_output_schema(&mut self.store, handle).await;
+        Ok((handle, outcome(&self.label, r)?))
+    }
+
+    pub async fn process(
+        &mut self,
+        handle: ResourceAny,
+        batch: &Vec<u8>,
+    ) -> Result<Output, RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_transform()
+            .transformer()
+            .call_process(&mut self.store, handle, batch)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    pub async fn flush(&mut self, handle: ResourceAny) -> Result<Output, RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_transform()
+            .transformer()
+            .call_flush(&mut self.store, handle)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    pub async fn close(&mut self, handle: ResourceAny) -> Result<(), RunError> {
+        sandbox::arm(&mut self.store);
+        unit(
+            &self.label,
+            handle.resource_drop_async(&mut self.store).await,
+        )
+    }
+}
+
+/// A running sink instance.
+pub struct Sink {
+    pub label: Arc<str>,
+    config: String,
+    store: Store<PluginState>,
+    plugin: SinkPlugin,
+}
+
+impl Sink {
+    pub async fn start(
+        loaded: &LoadedSink,
+        runtime: &Runtime,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<Self, RunError> {
+        let (store, plugin) = loaded.instantiate(runtime, cancel).await?;
+        Ok(Sink {
+            label: loaded.label.clone(),
+            config: loaded.stage.config_json.clone(),
+            store,
+            plugin,
+        })
+    }
+
+    pub async fn check(&mut self) -> Result<(), RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_sink()
+            .call_check(&mut self.store, &self.config)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    pub async fn open(
+        &mut self,
+        stream: &StreamInfo,
+        mode: &WriteMode,
+    ) -> Result<ResourceAny, RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_sink()
+            .writer()
+            .call_open(&mut self.store, &self.config, stream, mode)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    pub async fn write(&mut self, writer: ResourceAny, batch: &Vec<u8>) -> Result<(), RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_sink()
+            .writer()
+            .call_write(&mut self.store, writer, batch)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    pub async fn prepare(&mut self, writer: ResourceAny, epoch: u64) -> Result<Vec<u8>, RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_sink()
+            .writer()
+            .call_prepare(&mut self.store, writer, epoch)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    pub async fn commit(
+        &mut self,
+        writer: ResourceAny,
+        epoch: u64,
+        token: &[u8],
+    ) -> Result<(), RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_sink()
+            .writer()
+            .call_commit(&mut self.store, writer, epoch, token)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    pub async fn abort(&mut self, writer: ResourceAny, epoch: u64) -> Result<(), RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_sink()
+            .writer()
+            .call_abort(&mut self.store, writer, epoch)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    pub async fn close(&mut self, writer: ResourceAny) -> Result<(), RunError> {
+        sandbox::arm(&mut self.store);
+        unit(
+            &self.label,
+            writer.resource_drop_async(&mut self.store).await,
+        )
+    }
+}

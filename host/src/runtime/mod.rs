@@ -1,0 +1,362 @@
+//! The driver: loads the pipeline's plugins, runs source → transforms → sink as tasks
+//! joined by channels bounded in bytes, closes epochs with the two-phase commit of the
+//! checkpoint protocol, recovers a half-committed epoch on start, and retries failed
+//! attempts from the last checkpoint with exponential backoff.
+//!
+//! The epoch protocol (see DESIGN.md): the source stage emits a barrier carrying the source
+//! positions after every `checkpoint` interval and at the end of each stream; transforms
+//! flush and pass it on; the sink stage calls `prepare`, writes the state record
+//! atomically, calls `commit`, records the commit, and only then acknowledges the
+//! positions to the source.
+
+mod channel;
+mod instances;
+mod stages;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Linker;
+
+use crate::checkpoint::{LocalStore, State, StateError, StateStore};
+use crate::config::{Pipeline, Stage};
+use crate::dlq::DlqError;
+use crate::plugin::bindings::types::{Error as WitError, StreamInfo, WriteMode as WitWriteMode};
+use crate::plugin::{LoadError, Runtime};
+use crate::sandbox::{Grants, SandboxError};
+use crate::{batch, capabilities, config};
+
+pub use instances::{LoadedSink, LoadedSource, LoadedTransform};
+
+/// Why a run (or a check) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{plugin}: invalid config: {message}")]
+    InvalidConfig { plugin: String, message: String },
+    #[error("{plugin}: access denied: {message}")]
+    AccessDenied { plugin: String, message: String },
+    #[error("{plugin}: {message} (transient)")]
+    Transient {
+        plugin: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{plugin}: bad data: {message}")]
+    Data { plugin: String, message: String },
+    #[error("{plugin}: {message}")]
+    Fatal { plugin: String, message: String },
+    #[error("{plugin} {what}")]
+    Trapped { plugin: String, what: String },
+    #[error("{plugin} broke the plugin contract: {message}")]
+    Contract { plugin: String, message: String },
+    #[error("{plugin} rejected a record{}: {reason} (on_error = \"fail\"; set on_error = \"dlq\" or \"skip\" to go on past bad records)", .location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default())]
+    Rejected {
+        plugin: String,
+        location: Option<String>,
+        reason: String,
+    },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Dlq(#[from] DlqError),
+    #[error("{0}")]
+    Secrets(String),
+    #[error("the run was cancelled")]
+    Cancelled,
+    /// A stage stopped because a neighbouring stage failed; never the cause itself.
+    #[error("a neighbouring stage stopped")]
+    Stopped,
+}
+
+impl RunError {
+    fn from_plugin(plugin: &str, error: WitError) -> Self {
+        let plugin = plugin.to_string();
+        match error {
+            WitError::InvalidConfig(message) => RunError::InvalidConfig { plugin, message },
+            WitError::AccessDenied(message) => RunError::AccessDenied { plugin, message },
+            WitError::Transient(t) => RunError::Transient {
+                plugin,
+                message: t.message,
+                retry_after: t.retry_after_ms.map(Duration::from_millis),
+            },
+            WitError::Data(message) => RunError::Data { plugin, message },
+            WitError::Fatal(message) => RunError::Fatal { plugin, message },
+        }
+    }
+
+    /// Worth another attempt from the last checkpoint on fresh instances.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RunError::Trapped { .. } | RunError::Transient { .. })
+    }
+
+    /// A problem with the pipeline's configuration or grants, found before data moved.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            RunError::InvalidConfig { .. }
+                | RunError::AccessDenied { .. }
+                | RunError::Load(_)
+                | RunError::Sandbox(_)
+                | RunError::Secrets(_)
+        )
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub rows_read: u64,
+    pub bytes_read: u64,
+    pub rows_written: u64,
+    pub rows_rejected: u64,
+    pub rows_dead_lettered: u64,
+    pub epochs: u64,
+    pub attempts: u32,
+    /// The epoch the run started after.
+    pub resumed_after_epoch: u64,
+    pub last_epoch: u64,
+    pub elapsed: Duration,
+}
+
+/// A pipeline whose plugins are loaded, linked and checked.
+pub struct Prepared {
+    pub pipeline: Pipeline,
+    pub runtime: Runtime,
+    pub cancel: Arc<AtomicBool>,
+    pub source: LoadedSource,
+    pub transforms: Vec<LoadedTransform>,
+    pub sink: LoadedSink,
+    /// What the source offers, as discovered during the check.
+    pub streams: Vec<StreamInfo>,
+}
+
+fn grants(stage: &Stage, secrets: &BTreeMap<String, String>) -> Result<Grants, RunError> {
+    for grant in &stage.fs {
+        if grant.writable {
+            std::fs::create_dir_all(&grant.host_path).map_err(|e| RunError::AccessDenied {
+                plugin: stage.label(),
+                message: format!(
+                    "cannot create the read-write directory {}: {e}",
+                    grant.host_path.display()
+                ),
+            })?;
+        }
+    }
+    Ok(Grants {
+        fs: stage.fs.clone(),
+        secrets: stage
+            .secrets
+            .iter()
+            .filter_map(|name| secrets.get(name).map(|v| (name.clone(), v.clone())))
+            .collect(),
+        limits: stage.limits,
+    })
+}
+
+/// Add where in the pipeline file a key the plugin complains about is.
+fn locate(pipeline: &Pipeline, text: &str, stage: &Stage, error: RunError) -> RunError {
+    let RunError::InvalidConfig { plugin, message } = error else {
+        return error;
+    };
+    let key = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.contains("unknown field") || message.contains("missing field"));
+    let line = match (key, &stage.config_span) {
+        (Some(key), Some(span)) if message.contains("unknown field") => {
+            config::locate_config_key(text, span, key)
+        }
+        (_, Some(span)) => Some(config::line_of(text, span.start)),
+        _ => None,
+    };
+    let message = match line {
+        Some(line) => format!("{message} ({}, line {line})", pipeline.file.display()),
+        None => message,
+    };
+    RunError::InvalidConfig { plugin, message }
+}
+
+/// Load, compile (or take from the cache), link and check every plugin, and discover the
+/// source's streams. Moves no data.
+pub async fn prepare(
+    pipeline: &Pipeline,
+    runtime: &Runtime,
+    cancel: Arc<AtomicBool>,
+) -> Result<Prepared, RunError> {
+    let secrets = crate::secrets::resolve(&pipeline.secrets).map_err(|errors| {
+        RunError::Secrets(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let text = std::fs::read_to_string(&pipeline.file).unwrap_or_default();
+    let mut linker = Linker::new(&runtime.engine);
+    capabilities::add_to_linker(&mut linker).map_err(|e| RunError::Fatal {
+        plugin: "host".into(),
+        message: format!("cannot set up the plugin linker: {e:#}"),
+    })?;
+
+    let compile = |stage: &Stage| -> Result<wasmtime::component::Component, RunError> {
+        let label = stage.label();
+        let bytes = crate::plugin::read(&stage.plugin, stage.kind)?;
+        let component = runtime.compile(&label, &bytes)?;
+        runtime.check_kind(&label, &component, stage.kind)?;
+        Ok(component)
+    };
+
+    let stage = &pipeline.source;
+    let source = LoadedSource::new(
+        stage.clone(),
+        grants(stage, &secrets)?,
+        &linker,
+        &compile(stage)?,
+    )?;
+    let mut transforms = Vec::new();
+    for stage in &pipeline.transforms {
+        transforms.push(LoadedTransform::new(
+            stage.clone(),
+            grants(stage, &secrets)?,
+            &linker,
+            &compile(stage)?,
+        )?);
+    }
+    let stage = &pipeline.sink;
+    let sink = LoadedSink::new(
+        stage.clone(),
+        grants(stage, &secrets)?,
+        &linker,
+        &compile(stage)?,
+    )?;
+
+    let mut instance = instances::Source::start(&source, runtime, &cancel).await?;
+    instance
+        .check()
+        .await
+        .map_err(|e| locate(pipeline, &text, &pipeline.source, e))?;
+    let streams = instance
+        .discover()
+        .await
+        .map_err(|e| locate(pipeline, &text, &pipeline.source, e))?;
+    for t in &transforms {
+        let mut instance = instances::Transform::start(t, runtime, &cancel).await?;
+        instance
+            .check()
+            .await
+            .map_err(|e| locate(pipeline, &text, &t.stage, e))?;
+    }
+    let mut instance = instances::Sink::start(&sink, runtime, &cancel).await?;
+    instance
+        .check()
+        .await
+        .map_err(|e| locate(pipeline, &text, &pipeline.sink, e))?;
+
+    Ok(Prepared {
+        pipeline: pipeline.clone(),
+        runtime: runtime.clone(),
+        cancel,
+        source,
+        transforms,
+        sink,
+        streams,
+    })
+}
+
+/// The schema of each discovered stream, for `host check`.
+pub fn describe_streams(prepared: &Prepared) -> Vec<(String, String)> {
+    prepared
+        .streams
+        .iter()
+        .map(|s| {
+            let schema = batch::decode_schema(&s.schema)
+                .map(|s| batch::describe(&s))
+                .unwrap_or_else(|e| format!("unreadable schema: {e}"));
+            (s.name.clone(), schema)
+        })
+        .collect()
+}
+
+pub(crate) fn wit_write_mode(mode: &config::WriteMode) -> WitWriteMode {
+    match mode {
+        config::WriteMode::Append => WitWriteMode::Append,
+        config::WriteMode::Overwrite => WitWriteMode::Overwrite,
+        config::WriteMode::Upsert(key) => WitWriteMode::Upsert(key.clone()),
+    }
+}
+
+/// Run a prepared pipeline to the end of its input, retrying failed attempts by the
+/// pipeline's retry policy.
+pub async fn run(prepared: Arc<Prepared>) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let policy = prepared.pipeline.retry;
+    let mut attempt = 0;
+    let mut total = Summary::default();
+    loop {
+        attempt += 1;
+        let result = stages::attempt(prepared.clone(), &mut total).await;
+        match result {
+            Ok(()) => {
+                total.attempts = attempt;
+                total.elapsed = started.elapsed();
+                return Ok(total);
+            }
+            Err(e) if e.is_retryable() && attempt < policy.max_attempts => {
+                if prepared.cancel.load(Ordering::Relaxed) {
+                    return Err(RunError::Cancelled);
+                }
+                let delay = backoff(&policy, attempt, &e);
+                tracing::warn!(
+                    attempt,
+                    max_attempts = policy.max_attempts,
+                    delay_ms = delay.as_millis() as u64,
+                    "attempt failed, retrying from the last checkpoint: {e}"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn backoff(policy: &config::RetryPolicy, attempt: u32, error: &RunError) -> Duration {
+    let exp = policy
+        .initial_backoff
+        .saturating_mul(1u32 << (attempt - 1).min(20))
+        .min(policy.max_backoff);
+    let mut delay = if policy.jitter {
+        // Full jitter between half and all of the delay.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        exp.mul_f64(0.5 + (nanos % 1000) as f64 / 2000.0)
+    } else {
+        exp
+    };
+    if let RunError::Transient {
+        retry_after: Some(after),
+        ..
+    } = error
+    {
+        delay = delay.max(*after);
+    }
+    delay
+}
+
+/// The state store of a pipeline.
+pub fn state_store(pipeline: &Pipeline) -> LocalStore {
+    LocalStore::new(&pipeline.state_dir, &pipeline.name)
+}
+
+/// The committed state of a pipeline.
+pub fn load_state(pipeline: &Pipeline) -> Result<State, StateError> {
+    state_store(pipeline).load()
+}

@@ -1,0 +1,702 @@
+//! One attempt at running the pipeline: recovery of a half-committed epoch, then the
+//! source, transform and sink stages as tasks joined by byte-bounded channels, with the
+//! epoch barrier travelling in-band between the batches.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use wasmtime::component::ResourceAny;
+
+use super::channel::{self, Receiver, Sender};
+use super::instances::{Sink, Source, Transform};
+use super::{state_store, wit_write_mode, Prepared, RunError, Summary};
+use crate::batch;
+use crate::checkpoint::{PendingCommit, SchemaRecord, State, StateStore};
+use crate::config::OnError;
+use crate::dlq::{self, DeadLetter, DeadLetters};
+use crate::plugin::bindings::transform::exports::ingest::plugin::transform::Output;
+use crate::plugin::bindings::types::{Reject, StreamInfo};
+
+/// Bytes of batches in flight between two stages.
+const CHANNEL_BYTES: usize = 64 << 20;
+
+/// Positions by stream, then split, as hex.
+type Positions = BTreeMap<String, BTreeMap<String, String>>;
+
+/// What travels between stages: data and control in one ordered stream.
+enum Message {
+    /// A stream begins; its schema as the receiving stage will see it.
+    Stream {
+        name: String,
+        schema: Vec<u8>,
+        primary_key: Vec<String>,
+    },
+    /// One record batch (an IPC stream) with its row count.
+    Data { batch: Vec<u8>, rows: u64 },
+    /// Records a plugin rejected, to be routed by its `on_error` policy.
+    Rejects(RejectBatch),
+    /// Close `epoch`: everything before this message belongs to it.
+    Barrier { epoch: u64, positions: Positions },
+    /// End of input.
+    End,
+}
+
+struct RejectBatch {
+    plugin: Arc<str>,
+    on_error: OnError,
+    stream: String,
+    letters: Vec<(Option<String>, String, String)>,
+}
+
+/// Counters the stages fill in.
+#[derive(Default)]
+struct SourceStats {
+    rows: u64,
+    bytes: u64,
+}
+
+#[derive(Default)]
+struct SinkStats {
+    rows: u64,
+    rejected: u64,
+    dead_lettered: u64,
+    epochs: u64,
+    last_epoch: u64,
+}
+
+fn hex_decode(plugin: &str, text: &str) -> Result<Vec<u8>, RunError> {
+    hex::decode(text).map_err(|e| RunError::Fatal {
+        plugin: plugin.to_string(),
+        message: format!("stored position is not hex ({e}); the state file was edited by hand?"),
+    })
+}
+
+/// Run the pipeline once from the last checkpoint; fills `summary` as it goes.
+pub async fn attempt(prepared: Arc<Prepared>, summary: &mut Summary) -> Result<(), RunError> {
+    let store = state_store(&prepared.pipeline);
+    let mut state = store.load()?;
+    recover(&prepared, &store, &mut state).await?;
+    summary.resumed_after_epoch = state.epoch;
+    summary.last_epoch = state.epoch;
+
+    let (source_tx, mut next_rx) = channel::channel::<Message>(CHANNEL_BYTES);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Positions>();
+
+    let source = Source::start(&prepared.source, &prepared.runtime, &prepared.cancel).await?;
+    let mut transforms = Vec::new();
+    for t in &prepared.transforms {
+        transforms.push(Transform::start(t, &prepared.runtime, &prepared.cancel).await?);
+    }
+    let sink = Sink::start(&prepared.sink, &prepared.runtime, &prepared.cancel).await?;
+
+    let source_task = tokio::spawn(source_stage(
+        prepared.clone(),
+        source,
+        state.positions.clone(),
+        state.epoch + 1,
+        source_tx,
+        ack_rx,
+    ));
+    let mut transform_tasks = Vec::new();
+    for (t, loaded) in transforms.into_iter().zip(&prepared.transforms) {
+        let (tx, rx) = channel::channel::<Message>(CHANNEL_BYTES);
+        transform_tasks.push(tokio::spawn(transform_stage(
+            t,
+            loaded.stage.on_error,
+            next_rx,
+            tx,
+            prepared.cancel.clone(),
+        )));
+        next_rx = rx;
+    }
+    let sink_task = tokio::spawn(sink_stage(prepared.clone(), sink, state, next_rx, ack_tx));
+
+    // Collect every stage's outcome; the cause is the first error that is not merely a
+    // stage stopping because its neighbour did.
+    let mut cause: Option<RunError> = None;
+    let mut note = |r: Result<(), RunError>| {
+        if let Err(e) = r {
+            let replace = match &cause {
+                None => true,
+                Some(RunError::Stopped) => !matches!(e, RunError::Stopped),
+                Some(_) => false,
+            };
+            if replace {
+                cause = Some(e);
+            }
+        }
+    };
+    let joined = |r: Result<Result<(), RunError>, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| {
+            Err(RunError::Fatal {
+                plugin: "host".into(),
+                message: format!("a pipeline stage panicked: {e}"),
+            })
+        })
+    };
+    let source_result = source_task.await;
+    let (source_stats, source_result) = match source_result {
+        Ok(Ok(stats)) => (stats, Ok(())),
+        Ok(Err(e)) => (SourceStats::default(), Err(e)),
+        Err(e) => (SourceStats::default(), joined(Err(e))),
+    };
+    note(source_result);
+    for task in transform_tasks {
+        note(joined(task.await));
+    }
+    let sink_result = sink_task.await;
+    let sink_stats = match sink_result {
+        Ok(Ok(stats)) => Some(stats),
+        Ok(Err(e)) => {
+            note(Err(e));
+            None
+        }
+        Err(e) => {
+            note(joined(Err(e)));
+            None
+        }
+    };
+    summary.rows_read += source_stats.rows;
+    summary.bytes_read += source_stats.bytes;
+    if let Some(s) = &sink_stats {
+        summary.rows_written += s.rows;
+        summary.rows_rejected += s.rejected;
+        summary.rows_dead_lettered += s.dead_lettered;
+        summary.epochs += s.epochs;
+        if s.last_epoch > 0 {
+            summary.last_epoch = s.last_epoch;
+        }
+    }
+    match cause {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}
+
+/// Finish an epoch that was prepared but whose commit was not recorded: commit it again
+/// (commit is idempotent) before anything new is read.
+async fn recover(
+    prepared: &Prepared,
+    store: &impl StateStore,
+    state: &mut State,
+) -> Result<(), RunError> {
+    if state.epoch == 0 || state.committed {
+        return Ok(());
+    }
+    tracing::info!(
+        epoch = state.epoch,
+        "committing the epoch an earlier run prepared but did not finish"
+    );
+    let mut sink = Sink::start(&prepared.sink, &prepared.runtime, &prepared.cancel).await?;
+    let mode = wit_write_mode(&prepared.pipeline.sink.write_mode);
+    for pending in &state.pending {
+        let schema = state
+            .schemas
+            .get(&pending.stream)
+            .map(|s| hex_decode(&sink.label, &s.ipc))
+            .transpose()?
+            .unwrap_or_default();
+        let info = StreamInfo {
+            name: pending.stream.clone(),
+            schema,
+            primary_key: Vec::new(),
+            cursor_field: None,
+            sync_modes: Vec::new(),
+        };
+        let writer = sink.open(&info, &mode).await?;
+        let token = hex_decode(&sink.label, &pending.token)?;
+        sink.commit(writer, state.epoch, &token).await?;
+        sink.close(writer).await?;
+        if let Some(dlq_token) = &pending.dlq_token {
+            let token: dlq::Token =
+                serde_json::from_str(dlq_token).map_err(|e| RunError::Fatal {
+                    plugin: "dead-letter queue".into(),
+                    message: format!("unreadable token in the state file: {e}"),
+                })?;
+            dlq::commit(&token)?;
+        }
+    }
+    state.committed = true;
+    state.pending.clear();
+    store.save(state)?;
+    Ok(())
+}
+
+fn closed(_: channel::Closed) -> RunError {
+    RunError::Stopped
+}
+
+fn cancelled(prepared: &Prepared) -> Result<(), RunError> {
+    if prepared.cancel.load(Ordering::Relaxed) {
+        Err(RunError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads every split of every stream, emitting barriers by the checkpoint policy.
+async fn source_stage(
+    prepared: Arc<Prepared>,
+    mut source: Source,
+    mut positions: Positions,
+    mut epoch: u64,
+    tx: Sender<Message>,
+    mut acks: mpsc::UnboundedReceiver<Positions>,
+) -> Result<SourceStats, RunError> {
+    let policy = prepared.pipeline.checkpoint;
+    let batch_rows = prepared.pipeline.source.batch_rows;
+    let label = source.label.clone();
+    let contract = |message: String| RunError::Contract {
+        plugin: label.to_string(),
+        message,
+    };
+    let mut stats = SourceStats::default();
+    let (mut rows, mut bytes, mut since, mut dirty) = (0u64, 0u64, Instant::now(), false);
+    for info in &prepared.streams {
+        let declared = batch::decode_schema(&info.schema).map_err(|e| {
+            contract(format!(
+                "stream `{}` has an unreadable schema: {e}",
+                info.name
+            ))
+        })?;
+        tx.send(
+            Message::Stream {
+                name: info.name.clone(),
+                schema: info.schema.clone(),
+                primary_key: info.primary_key.clone(),
+            },
+            info.schema.len(),
+        )
+        .await
+        .map_err(closed)?;
+        let splits = source.splits(&info.name).await?;
+        for split in splits {
+            let position = match positions.get(&info.name).and_then(|m| m.get(&split.id)) {
+                Some(hex) => Some(hex_decode(&label, hex)?),
+                None => None,
+            };
+            let reader = source.open(&info.name, &split, position.as_ref()).await?;
+            loop {
+                cancelled(&prepared)?;
+                while let Ok(acked) = acks.try_recv() {
+                    if let Some(p) = acked.get(&info.name).and_then(|m| m.get(&split.id)) {
+                        source.ack(reader, &hex_decode(&label, p)?).await?;
+                    }
+                }
+                let Some(chunk) = source.next(reader, batch_rows).await? else {
+                    break;
+                };
+                let data = batch::decode(&chunk.batch).map_err(|e| {
+                    contract(format!("returned a chunk that is not valid Arrow IPC: {e}"))
+                })?;
+                if data.num_rows() > 0 && !batch::same_columns(&declared, &data.schema()) {
+                    return Err(contract(format!(
+                        "stream `{}` was declared with columns [{}] but a batch has [{}]",
+                        info.name,
+                        batch::describe(&declared),
+                        batch::describe(&data.schema())
+                    )));
+                }
+                positions
+                    .entry(info.name.clone())
+                    .or_default()
+                    .insert(split.id.clone(), hex::encode(&chunk.position));
+                dirty = true;
+                if !chunk.rejects.is_empty() {
+                    let letters = chunk
+                        .rejects
+                        .into_iter()
+                        .map(|r| (r.location, r.reason, r.original.unwrap_or_default()))
+                        .collect();
+                    let reject = RejectBatch {
+                        plugin: label.clone(),
+                        on_error: prepared.pipeline.source.on_error,
+                        stream: info.name.clone(),
+                        letters,
+                    };
+                    tx.send(Message::Rejects(reject), 0).await.map_err(closed)?;
+                }
+                let n = data.num_rows() as u64;
+                let size = chunk.batch.len();
+                stats.rows += n;
+                stats.bytes += size as u64;
+                rows += n;
+                bytes += size as u64;
+                if n > 0 {
+                    tx.send(
+                        Message::Data {
+                            batch: chunk.batch,
+                            rows: n,
+                        },
+                        size,
+                    )
+                    .await
+                    .map_err(closed)?;
+                }
+                if rows >= policy.every_rows
+                    || bytes >= policy.every_bytes
+                    || since.elapsed() >= policy.every
+                {
+                    tx.send(
+                        Message::Barrier {
+                            epoch,
+                            positions: positions.clone(),
+                        },
+                        0,
+                    )
+                    .await
+                    .map_err(closed)?;
+                    epoch += 1;
+                    (rows, bytes, since, dirty) = (0, 0, Instant::now(), false);
+                }
+            }
+            source.close(reader).await?;
+        }
+        if dirty {
+            tx.send(
+                Message::Barrier {
+                    epoch,
+                    positions: positions.clone(),
+                },
+                0,
+            )
+            .await
+            .map_err(closed)?;
+            epoch += 1;
+            (rows, bytes, since, dirty) = (0, 0, Instant::now(), false);
+        }
+    }
+    tx.send(Message::End, 0).await.map_err(closed)?;
+    Ok(stats)
+}
+
+/// Passes every message through one transform plugin.
+async fn transform_stage(
+    mut transform: Transform,
+    on_error: OnError,
+    mut rx: Receiver<Message>,
+    tx: Sender<Message>,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), RunError> {
+    let label = transform.label.clone();
+    let mut open: Option<(ResourceAny, arrow::datatypes::SchemaRef, String)> = None;
+    loop {
+        let Some((message, permit)) = rx.recv().await else {
+            return Err(RunError::Stopped);
+        };
+        if cancel.load(Ordering::Relaxed) {
+            return Err(RunError::Cancelled);
+        }
+        match message {
+            Message::Stream {
+                name,
+                schema,
+                primary_key,
+            } => {
+                if let Some((handle, _, _)) = open.take() {
+                    transform.close(handle).await?;
+                }
+                let (handle, output) = transform.open(&schema).await?;
+                let declared = batch::decode_schema(&output).map_err(|e| RunError::Contract {
+                    plugin: label.to_string(),
+                    message: format!("declared an unreadable output schema: {e}"),
+                })?;
+                open = Some((handle, declared, name.clone()));
+                let size = output.len();
+                tx.send(
+                    Message::Stream {
+                        name,
+                        schema: output,
+                        primary_key,
+                    },
+                    size,
+                )
+                .await
+                .map_err(closed)?;
+            }
+            Message::Data { batch: input, .. } => {
+                let Some((handle, declared, stream)) = &open else {
+                    return Err(RunError::Fatal {
+                        plugin: "host".into(),
+                        message: "data before a stream".into(),
+                    });
+                };
+                let output = transform.process(*handle, &input).await?;
+                drop(permit);
+                forward(
+                    &label,
+                    on_error,
+                    stream,
+                    declared,
+                    output,
+                    Some(&input),
+                    &tx,
+                )
+                .await?;
+            }
+            Message::Barrier { epoch, positions } => {
+                if let Some((handle, declared, stream)) = &open {
+                    let output = transform.flush(*handle).await?;
+                    forward(&label, on_error, stream, declared, output, None, &tx).await?;
+                }
+                tx.send(Message::Barrier { epoch, positions }, 0)
+                    .await
+                    .map_err(closed)?;
+            }
+            Message::Rejects(r) => tx.send(Message::Rejects(r), 0).await.map_err(closed)?,
+            Message::End => {
+                if let Some((handle, _, _)) = open.take() {
+                    transform.close(handle).await?;
+                }
+                tx.send(Message::End, 0).await.map_err(closed)?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Send a transform's output on, after checking it against the declared schema.
+async fn forward(
+    label: &Arc<str>,
+    on_error: OnError,
+    stream: &str,
+    declared: &arrow::datatypes::SchemaRef,
+    output: Output,
+    input: Option<&Vec<u8>>,
+    tx: &Sender<Message>,
+) -> Result<(), RunError> {
+    for out in output.batches {
+        let data = batch::decode(&out).map_err(|e| RunError::Contract {
+            plugin: label.to_string(),
+            message: format!("returned a batch that is not valid Arrow IPC: {e}"),
+        })?;
+        if !batch::same_columns(declared, &data.schema()) {
+            return Err(RunError::Contract {
+                plugin: label.to_string(),
+                message: format!(
+                    "declared output columns [{}] but returned [{}]",
+                    batch::describe(declared),
+                    batch::describe(&data.schema())
+                ),
+            });
+        }
+        let rows = data.num_rows() as u64;
+        if rows > 0 {
+            let size = out.len();
+            tx.send(Message::Data { batch: out, rows }, size)
+                .await
+                .map_err(closed)?;
+        }
+    }
+    if !output.rejects.is_empty() {
+        let decoded = input.and_then(|b| batch::decode(b).ok());
+        let letters = output
+            .rejects
+            .into_iter()
+            .map(|r: Reject| {
+                let record = match (r.original, r.row, &decoded) {
+                    (Some(original), _, _) => original,
+                    (None, Some(row), Some(batch)) => batch::row_as_json(batch, row as usize),
+                    _ => String::new(),
+                };
+                (r.location, r.reason, record)
+            })
+            .collect();
+        let reject = RejectBatch {
+            plugin: label.clone(),
+            on_error,
+            stream: stream.to_string(),
+            letters,
+        };
+        tx.send(Message::Rejects(reject), 0).await.map_err(closed)?;
+    }
+    Ok(())
+}
+
+/// The open stream of the sink stage.
+struct OpenStream {
+    name: String,
+    writer: ResourceAny,
+    dead_letters: DeadLetters,
+}
+
+/// Writes batches, routes rejects, and runs the commit protocol at every barrier.
+async fn sink_stage(
+    prepared: Arc<Prepared>,
+    mut sink: Sink,
+    mut state: State,
+    mut rx: Receiver<Message>,
+    acks: mpsc::UnboundedSender<Positions>,
+) -> Result<SinkStats, RunError> {
+    let mut stats = SinkStats::default();
+    let mut open: Option<OpenStream> = None;
+    let result = sink_loop(
+        &prepared, &mut sink, &mut state, &mut rx, &acks, &mut stats, &mut open,
+    )
+    .await;
+    if result.is_err() {
+        // Discard the open epoch; after a trap the instance is gone and the next start
+        // aborts it instead.
+        if let Some(stream) = open.as_mut() {
+            stream.dead_letters.abort();
+            let _ = sink.abort(stream.writer, state.epoch + 1).await;
+        }
+    }
+    result.map(|()| stats)
+}
+
+async fn sink_loop(
+    prepared: &Prepared,
+    sink: &mut Sink,
+    state: &mut State,
+    rx: &mut Receiver<Message>,
+    acks: &mpsc::UnboundedSender<Positions>,
+    stats: &mut SinkStats,
+    open: &mut Option<OpenStream>,
+) -> Result<(), RunError> {
+    let store = state_store(&prepared.pipeline);
+    let mode = wit_write_mode(&prepared.pipeline.sink.write_mode);
+    let mut epoch_rows = 0u64;
+    let mut epoch_rejected = 0u64;
+    loop {
+        let Some((message, _permit)) = rx.recv().await else {
+            return Err(RunError::Stopped);
+        };
+        cancelled(prepared)?;
+        match message {
+            Message::Stream {
+                name,
+                schema,
+                primary_key,
+            } => {
+                if let Some(previous) = open.take() {
+                    sink.close(previous.writer).await?;
+                }
+                let info = StreamInfo {
+                    name: name.clone(),
+                    schema: schema.clone(),
+                    primary_key,
+                    cursor_field: None,
+                    sync_modes: Vec::new(),
+                };
+                let writer = sink.open(&info, &mode).await?;
+                // Whatever an interrupted run staged for the next epoch is stale.
+                sink.abort(writer, state.epoch + 1).await?;
+                let mut dead_letters = DeadLetters::new(&prepared.pipeline.dlq_dir, &name);
+                dead_letters.abort();
+                let ipc = hex::encode(&schema);
+                let record = state.schemas.entry(name.clone()).or_insert(SchemaRecord {
+                    version: 1,
+                    ipc: ipc.clone(),
+                });
+                if record.ipc != ipc {
+                    record.version += 1;
+                    record.ipc = ipc;
+                }
+                *open = Some(OpenStream {
+                    name,
+                    writer,
+                    dead_letters,
+                });
+            }
+            Message::Data { batch, rows } => {
+                let stream = open.as_ref().ok_or_else(|| RunError::Fatal {
+                    plugin: "host".into(),
+                    message: "data before a stream".into(),
+                })?;
+                sink.write(stream.writer, &batch).await?;
+                epoch_rows += rows;
+            }
+            Message::Rejects(rejects) => {
+                let n = rejects.letters.len() as u64;
+                match rejects.on_error {
+                    OnError::Fail => {
+                        let (location, reason, _) =
+                            rejects.letters.into_iter().next().unwrap_or_default();
+                        return Err(RunError::Rejected {
+                            plugin: rejects.plugin.to_string(),
+                            location,
+                            reason,
+                        });
+                    }
+                    OnError::Skip => {
+                        for (location, reason, _) in &rejects.letters {
+                            tracing::warn!(plugin = %rejects.plugin, stream = %rejects.stream, location = location.as_deref().unwrap_or("-"), "skipped a rejected record: {reason}");
+                        }
+                    }
+                    OnError::Dlq => {
+                        let stream = open.as_mut().ok_or_else(|| RunError::Fatal {
+                            plugin: "host".into(),
+                            message: "rejects before a stream".into(),
+                        })?;
+                        for (location, reason, record) in rejects.letters {
+                            stream.dead_letters.write(&DeadLetter {
+                                time: dlq::now_rfc3339(),
+                                pipeline: prepared.pipeline.name.clone(),
+                                plugin: rejects.plugin.to_string(),
+                                stream: rejects.stream.clone(),
+                                location,
+                                reason,
+                                record,
+                            })?;
+                        }
+                        stats.dead_lettered += n;
+                    }
+                }
+                epoch_rejected += n;
+                stats.rejected += n;
+            }
+            Message::Barrier { epoch, positions } => {
+                let stream = open.as_mut().ok_or_else(|| RunError::Fatal {
+                    plugin: "host".into(),
+                    message: "a barrier before any stream".into(),
+                })?;
+                // Phase 1: the sink and the dead-letter queue stage the epoch durably.
+                let token = sink.prepare(stream.writer, epoch).await?;
+                let dlq_token = stream.dead_letters.prepare(epoch)?;
+                state.epoch = epoch;
+                state.committed = false;
+                state.positions = positions;
+                state.pending = vec![PendingCommit {
+                    stream: stream.name.clone(),
+                    token: hex::encode(&token),
+                    dlq_token: dlq_token
+                        .as_ref()
+                        .map(|t| serde_json::to_string(t).expect("token serializes")),
+                }];
+                state.totals.rows_written += epoch_rows;
+                state.totals.rows_rejected += epoch_rejected;
+                store.save(state)?;
+                // Phase 2: publish, record the commit, then release the source.
+                sink.commit(stream.writer, epoch, &token).await?;
+                if let Some(t) = &dlq_token {
+                    dlq::commit(t)?;
+                }
+                state.committed = true;
+                state.pending.clear();
+                store.save(state)?;
+                let _ = acks.send(state.positions.clone());
+                tracing::debug!(
+                    epoch,
+                    rows = epoch_rows,
+                    rejected = epoch_rejected,
+                    "epoch committed"
+                );
+                stats.rows += epoch_rows;
+                stats.epochs += 1;
+                stats.last_epoch = epoch;
+                epoch_rows = 0;
+                epoch_rejected = 0;
+            }
+            Message::End => {
+                if let Some(stream) = open.take() {
+                    sink.close(stream.writer).await?;
+                }
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The sandbox of one plugin instance: its grants (preopened directories, secrets) turned
+//! into a WASI context with nothing else — no environment, no network, no inherited stdio —
+//! its memory cap, its per-call deadline, and the capture of what it prints.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// A directory a plugin may open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsGrant {
+    /// The directory on the host.
+    pub host_path: PathBuf,
+    /// The path the plugin uses for it (as written in pipeline.toml).
+    pub guest_path: String,
+    /// Whether the plugin may create, change and delete files in it.
+    pub writable: bool,
+}
+
+/// Hard limits of one plugin instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most linear memory the instance may have, in bytes.
+    pub memory_bytes: usize,
+    /// Longest a single call into the plugin may run.
+    pub call_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 1 << 30,
+            call_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything a plugin instance is allowed.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    pub fs: Vec<FsGrant>,
+    /// Granted secrets by name, with their resolved values.
+    pub secrets: BTreeMap<String, String>,
+    pub limits: Limits,
+}
+
+/// Why a call was interrupted by the host.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Interrupted {
+    #[error("exceeded its deadline of {0:?} for one call")]
+    Deadline(Duration),
+    #[error("was cancelled")]
+    Cancelled,
+}
+
+/// The host-side state of one plugin instance (the `T` of its `Store<T>`).
+pub struct PluginState {
+    /// The plugin as the user knows it, e.g. `transform "mask" (builtin:pii-mask)`.
+    pub label: Arc<str>,
+    pub secrets: BTreeMap<String, String>,
+    wasi: WasiCtx,
+    pub table: ResourceTable,
+    limits: StoreLimits,
+    call_timeout: Duration,
+    deadline: Option<Instant>,
+    cancel: Arc<AtomicBool>,
+    pub log_budget: LogBudget,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Why a sandbox could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{plugin}: cannot grant directory {} (as `{guest}`): {message}", .host.display())]
+    Preopen {
+        plugin: String,
+        host: PathBuf,
+        guest: String,
+        message: String,
+    },
+}
+
+/// Create the store of one plugin instance with exactly `grants`.
+pub fn new_store(
+    engine: &Engine,
+    label: Arc<str>,
+    grants: &Grants,
+    cancel: Arc<AtomicBool>,
+) -> Result<Store<PluginState>, SandboxError> {
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(PluginOutput::new(label.clone(), "stdout"))
+        .stderr(PluginOutput::new(label.clone(), "stderr"))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    for grant in &grants.fs {
+        let perms = if grant.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        wasi.preopened_dir(&grant.host_path, &grant.guest_path, perms)
+            .map_err(|e| SandboxError::Preopen {
+                plugin: label.to_string(),
+                host: grant.host_path.clone(),
+                guest: grant.guest_path.clone(),
+                message: format!("{e:#}"),
+            })?;
+    }
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(grants.limits.memory_bytes)
+        .trap_on_grow_failure(true)
+        .instances(64)
+        .build();
+    let state = PluginState {
+        label,
+        secrets: grants.secrets.clone(),
+        wasi: wasi.build(),
+        table: ResourceTable::new(),
+        limits,
+        call_timeout: grants.limits.call_timeout,
+        deadline: None,
+        cancel,
+        log_budget: LogBudget::default(),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    // Every epoch tick (see `plugin::Runtime`) a running call yields to the scheduler, so
+    // other stages progress and a cancelled run stops; past its deadline the call traps.
+    store.epoch_deadline_callback(|ctx| {
+        let state = ctx.data();
+        if state.cancel.load(Ordering::Relaxed) {
+            return Err(wasmtime::Error::new(Interrupted::Cancelled));
+        }
+        if let Some(deadline) = state.deadline {
+            if Instant::now() > deadline {
+                return Err(wasmtime::Error::new(Interrupted::Deadline(
+                    state.call_timeout,
+                )));
+            }
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store.set_epoch_deadline(1);
+    Ok(store)
+}
+
+/// Start the clock of one call into the plugin.
+pub fn arm(store: &mut Store<PluginState>) {
+    let timeout = store.data().call_timeout;
+    store.data_mut().deadline = Some(Instant::now() + timeout);
+    store.set_epoch_deadline(1);
+}
+
+/// Lines a plugin may log per second before the host drops the rest.
+const LOG_LINES_PER_SECOND: u32 = 200;
+
+/// A per-second budget of log lines, so a plugin cannot flood the host log.
+#[derive(Debug)]
+pub struct LogBudget {
+    window: Instant,
+    used: u32,
+    dropped: u64,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget {
+            window: Instant::now(),
+            used: 0,
+            dropped: 0,
+        }
+    }
+}
+
+impl LogBudget {
+    /// Whether one more line may be logged now; when a new second starts after lines
+    /// were dropped, returns how many were.
+    pub fn take(&mut self) -> (bool, Option<u64>) {
+        let mut dropped_report = None;
+        if self.window.elapsed() >= Duration::from_secs(1) {
+            self.window = Instant::now();
+            self.used = 0;
+            if self.dropped > 0 {
+                dropped_report = Some(self.dropped);
+                self.dropped = 0;
+            }
+        }
+        if self.used < LOG_LINES_PER_SECOND {
+            self.used += 1;
+            (true, dropped_report)
+        } else {
+            self.dropped += 1;
+            (false, dropped_report)
+        }
+    }
+}
+
+/// A plugin's stdout or stderr: each line goes to the host log under the plugin's name,
+/// secrets redacted (by the log writer), long lines cut.
+#[derive(Clone)]
+struct PluginOutput {
+    label: Arc<str>,
+    stream: &'static str,
+}
+
+impl PluginOutput {
+    fn new(label: Arc<str>, stream: &'static str) -> Self {
+        PluginOutput { label, stream }
+    }
+}
+
+impl IsTerminal for PluginOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for PluginOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineLogger {
+            label: self.label.clone(),
+            stream: self.stream,
+            pending: Vec::new(),
+            budget: LogBudget::default(),
+        })
+    }
+}
+
+const MAX_LINE: usize = 4096;
+
+struct LineLogger {
+    label: Arc<str>,
+    stream: &'static str,
+    pending: Vec<u8>,
+    budget: LogBudget,
+}
+
+impl LineLogger {
+    fn emit(&mut self, line: &[u8]) {
+        let (allowed, dropped) = self.budget.take();
+        if let Some(n) = dropped {
+            tracing::warn!(plugin = %self.label, "dropped {n} lines of {} (rate limit)", self.stream);
+        }
+        if allowed {
+            let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]);
+            tracing::info!(plugin = %self.label, stream = self.stream, "{}", text.trim_end());
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for LineLogger {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.pending.extend_from_slice(buf);
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            self.emit(&line);
+        }
+        if self.pending.len() > MAX_LINE {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
