@@ -440,18 +440,19 @@ fn validate(
     let source = stages(Kind::Source, raw.source);
     let transforms = stages(Kind::Transform, raw.transform);
     let sink = stages(Kind::Sink, raw.sink);
-    let mut names: Vec<&str> = source
+    // Messages and state name plugins by kind and name, so names are unique per kind.
+    let mut names: Vec<(Kind, &str)> = source
         .iter()
         .chain(&transforms)
         .chain(&sink)
-        .map(|s| s.name.as_str())
+        .map(|s| (s.kind, s.name.as_str()))
         .collect();
-    names.sort();
+    names.sort_by_key(|(kind, name)| (kind.as_str(), *name));
     for pair in names.windows(2) {
         if pair[0] == pair[1] {
             problems.push(format!(
-                "two plugins are named `{}`; give each a unique `name`",
-                pair[0]
+                "two {} plugins are named `{}`; give each a unique `name`",
+                pair[0].0, pair[0].1
             ));
         }
     }
@@ -649,15 +650,26 @@ fn validate_stage(
 }
 
 /// Where a key named in a plugin's error message sits in the pipeline file: the line of
-/// `key` within the stage's `config` table, if it can be found.
+/// `key` within the stage's `config` table, if it can be found. `span` is the table's span
+/// as the TOML parser reports it: the whole inline table, or just the `[x.config]` header,
+/// in which case the table's keys follow it up to the next header.
 pub fn locate_config_key(text: &str, span: &Range<usize>, key: &str) -> Option<usize> {
-    let table = text.get(span.clone())?;
-    let mut offset = span.start;
-    for line in table.split_inclusive('\n') {
+    let start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let mut offset = start;
+    for (i, line) in text[start..].split_inclusive('\n').enumerate() {
         let trimmed = line.trim_start();
-        if let Some(rest) = trimmed.strip_prefix(key) {
-            if rest.trim_start().starts_with('=') {
-                return Some(line_of(text, offset));
+        let past_span = offset >= span.end;
+        if i > 0 && past_span && trimmed.starts_with('[') {
+            return None;
+        }
+        for candidate in trimmed.split([',', '{']) {
+            let candidate = candidate.trim_start();
+            if let Some(rest) = candidate.strip_prefix(key) {
+                if rest.trim_start().starts_with('=') {
+                    return Some(line_of(text, offset));
+                }
             }
         }
         offset += line.len();
@@ -700,10 +712,10 @@ fs = ["out:rw"]
 
     #[test]
     fn an_unknown_key_is_named_with_its_line() {
-        let text = MINIMAL.replace("[[sink]]", "colour = \"blue\"\n[[sink]]");
+        let text = MINIMAL.replace("name = \"orders\"", "name = \"orders\"\ncolour = \"blue\"");
         let err = parse_str(&text).unwrap_err().to_string();
         assert!(err.contains("colour"), "{err}");
-        assert!(err.contains("line 10"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
     }
 
     #[test]

@@ -1,1 +1,8 @@
+//! Integration tests: the real `host` binary on real files, with outputs checked by an
+//! independent reader (the `parquet` crate) and masked values recomputed here.
 
+mod bad_input;
+mod end_to_end;
+mod inspect;
+mod recovery;
+mod support;

@@ -1,1 +1,105 @@
-//! placeholder
+//! `file` sink: writes each stream as Parquet, JSON Lines or CSV files under one directory,
+//! optionally partitioned Hive-style, and publishes them exactly once by the host's epochs.
+//!
+//! - [`config`]: the config as written (parse) and as validated.
+//! - [`layout`]: published and staging paths, escaping, partition values.
+//! - [`writer`]: the epoch protocol (stage → prepare → commit | abort) over those paths.
+//!
+//! Parquet is encoded by the host (`ParquetEncoder`); the sink keeps every decision about
+//! files and publishing.
+
+use std::fs;
+
+use ingest_sdk::sink::{Sink, WriteMode};
+use ingest_sdk::source::StreamInfo;
+use ingest_sdk::{Error, Result};
+
+pub mod config;
+pub mod layout;
+pub mod writer;
+
+use config::SinkConfig;
+use writer::{is_access_error, FileWriter};
+
+/// The sink.
+pub struct FileSink;
+
+impl Sink for FileSink {
+    type Writer = FileWriter;
+
+    fn spec() -> String {
+        config::json_schema()
+    }
+
+    fn check(config: &str) -> Result<()> {
+        let config = SinkConfig::from_json(config)?;
+        prepare_root(&config)
+    }
+
+    fn open(config: &str, stream: StreamInfo, mode: WriteMode) -> Result<FileWriter> {
+        let config = SinkConfig::from_json(config)?;
+        check_mode(&stream.name, &mode)?;
+        FileWriter::new(config, &stream.name, stream.schema)
+    }
+}
+
+impl ingest_sdk::sink::Writer for FileWriter {
+    fn write(&mut self, batch: ingest_sdk::RecordBatch) -> Result<()> {
+        FileWriter::write(self, batch)
+    }
+
+    fn prepare(&mut self, epoch: u64) -> Result<Vec<u8>> {
+        FileWriter::prepare(self, epoch)
+    }
+
+    fn commit(&mut self, epoch: u64, token: &[u8]) -> Result<()> {
+        FileWriter::commit(self, epoch, token)
+    }
+
+    fn abort(&mut self, epoch: u64) -> Result<()> {
+        FileWriter::abort(self, epoch)
+    }
+}
+
+/// Only `append` is supported.
+pub fn check_mode(stream: &str, mode: &WriteMode) -> Result<()> {
+    let name = match mode {
+        WriteMode::Append => return Ok(()),
+        WriteMode::Overwrite => "overwrite",
+        WriteMode::Upsert(_) => "upsert",
+    };
+    Err(Error::config(format!(
+        "file sink, stream `{stream}`: write mode `{name}` is not supported; the file sink \
+         supports write mode `append` only"
+    )))
+}
+
+/// The output directory and its staging area exist and can be written: creating
+/// `<path>/.staging` proves both (a read-only grant refuses it).
+pub fn prepare_root(config: &SinkConfig) -> Result<()> {
+    let staging = config.root.join(layout::STAGING_DIR);
+    fs::create_dir_all(&staging).map_err(|e| {
+        let message = format!(
+            "file sink: cannot create the output directory `{}` (and its staging area `{}`): \
+             {e}",
+            config.root.display(),
+            staging.display()
+        );
+        if is_access_error(&e) || e.kind() == std::io::ErrorKind::NotFound {
+            Error::AccessDenied(format!(
+                "{message}; `{}` must be granted read-write in the sink's `fs` grants",
+                config.root.display()
+            ))
+        } else {
+            Error::fatal(message)
+        }
+    })
+}
+
+// Only the component exports the WIT interface: natively (unit tests) the exported names,
+// which contain `:`, cannot be linked into a shared library.
+#[cfg(target_family = "wasm")]
+ingest_sdk::export_sink!(FileSink);
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,272 @@
-//! placeholder
+//! The built-in `file` source: reads CSV, JSON Lines or Parquet files named by a path or a
+//! glob as one stream, one split per file, resumable at any chunk boundary.
+//!
+//! Every call starts from the config: [`config`] parses and validates it, [`files`] finds
+//! the files, the format module ([`csv`], [`jsonl`], [`parquet`]) infers the schema from
+//! the first file, and [`plan`] applies the `[schema]` overrides. The readers return
+//! chunks whose positions ([`position`]) resume exactly after their last row.
+
+pub mod config;
+pub mod csv;
+pub mod files;
+pub mod jsonl;
+pub mod parquet;
+pub mod position;
+pub mod types;
+
+#[cfg(test)]
+mod testutil;
+
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, RecordBatchOptions};
+use arrow_schema::{Field, Schema, SchemaRef};
+use ingest_sdk::source::{Chunk, Reader, Source, Split, StreamInfo, SyncMode};
+use ingest_sdk::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Format, Settings};
+use crate::types::{ColumnBuilder, ColumnType};
+
+/// A column of a CSV or JSON Lines stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub ty: ColumnType,
+}
+
+/// What a config resolves to: the files, and the one stream's schema.
+pub struct Plan {
+    pub settings: Settings,
+    /// The matched files, sorted by path.
+    pub files: Vec<String>,
+    /// Columns and their types (CSV and JSON Lines; empty for Parquet).
+    pub columns: Vec<Column>,
+    pub schema: SchemaRef,
+}
+
+/// Resolve `config`: validate it, match the files, infer the schema from the first file
+/// and apply the overrides.
+pub fn plan(config: &str) -> Result<Plan> {
+    let settings = Settings::parse(config)?;
+    let files = files::expand(&settings.path)?;
+    let Some(first) = files.first() else {
+        return Err(Error::config(format!(
+            "no file matches `{}`",
+            settings.path
+        )));
+    };
+    let (columns, schema) = match settings.format {
+        Format::Csv | Format::Jsonl => {
+            let mut columns = match settings.format {
+                Format::Csv => csv::infer(first, &settings)?,
+                _ => jsonl::infer(first, settings.infer_rows)?,
+            };
+            apply_overrides(&mut columns, &settings, first)?;
+            let fields: Vec<Field> = columns
+                .iter()
+                .map(|c| Field::new(&c.name, c.ty.data_type(), true))
+                .collect();
+            (columns, Arc::new(Schema::new(fields)))
+        }
+        Format::Parquet => (Vec::new(), parquet::schema(first)?),
+    };
+    Ok(Plan {
+        settings,
+        files,
+        columns,
+        schema,
+    })
+}
+
+/// Set the types `[schema]` names; every column it names must exist.
+fn apply_overrides(columns: &mut [Column], settings: &Settings, first: &str) -> Result<()> {
+    let mut problems = Vec::new();
+    for (name, ty) in &settings.overrides {
+        match columns.iter_mut().find(|c| &c.name == name) {
+            Some(column) => column.ty = *ty,
+            None => problems.push(format!(
+                "`schema.{name}`: `{first}` has no column `{name}`; its columns are [{}]",
+                columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::config(problems.join("; ")))
+    }
+}
+
+impl Plan {
+    fn check_stream(&self, stream: &str) -> Result<()> {
+        if stream == self.settings.stream {
+            Ok(())
+        } else {
+            Err(Error::config(format!(
+                "unknown stream `{stream}`; this file source offers `{}`",
+                self.settings.stream
+            )))
+        }
+    }
+}
+
+/// What a split's descriptor holds: the file and how to read it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Descriptor {
+    path: String,
+    format: String,
+}
+
+/// The `file` source.
+pub struct FileSource;
+
+impl Source for FileSource {
+    type Reader = FileReader;
+
+    fn spec() -> String {
+        config::SPEC.to_string()
+    }
+
+    fn check(config: &str) -> Result<()> {
+        plan(config).map(|_| ())
+    }
+
+    fn discover(config: &str) -> Result<Vec<StreamInfo>> {
+        let plan = plan(config)?;
+        Ok(vec![StreamInfo {
+            name: plan.settings.stream,
+            schema: plan.schema,
+            primary_key: Vec::new(),
+            cursor_field: None,
+            sync_modes: vec![SyncMode::FullRefresh, SyncMode::Incremental],
+        }])
+    }
+
+    fn splits(config: &str, stream: &str) -> Result<Vec<Split>> {
+        let plan = plan(config)?;
+        plan.check_stream(stream)?;
+        let format = plan.settings.format.name();
+        Ok(plan
+            .files
+            .into_iter()
+            .map(|path| {
+                let descriptor = serde_json::to_vec(&Descriptor {
+                    path: path.clone(),
+                    format: format.to_string(),
+                })
+                .unwrap_or_default();
+                Split {
+                    id: path,
+                    descriptor,
+                }
+            })
+            .collect())
+    }
+
+    fn open(
+        config: &str,
+        stream: &str,
+        split: Split,
+        position: Option<Vec<u8>>,
+    ) -> Result<FileReader> {
+        let plan = plan(config)?;
+        plan.check_stream(stream)?;
+        let descriptor: Descriptor = serde_json::from_slice(&split.descriptor).map_err(|e| {
+            Error::fatal(format!(
+                "split `{}` has a descriptor the file source did not write: {e}",
+                split.id
+            ))
+        })?;
+        let path = descriptor.path.as_str();
+        let position = position.as_deref();
+        Ok(match plan.settings.format {
+            Format::Csv => FileReader::Csv(Box::new(csv::CsvReader::open(
+                path,
+                &plan.settings,
+                plan.columns,
+                plan.schema,
+                position,
+            )?)),
+            Format::Jsonl => FileReader::Jsonl(Box::new(jsonl::JsonlReader::open(
+                path,
+                plan.columns,
+                plan.schema,
+                position,
+            )?)),
+            Format::Parquet => FileReader::Parquet(Box::new(parquet::ParquetReader::open(
+                path,
+                plan.schema,
+                position,
+            )?)),
+        })
+    }
+}
+
+/// Reads one file of the stream.
+pub enum FileReader {
+    Csv(Box<csv::CsvReader>),
+    Jsonl(Box<jsonl::JsonlReader>),
+    Parquet(Box<parquet::ParquetReader>),
+}
+
+impl Reader for FileReader {
+    fn next(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
+        let max_rows = max_rows.max(1);
+        match self {
+            FileReader::Csv(r) => r.next_chunk(max_rows),
+            FileReader::Jsonl(r) => r.next_chunk(max_rows),
+            FileReader::Parquet(r) => r.next_chunk(max_rows),
+        }
+    }
+}
+
+// Exported only in the component: the export names are not valid symbols for a native
+// shared library, and the native build exists for the unit tests.
+#[cfg(target_arch = "wasm32")]
+ingest_sdk::export_source!(FileSource);
+
+/// A batch of `rows` rows from `builders`, which start over empty.
+pub(crate) fn finish_batch(
+    schema: &SchemaRef,
+    builders: &mut [ColumnBuilder],
+    rows: usize,
+) -> Result<RecordBatch> {
+    let columns = builders.iter_mut().map(ColumnBuilder::finish).collect();
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
+}
+
+/// A value for a message: as text, cut short when long.
+pub(crate) fn show(value: &[u8]) -> String {
+    const MAX: usize = 64;
+    let text = String::from_utf8_lossy(value);
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.into_owned(),
+    }
+}
+
+/// "an int64", "a date (YYYY-MM-DD)": what a value failed to be.
+pub(crate) fn type_phrase(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Int64 => "an int64",
+        ColumnType::Float64 => "a float64",
+        ColumnType::Boolean => "a boolean (true or false)",
+        ColumnType::Utf8 => "text",
+        ColumnType::Date => "a date (YYYY-MM-DD)",
+        ColumnType::Timestamp => "a timestamp (ISO 8601, e.g. 2024-05-01T12:00:00Z)",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -41,7 +41,9 @@ impl ParquetEncoder {
             level: options.level,
             row_group_rows: options.row_group_rows,
         };
-        Ok(ParquetEncoder(wit::ParquetEncoder::open(&schema, &options)?))
+        Ok(ParquetEncoder(wit::ParquetEncoder::open(
+            &schema, &options,
+        )?))
     }
 
     pub fn write(&self, batch: &RecordBatch) -> Result<Vec<u8>> {

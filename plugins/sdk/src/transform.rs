@@ -35,6 +35,10 @@ pub trait Transform: Sized + 'static {
     fn check(config: &str) -> Result<()>;
     /// Open for input of `schema`.
     fn open(config: &str, schema: SchemaRef) -> Result<Self>;
+    /// The schema of every batch `process` and `flush` emit; by default the input's.
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
+        Ok(input.clone())
+    }
     /// Transform one batch.
     fn process(&mut self, batch: RecordBatch) -> Result<Output>;
     /// Emit anything held back; called before each epoch closes.
@@ -47,7 +51,10 @@ pub trait Transform: Sized + 'static {
 pub struct Adapter<T>(PhantomData<T>);
 
 #[doc(hidden)]
-pub struct TransformerAdapter<T>(RefCell<T>);
+pub struct TransformerAdapter<T> {
+    inner: RefCell<T>,
+    input_schema: SchemaRef,
+}
 
 fn encode(output: Output) -> Result<wit::Output> {
     let mut batches = Vec::with_capacity(output.batches.len());
@@ -75,22 +82,29 @@ impl<T: Transform> wit::Guest for Adapter<T> {
 impl<T: Transform> wit::GuestTransformer for TransformerAdapter<T> {
     fn open(config: String, input_schema: Vec<u8>) -> Result<wit::Transformer, wit_types::Error> {
         let schema = ipc::decode_schema(&input_schema)?;
-        let t = T::open(&config, schema)?;
-        Ok(wit::Transformer::new(TransformerAdapter(RefCell::new(t))))
+        let t = T::open(&config, schema.clone())?;
+        Ok(wit::Transformer::new(TransformerAdapter {
+            inner: RefCell::new(t),
+            input_schema: schema,
+        }))
+    }
+
+    fn output_schema(&self) -> Result<Vec<u8>, wit_types::Error> {
+        let schema = self.inner.borrow().output_schema(&self.input_schema)?;
+        Ok(ipc::encode_schema(&schema)?)
     }
 
     fn process(&self, batch: Vec<u8>) -> Result<wit::Output, wit_types::Error> {
         let batch = ipc::decode_batch(&batch)?;
-        let out = self.0.borrow_mut().process(batch)?;
+        let out = self.inner.borrow_mut().process(batch)?;
         Ok(encode(out)?)
     }
 
     fn flush(&self) -> Result<wit::Output, wit_types::Error> {
-        let out = self.0.borrow_mut().flush()?;
+        let out = self.inner.borrow_mut().flush()?;
         Ok(encode(out)?)
     }
 }
-
 
 /// Export a [`Transform`] implementation as this component's `transform` interface.
 #[macro_export]

@@ -1,0 +1,729 @@
+//! The epoch protocol of one stream: stage, prepare, commit, abort (see `sink.writer` in
+//! wit/plugin.wit).
+//!
+//! - `write` appends rows to one staged file per partition under
+//!   `.staging/<stream>/current/`, created on the first row of the epoch (a `current` left by
+//!   a dead instance is discarded then: nothing in it was ever prepared).
+//! - `prepare(E)` finishes and fsyncs every file, writes `_manifest.json` (staged path →
+//!   published path, rows, bytes) into `current`, fsyncs it, and renames `current` to
+//!   `epoch-E` in one atomic step. The token it returns is that manifest: it names the output
+//!   root, so `commit` needs nothing from the writer that prepared it.
+//! - `commit(E, token)` checks every entry first (staged and not yet published, or already
+//!   published), then renames each staged file to its published name, fsyncs the directories
+//!   and removes `epoch-E`. A file already published is skipped, so a repeat, from this
+//!   writer or a fresh one, changes nothing.
+//! - `abort(E)` drops the open files and removes `current` and `epoch-E`.
+//!
+//! One writer per stream and output directory at a time: `current` is per stream, not per
+//! instance.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io::{self, Write as _};
+use std::path::{Component, Path, PathBuf};
+
+use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_select::take::take_record_batch;
+use ingest_sdk::host::{ParquetEncoder, ParquetOptions};
+use ingest_sdk::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Format, SinkConfig};
+use crate::layout::{text_safe, text_safe_type, Partitioner, StreamLayout, MANIFEST};
+
+/// Version of the manifest (and token) format.
+const MANIFEST_VERSION: u32 = 1;
+
+/// Most files open at once per writer. A batch for yet another partition first finishes the
+/// least recently written file; that partition's later rows start a new file.
+const MAX_OPEN_FILES: usize = 128;
+
+/// What `prepare(E)` staged and `commit(E)` publishes; also the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub version: u32,
+    /// The stream's name, as given to `open`.
+    pub stream: String,
+    pub epoch: u64,
+    /// The output directory (`path` in the config) the paths below are relative to.
+    pub root: String,
+    /// The epoch's staging directory, removed once everything is published.
+    pub staging: String,
+    pub files: Vec<ManifestEntry>,
+}
+
+/// One staged file and where it is published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestEntry {
+    pub staged: String,
+    pub published: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Writes one stream into `<path>`.
+pub struct FileWriter {
+    root: PathBuf,
+    stream: String,
+    format: Format,
+    parquet: ParquetOptions,
+    schema: SchemaRef,
+    /// For JSON Lines and CSV, when the schema has timestamps in named time zones: the
+    /// schema they are written in (see [`text_safe_type`]).
+    text_schema: Option<SchemaRef>,
+    layout: StreamLayout,
+    partitioner: Option<Partitioner>,
+    open: OpenEpoch,
+}
+
+/// The files of the epoch being written.
+#[derive(Default)]
+struct OpenEpoch {
+    /// `current` was cleared and created for this epoch.
+    started: bool,
+    files: Vec<StagedFile>,
+    /// Partition directory (None: unpartitioned) → index into `files` of its open file.
+    by_partition: HashMap<Option<String>, usize>,
+    /// Counts appends, to find the least recently written file.
+    clock: u64,
+    /// Why a file of this epoch may hold a partial batch: the epoch can only be aborted.
+    failed: Option<String>,
+}
+
+struct StagedFile {
+    seq: u32,
+    partition: Option<String>,
+    /// File name inside `current` (and later `epoch-E`).
+    name: String,
+    rows: u64,
+    /// `None` once the file is finished and synced.
+    encoder: Option<Encoder>,
+    /// Size once finished.
+    bytes: u64,
+    /// `OpenEpoch::clock` at the last append.
+    last_append: u64,
+}
+
+impl StagedFile {
+    /// Finish the file (the Parquet footer, the JSON end) and fsync it; a finished file is
+    /// left as it is.
+    fn finish(&mut self) -> Result<(), String> {
+        let Some(encoder) = self.encoder.take() else {
+            return Ok(());
+        };
+        let file = encoder.finish()?;
+        file.sync_all().map_err(|e| format!("fsync: {e}"))?;
+        self.bytes = file
+            .metadata()
+            .map_err(|e| format!("reading its size: {e}"))?
+            .len();
+        Ok(())
+    }
+}
+
+/// An open output file and what turns batches into its bytes.
+enum Encoder {
+    /// The host encodes; the writer appends what it returns.
+    Parquet {
+        encoder: ParquetEncoder,
+        file: File,
+    },
+    Jsonl(arrow_json::LineDelimitedWriter<File>),
+    /// Boxed: the CSV writer carries its formatting options inline.
+    Csv(Box<arrow_csv::Writer<File>>),
+}
+
+impl Encoder {
+    fn open(
+        format: Format,
+        file: File,
+        schema: &SchemaRef,
+        options: &ParquetOptions,
+    ) -> Result<Self> {
+        Ok(match format {
+            Format::Parquet => Encoder::Parquet {
+                encoder: ParquetEncoder::open(schema, options)?,
+                file,
+            },
+            Format::Jsonl => Encoder::Jsonl(
+                arrow_json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow_json::writer::LineDelimited>(file),
+            ),
+            Format::Csv => Encoder::Csv(Box::new(
+                arrow_csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(file),
+            )),
+        })
+    }
+
+    /// Append one batch; the error is the encoder's or the file's, without context.
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        match self {
+            Encoder::Parquet { encoder, file } => {
+                let bytes = encoder.write(batch).map_err(|e| e.to_string())?;
+                file.write_all(&bytes).map_err(|e| e.to_string())
+            }
+            Encoder::Jsonl(w) => w.write(batch).map_err(|e| e.to_string()),
+            Encoder::Csv(w) => w.write(batch).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Write whatever is left (the Parquet footer, the JSON stream end) and hand back the
+    /// file, complete but not yet synced.
+    fn finish(self) -> Result<File, String> {
+        match self {
+            Encoder::Parquet { encoder, mut file } => {
+                let bytes = encoder.finish().map_err(|e| e.to_string())?;
+                file.write_all(&bytes).map_err(|e| e.to_string())?;
+                Ok(file)
+            }
+            Encoder::Jsonl(mut w) => {
+                w.finish().map_err(|e| e.to_string())?;
+                Ok(w.into_inner())
+            }
+            // The CSV writer flushes after every batch.
+            Encoder::Csv(w) => Ok(w.into_inner()),
+        }
+    }
+}
+
+impl FileWriter {
+    /// A writer for `stream` of `schema`. Touches no file: the first row of an epoch does.
+    pub fn new(config: SinkConfig, stream: &str, schema: SchemaRef) -> Result<Self> {
+        if stream.is_empty() {
+            return Err(Error::config(
+                "file sink: the stream has an empty name; it would have no directory",
+            ));
+        }
+        let partitioner = match &config.partitioning {
+            Some(spec) => Some(Partitioner::new(spec, &schema, stream)?),
+            None => None,
+        };
+        let text_schema = match config.format {
+            Format::Parquet => None,
+            Format::Jsonl | Format::Csv => {
+                let fields: Vec<Field> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        f.as_ref()
+                            .clone()
+                            .with_data_type(text_safe_type(f.data_type()))
+                    })
+                    .collect();
+                let text = Schema::new_with_metadata(fields, schema.metadata().clone());
+                (text != *schema).then(|| SchemaRef::new(text))
+            }
+        };
+        Ok(FileWriter {
+            text_schema,
+            root: config.root,
+            stream: stream.to_string(),
+            format: config.format,
+            parquet: config.parquet,
+            layout: StreamLayout::new(stream),
+            schema,
+            partitioner,
+            open: OpenEpoch::default(),
+        })
+    }
+
+    /// Stage one batch in the open epoch.
+    pub fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        self.refuse_if_failed()?;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let batch = self.conform(batch)?;
+        let batch = self.for_text(batch)?;
+        self.start_epoch()?;
+        // Past this point a failure may leave part of the batch in the files.
+        let staged = self.stage(&batch);
+        if let Err(e) = &staged {
+            self.open.failed.get_or_insert_with(|| e.to_string());
+        }
+        staged
+    }
+
+    /// Append `batch` to the staged file of each partition it has rows for.
+    fn stage(&mut self, batch: &RecordBatch) -> Result<()> {
+        let groups = match &self.partitioner {
+            None => return self.append(None, batch),
+            Some(p) => p.split(batch)?,
+        };
+        if let [group] = groups.as_slice() {
+            return self.append(Some(group.dir.clone()), batch);
+        }
+        for group in groups {
+            let rows = UInt32Array::from(group.rows);
+            let part = take_record_batch(batch, &rows).map_err(|e| {
+                Error::fatal(format!(
+                    "file sink, stream `{}`: splitting a batch into partition `{}`: {e}",
+                    self.stream, group.dir
+                ))
+            })?;
+            self.append(Some(group.dir), &part)?;
+        }
+        Ok(())
+    }
+
+    /// Finish, fsync and move the epoch's files into `epoch-E` with their manifest. The
+    /// token is the manifest, or empty when the epoch has no rows.
+    pub fn prepare(&mut self, epoch: u64) -> Result<Vec<u8>> {
+        self.refuse_if_failed()?;
+        let open = std::mem::take(&mut self.open);
+        let prepared = self.prepare_files(epoch, open);
+        if let Err(e) = &prepared {
+            // The files are gone from memory but not published: only abort may follow.
+            self.open.failed = Some(format!("prepare({epoch}) failed: {e}"));
+        }
+        prepared
+    }
+
+    fn prepare_files(&self, epoch: u64, open: OpenEpoch) -> Result<Vec<u8>> {
+        let current = self.root.join(self.layout.current());
+        if open.files.is_empty() {
+            if open.started {
+                remove_dir_if_exists(&current).map_err(|e| self.io("remove", &current, e))?;
+            }
+            return Ok(Vec::new());
+        }
+
+        let epoch_dir = self.layout.epoch(epoch);
+        let ext = self.format.extension();
+        let mut files = Vec::with_capacity(open.files.len());
+        for mut staged in open.files {
+            staged.finish().map_err(|e| self.finish_error(&staged, e))?;
+            files.push(ManifestEntry {
+                staged: format!("{epoch_dir}/{}", staged.name),
+                published: self.layout.published(
+                    staged.partition.as_deref(),
+                    epoch,
+                    staged.seq,
+                    ext,
+                ),
+                rows: staged.rows,
+                bytes: staged.bytes,
+            });
+        }
+        let manifest = Manifest {
+            version: MANIFEST_VERSION,
+            stream: self.stream.clone(),
+            epoch,
+            root: self.root.to_string_lossy().into_owned(),
+            staging: epoch_dir.clone(),
+            files,
+        };
+        let token = serde_json::to_vec(&manifest)
+            .map_err(|e| Error::fatal(format!("file sink: encoding the manifest: {e}")))?;
+
+        let manifest_path = current.join(MANIFEST);
+        write_durably(&manifest_path, &token).map_err(|e| self.io("write", &manifest_path, e))?;
+        sync_dir(&current).map_err(|e| self.io("fsync", &current, e))?;
+        // An `epoch-E` already there is an earlier attempt at E whose token was never
+        // recorded (the host aborts such epochs, but may not have reached it).
+        let target = self.root.join(&epoch_dir);
+        remove_dir_if_exists(&target).map_err(|e| self.io("remove", &target, e))?;
+        fs::rename(&current, &target)
+            .map_err(|e| self.io(&format!("rename `{}` to", current.display()), &target, e))?;
+        let staging = self.root.join(self.layout.staging());
+        sync_dir(&staging).map_err(|e| self.io("fsync", &staging, e))?;
+        Ok(token)
+    }
+
+    /// Publish what `prepare(epoch)` staged; idempotent.
+    pub fn commit(&mut self, epoch: u64, token: &[u8]) -> Result<()> {
+        if token.is_empty() {
+            let dir = self.root.join(self.layout.epoch(epoch));
+            return remove_dir_if_exists(&dir).map_err(|e| self.io("remove", &dir, e));
+        }
+        let manifest = self.read_token(epoch, token)?;
+        let root = PathBuf::from(&manifest.root);
+
+        // Check everything before moving anything, so a refused commit publishes nothing.
+        let mut moves = Vec::new();
+        for entry in &manifest.files {
+            let staged = root.join(&entry.staged);
+            let published = root.join(&entry.published);
+            let staged_exists = exists(&staged).map_err(|e| self.io("stat", &staged, e))?;
+            let published_exists =
+                exists(&published).map_err(|e| self.io("stat", &published, e))?;
+            match (staged_exists, published_exists) {
+                (true, false) => moves.push((staged, published)),
+                (false, true) => {}
+                (true, true) => {
+                    return Err(Error::fatal(format!(
+                        "file sink, stream `{}`, epoch {epoch}: `{}` is already published, and \
+                         `{}` was staged under the same name by another run (was the state \
+                         store reset while `{}` kept its files?); refusing to overwrite it: \
+                         move the published files away or point `path` at a fresh directory",
+                        self.stream,
+                        published.display(),
+                        staged.display(),
+                        root.display()
+                    )))
+                }
+                (false, false) => {
+                    return Err(Error::fatal(format!(
+                        "file sink, stream `{}`, epoch {epoch}: cannot publish `{}`: neither it \
+                         nor its staged file `{}` exists; the staging area `{}` was changed \
+                         outside the sink, and this epoch's rows are lost from the output",
+                        self.stream,
+                        published.display(),
+                        staged.display(),
+                        root.join(&manifest.staging).display()
+                    )))
+                }
+            }
+        }
+
+        let mut dirs = BTreeSet::new();
+        for (staged, published) in &moves {
+            if let Some(parent) = published.parent() {
+                fs::create_dir_all(parent).map_err(|e| self.io("create", parent, e))?;
+            }
+            fs::rename(staged, published).map_err(|e| {
+                self.io(&format!("publish `{}` as", staged.display()), published, e)
+            })?;
+            // Every directory from the file's up to the root: some were just created.
+            let mut dir = published.parent();
+            while let Some(d) = dir {
+                if !dirs.insert(d.to_path_buf()) || d == root || d.as_os_str().is_empty() {
+                    break;
+                }
+                dir = d.parent();
+            }
+        }
+        for dir in &dirs {
+            sync_dir(dir).map_err(|e| self.io("fsync", dir, e))?;
+        }
+
+        let staging = root.join(&manifest.staging);
+        remove_dir_if_exists(&staging).map_err(|e| self.io("remove", &staging, e))?;
+        if let Some(parent) = staging.parent() {
+            sync_dir_if_exists(parent).map_err(|e| self.io("fsync", parent, e))?;
+        }
+        Ok(())
+    }
+
+    /// Discard the open epoch's files and whatever was staged for `epoch`.
+    pub fn abort(&mut self, epoch: u64) -> Result<()> {
+        self.open = OpenEpoch::default();
+        for dir in [self.layout.current(), self.layout.epoch(epoch)] {
+            let dir = self.root.join(dir);
+            remove_dir_if_exists(&dir).map_err(|e| self.io("remove", &dir, e))?;
+        }
+        let staging = self.root.join(self.layout.staging());
+        sync_dir_if_exists(&staging).map_err(|e| self.io("fsync", &staging, e))
+    }
+
+    fn read_token(&self, epoch: u64, token: &[u8]) -> Result<Manifest> {
+        let bad = |why: String| {
+            Error::fatal(format!(
+                "file sink, stream `{}`: the commit token of epoch {epoch} is not one this sink \
+                 wrote for it: {why}",
+                self.stream
+            ))
+        };
+        let manifest: Manifest =
+            serde_json::from_slice(token).map_err(|e| bad(format!("not a manifest ({e})")))?;
+        if manifest.version != MANIFEST_VERSION {
+            return Err(bad(format!(
+                "manifest version {}, this sink reads version {MANIFEST_VERSION}",
+                manifest.version
+            )));
+        }
+        if manifest.epoch != epoch || manifest.stream != self.stream {
+            return Err(bad(format!(
+                "it is for stream `{}`, epoch {}",
+                manifest.stream, manifest.epoch
+            )));
+        }
+        let paths = std::iter::once(&manifest.staging).chain(
+            manifest
+                .files
+                .iter()
+                .flat_map(|f| [&f.staged, &f.published]),
+        );
+        for path in paths {
+            if !is_plain_relative(path) {
+                return Err(bad(format!("path `{path}` is not a plain relative path")));
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// The batch with the schema the writer was opened with, so every file has one schema.
+    fn conform(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        if batch.schema_ref() == &self.schema {
+            return Ok(batch);
+        }
+        let fits = batch.schema_ref().fields().len() == self.schema.fields().len()
+            && batch
+                .schema_ref()
+                .fields()
+                .iter()
+                .zip(self.schema.fields())
+                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+        if !fits {
+            return Err(Error::data(format!(
+                "file sink, stream `{}`: a batch with columns {} does not fit the stream's \
+                 schema {}",
+                self.stream,
+                describe(batch.schema_ref()),
+                describe(&self.schema)
+            )));
+        }
+        RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()).map_err(|e| {
+            Error::data(format!(
+                "file sink, stream `{}`: a batch does not fit the stream's schema: {e}",
+                self.stream
+            ))
+        })
+    }
+
+    fn refuse_if_failed(&self) -> Result<()> {
+        match &self.open.failed {
+            None => Ok(()),
+            Some(why) => Err(Error::fatal(format!(
+                "file sink, stream `{}`: the open epoch cannot go on after an earlier failure \
+                 ({why}); its files may hold part of a batch, so it can only be aborted",
+                self.stream
+            ))),
+        }
+    }
+
+    /// For the text formats, the batch in [`Self::text_schema`].
+    fn for_text(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let Some(schema) = &self.text_schema else {
+            return Ok(batch);
+        };
+        let columns = batch
+            .columns()
+            .iter()
+            .map(text_safe)
+            .collect::<std::result::Result<Vec<ArrayRef>, String>>()
+            .and_then(|columns| {
+                RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+            })
+            .map_err(|e| {
+                Error::fatal(format!(
+                    "file sink, stream `{}`: preparing timestamps for text: {e}",
+                    self.stream
+                ))
+            })?;
+        Ok(columns)
+    }
+
+    /// Clear a `current` left by a dead instance and create it, once per epoch.
+    fn start_epoch(&mut self) -> Result<()> {
+        if self.open.started {
+            return Ok(());
+        }
+        let current = self.root.join(self.layout.current());
+        remove_dir_if_exists(&current).map_err(|e| self.io("remove", &current, e))?;
+        fs::create_dir_all(&current).map_err(|e| self.io("create", &current, e))?;
+        self.open.started = true;
+        Ok(())
+    }
+
+    /// Append `batch` to the partition's staged file, opening it on first use.
+    fn append(&mut self, partition: Option<String>, batch: &RecordBatch) -> Result<()> {
+        let at = match self.open.by_partition.get(&partition) {
+            Some(&at) => at,
+            None => {
+                if self.open.by_partition.len() >= MAX_OPEN_FILES {
+                    self.finish_least_recent()?;
+                }
+                let seq = self.open.files.len() as u32;
+                let name = StreamLayout::staged_name(seq, self.format.extension());
+                let path = self.root.join(self.layout.current()).join(&name);
+                let file = File::create_new(&path).map_err(|e| self.io("create", &path, e))?;
+                let encoder = Encoder::open(self.format, file, &self.schema, &self.parquet)
+                    .map_err(|e| {
+                        with_context(
+                            e,
+                            &format!(
+                                "file sink, stream `{}`, file `{}`",
+                                self.stream,
+                                path.display()
+                            ),
+                        )
+                    })?;
+                self.open.files.push(StagedFile {
+                    seq,
+                    partition: partition.clone(),
+                    name,
+                    rows: 0,
+                    encoder: Some(encoder),
+                    bytes: 0,
+                    last_append: 0,
+                });
+                self.open
+                    .by_partition
+                    .insert(partition, self.open.files.len() - 1);
+                self.open.files.len() - 1
+            }
+        };
+        self.open.clock += 1;
+        let file = &mut self.open.files[at];
+        file.last_append = self.open.clock;
+        let written = match &mut file.encoder {
+            Some(encoder) => encoder.write(batch),
+            None => Err("the file is already finished".to_string()),
+        };
+        if let Err(e) = written {
+            let path = self.root.join(self.layout.current()).join(&file.name);
+            return Err(Error::data(format!(
+                "file sink, stream `{}`: writing {} rows to `{}`: {e}",
+                self.stream,
+                batch.num_rows(),
+                path.display()
+            )));
+        }
+        file.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Finish the open file written least recently, to stay under [`MAX_OPEN_FILES`].
+    fn finish_least_recent(&mut self) -> Result<()> {
+        let Some((partition, at)) = self
+            .open
+            .by_partition
+            .iter()
+            .min_by_key(|(_, &at)| self.open.files[at].last_append)
+            .map(|(p, &at)| (p.clone(), at))
+        else {
+            return Ok(());
+        };
+        self.open.by_partition.remove(&partition);
+        let file = &mut self.open.files[at];
+        let finished = file.finish();
+        finished.map_err(|e| self.finish_error(&self.open.files[at], e))
+    }
+
+    fn finish_error(&self, file: &StagedFile, e: String) -> Error {
+        Error::fatal(format!(
+            "file sink, stream `{}`: finishing `{}`: {e}",
+            self.stream,
+            self.root
+                .join(self.layout.current())
+                .join(&file.name)
+                .display()
+        ))
+    }
+
+    /// An I/O error with the stream and file; denied access says which grant is missing.
+    fn io(&self, action: &str, path: &Path, e: io::Error) -> Error {
+        let message = format!(
+            "file sink, stream `{}`: cannot {action} `{}`: {e}",
+            self.stream,
+            path.display()
+        );
+        if is_access_error(&e) {
+            Error::AccessDenied(format!(
+                "{message}; `{}` must be granted read-write in the sink's `fs` grants",
+                self.root.display()
+            ))
+        } else {
+            Error::fatal(message)
+        }
+    }
+}
+
+/// Whether `e` means the sandbox (or the file system) refused access, rather than a failure.
+pub fn is_access_error(e: &io::Error) -> bool {
+    // wasi-libc's errno for a path outside every preopened directory.
+    const ENOTCAPABLE: i32 = 76;
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+    ) || (cfg!(target_os = "wasi") && e.raw_os_error() == Some(ENOTCAPABLE))
+        // Rust's std on WASI reports a path outside every preopen with this message.
+        || e.to_string().contains("pre-opened")
+}
+
+fn with_context(e: Error, context: &str) -> Error {
+    match e {
+        Error::InvalidConfig(m) => Error::InvalidConfig(format!("{context}: {m}")),
+        Error::AccessDenied(m) => Error::AccessDenied(format!("{context}: {m}")),
+        Error::Transient {
+            message,
+            retry_after_ms,
+        } => Error::Transient {
+            message: format!("{context}: {message}"),
+            retry_after_ms,
+        },
+        Error::Data(m) => Error::Data(format!("{context}: {m}")),
+        Error::Fatal(m) => Error::Fatal(format!("{context}: {m}")),
+    }
+}
+
+fn describe(schema: &SchemaRef) -> String {
+    let cols: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("`{}` {}", f.name(), f.data_type()))
+        .collect();
+    format!("({})", cols.join(", "))
+}
+
+/// A relative path with only normal components: no root, no `..`, no `.`.
+fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+fn exists(path: &Path) -> io::Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn remove_dir_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Make a directory's entries (created, renamed, removed files) durable. Platforms that
+/// cannot sync a directory say so with these kinds; there is nothing more to do there.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    let synced = File::open(path).and_then(|dir| dir.sync_all());
+    match synced {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Unsupported
+                    | io::ErrorKind::InvalidInput
+                    | io::ErrorKind::IsADirectory
+            ) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn sync_dir_if_exists(path: &Path) -> io::Result<()> {
+    match sync_dir(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}

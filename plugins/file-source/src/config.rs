@@ -1,0 +1,409 @@
+//! The source's configuration: the serde model of the `config` table as the host hands it
+//! over (JSON), its validation into [`Settings`], and the JSON Schema `spec()` returns.
+//!
+//! Validation collects every problem before failing, so one run of `check` lists them all.
+
+use std::collections::BTreeMap;
+
+use ingest_sdk::{config, Error, Result};
+use serde::Deserialize;
+
+use crate::files;
+use crate::types::{ColumnType, TYPE_NAMES};
+
+/// The file format of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Jsonl,
+    Parquet,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Parquet => "parquet",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "csv" => Some(Format::Csv),
+            "jsonl" => Some(Format::Jsonl),
+            "parquet" => Some(Format::Parquet),
+            _ => None,
+        }
+    }
+
+    /// The format a file name's extension implies.
+    fn from_extension(path: &str) -> Option<Self> {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" => Some(Format::Csv),
+            "jsonl" | "ndjson" | "json" => Some(Format::Jsonl),
+            "parquet" => Some(Format::Parquet),
+            _ => None,
+        }
+    }
+}
+
+/// How CSV records are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvDialect {
+    pub header: bool,
+    pub delimiter: u8,
+    pub quote: u8,
+    pub escape: Option<u8>,
+    pub comment: Option<u8>,
+}
+
+impl Default for CsvDialect {
+    fn default() -> Self {
+        CsvDialect {
+            header: true,
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+            comment: None,
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file path or glob, as written.
+    pub path: String,
+    pub format: Format,
+    /// The one stream's name.
+    pub stream: String,
+    /// Rows of the first file sampled to infer the schema.
+    pub infer_rows: usize,
+    /// Field values read as null (CSV).
+    pub null_values: Vec<Vec<u8>>,
+    pub csv: CsvDialect,
+    /// Column type overrides, by column name.
+    pub overrides: Vec<(String, ColumnType)>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    path: String,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    infer_rows: Option<u64>,
+    #[serde(default)]
+    null_values: Option<Vec<String>>,
+    #[serde(default)]
+    csv: Option<RawCsv>,
+    #[serde(default)]
+    schema: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCsv {
+    #[serde(default)]
+    header: Option<bool>,
+    #[serde(default)]
+    delimiter: Option<String>,
+    #[serde(default)]
+    quote: Option<String>,
+    #[serde(default)]
+    escape: Option<String>,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+const DEFAULT_INFER_ROWS: usize = 1000;
+
+impl Settings {
+    /// Parse and validate the host's JSON rendering of the `config` table.
+    pub fn parse(json: &str) -> Result<Settings> {
+        let raw: RawConfig = config::parse(json)?;
+        let mut problems = Vec::new();
+
+        if raw.path.trim().is_empty() {
+            problems.push("`path` is empty; name a file or a glob such as `data/*.csv`".into());
+        }
+        let format = match &raw.format {
+            Some(name) => Format::from_name(name).unwrap_or_else(|| {
+                problems.push(format!(
+                    "`format` = \"{name}\" is not supported; use \"csv\", \"jsonl\" or \"parquet\""
+                ));
+                Format::Csv
+            }),
+            None => Format::from_extension(&raw.path).unwrap_or_else(|| {
+                problems.push(format!(
+                    "`format` is not set and the extension of `{}` does not imply one \
+                     (.csv, .jsonl, .ndjson, .json, .parquet); set `format` to \"csv\", \
+                     \"jsonl\" or \"parquet\"",
+                    raw.path
+                ));
+                Format::Csv
+            }),
+        };
+
+        let stream = raw
+            .stream
+            .clone()
+            .unwrap_or_else(|| files::default_stream_name(&raw.path));
+        if stream.is_empty() {
+            problems.push("`stream` is empty; give the stream a name".into());
+        }
+
+        let infer_rows = match raw.infer_rows {
+            None => DEFAULT_INFER_ROWS,
+            Some(0) => {
+                problems.push("`infer_rows` = 0: sample at least 1 row".into());
+                DEFAULT_INFER_ROWS
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+
+        if raw.null_values.is_some() && format != Format::Csv {
+            problems.push(format!(
+                "`null_values` applies to format = \"csv\" only; this source reads \"{}\"",
+                format.name()
+            ));
+        }
+        let null_values = raw
+            .null_values
+            .unwrap_or_else(|| vec![String::new()])
+            .into_iter()
+            .map(String::into_bytes)
+            .collect();
+
+        if raw.csv.is_some() && format != Format::Csv {
+            problems.push(format!(
+                "`csv` options apply to format = \"csv\" only; this source reads \"{}\"",
+                format.name()
+            ));
+        }
+        let raw_csv = raw.csv.unwrap_or_default();
+        let mut csv = CsvDialect::default();
+        if let Some(header) = raw_csv.header {
+            csv.header = header;
+        }
+        if let Some(d) = &raw_csv.delimiter {
+            csv.delimiter = single_byte("csv.delimiter", d, &mut problems).unwrap_or(b',');
+        }
+        if let Some(q) = &raw_csv.quote {
+            csv.quote = single_byte("csv.quote", q, &mut problems).unwrap_or(b'"');
+        }
+        if let Some(e) = &raw_csv.escape {
+            csv.escape = single_byte("csv.escape", e, &mut problems);
+        }
+        if let Some(c) = &raw_csv.comment {
+            csv.comment = single_byte("csv.comment", c, &mut problems);
+        }
+        if csv.delimiter == csv.quote {
+            problems.push(format!(
+                "`csv.delimiter` and `csv.quote` are both `{}`; they must differ",
+                csv.delimiter as char
+            ));
+        }
+
+        if !raw.schema.is_empty() && format == Format::Parquet {
+            problems.push(
+                "`schema` overrides apply to csv and jsonl; Parquet files carry their own \
+                 column types"
+                    .into(),
+            );
+        }
+        let mut overrides = Vec::new();
+        for (column, type_name) in &raw.schema {
+            match ColumnType::from_name(type_name) {
+                Some(ty) => overrides.push((column.clone(), ty)),
+                None => problems.push(format!(
+                    "`schema.{column}` = \"{type_name}\" is not a type; use one of {TYPE_NAMES}"
+                )),
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(Error::config(problems.join("; ")));
+        }
+        Ok(Settings {
+            path: raw.path,
+            format,
+            stream,
+            infer_rows,
+            null_values,
+            csv,
+            overrides,
+        })
+    }
+
+    /// Whether a CSV field's raw bytes stand for null.
+    #[inline]
+    pub fn is_null(&self, value: &[u8]) -> bool {
+        match self.null_values.as_slice() {
+            [only] => only.as_slice() == value,
+            all => all.iter().any(|n| n == value),
+        }
+    }
+}
+
+/// One ASCII character, as the CSV options need.
+fn single_byte(key: &str, value: &str, problems: &mut Vec<String>) -> Option<u8> {
+    match value.as_bytes() {
+        [b] if b.is_ascii() => Some(*b),
+        _ => {
+            problems.push(format!(
+                "`{key}` = {value:?} must be exactly one ASCII character, such as \",\", \";\" \
+                 or \"\\t\""
+            ));
+            None
+        }
+    }
+}
+
+/// The JSON Schema of the configuration.
+pub const SPEC: &str = r##"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "file source",
+  "description": "Reads CSV, JSON Lines or Parquet files; one stream, one split per file.",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["path"],
+  "properties": {
+    "path": {
+      "type": "string",
+      "description": "A file path or a glob (`*`, `?` within a name, `**` for any number of directories), inside a directory granted in the plugin's `fs` list."
+    },
+    "format": {
+      "enum": ["csv", "jsonl", "parquet"],
+      "description": "Default: from the extension (.csv; .jsonl, .ndjson, .json; .parquet)."
+    },
+    "stream": {
+      "type": "string",
+      "description": "Stream name. Default: the file stem of `path`, or for a glob the literal start of its last part, or `default`."
+    },
+    "infer_rows": {
+      "type": "integer",
+      "minimum": 1,
+      "default": 1000,
+      "description": "Rows of the first file sampled to infer column types."
+    },
+    "null_values": {
+      "type": "array",
+      "items": { "type": "string" },
+      "default": [""],
+      "description": "CSV field values read as null."
+    },
+    "csv": {
+      "type": "object",
+      "additionalProperties": false,
+      "properties": {
+        "header": { "type": "boolean", "default": true },
+        "delimiter": { "type": "string", "minLength": 1, "maxLength": 1, "default": "," },
+        "quote": { "type": "string", "minLength": 1, "maxLength": 1, "default": "\"" },
+        "escape": { "type": "string", "minLength": 1, "maxLength": 1 },
+        "comment": { "type": "string", "minLength": 1, "maxLength": 1 }
+      }
+    },
+    "schema": {
+      "type": "object",
+      "description": "Column type overrides for csv and jsonl, by column name.",
+      "additionalProperties": {
+        "enum": ["int64", "float64", "boolean", "utf8", "date", "timestamp"]
+      }
+    }
+  }
+}"##;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(json: &str) -> String {
+        match Settings::parse(json) {
+            Err(Error::InvalidConfig(m)) => m,
+            other => panic!("expected invalid-config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_come_from_the_path() {
+        let s = Settings::parse(r#"{"path": "data/orders.csv"}"#).unwrap();
+        assert_eq!(s.format, Format::Csv);
+        assert_eq!(s.stream, "orders");
+        assert_eq!(s.infer_rows, 1000);
+        assert_eq!(s.null_values, vec![Vec::<u8>::new()]);
+        assert_eq!(s.csv, CsvDialect::default());
+        let s = Settings::parse(r#"{"path": "logs/*.NDJSON"}"#).unwrap();
+        assert_eq!(s.format, Format::Jsonl);
+        assert_eq!(s.stream, "default");
+    }
+
+    #[test]
+    fn csv_options_and_overrides_are_read() {
+        let s = Settings::parse(
+            r##"{"path": "x.txt", "format": "csv", "stream": "s",
+                "csv": {"header": false, "delimiter": "\t", "quote": "'", "escape": "\\", "comment": "#"},
+                "null_values": ["NA", ""], "schema": {"amount": "float64"}}"##,
+        )
+        .unwrap();
+        assert_eq!(
+            s.csv,
+            CsvDialect {
+                header: false,
+                delimiter: b'\t',
+                quote: b'\'',
+                escape: Some(b'\\'),
+                comment: Some(b'#'),
+            }
+        );
+        assert!(s.is_null(b"NA") && s.is_null(b"") && !s.is_null(b"0"));
+        assert_eq!(
+            s.overrides,
+            vec![("amount".to_string(), ColumnType::Float64)]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        assert!(problems(r#"{"path": "a.csv", "pth": 1}"#).contains("pth"));
+        assert!(problems(r#"{"path": "a.csv", "csv": {"sep": ";"}}"#).contains("sep"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let m = problems(
+            r#"{"path": "a.xlsx", "csv": {"delimiter": ";;"}, "schema": {"x": "decimal"}}"#,
+        );
+        assert!(m.contains("`format` is not set"), "{m}");
+        assert!(m.contains("\"csv\", \"jsonl\" or \"parquet\""), "{m}");
+        assert!(m.contains("`csv.delimiter`"), "{m}");
+        assert!(m.contains("`schema.x` = \"decimal\""), "{m}");
+        assert!(m.contains(TYPE_NAMES), "{m}");
+    }
+
+    #[test]
+    fn an_unknown_format_names_the_accepted_ones() {
+        let m = problems(r#"{"path": "a.csv", "format": "xml"}"#);
+        assert!(m.contains("\"xml\"") && m.contains("\"parquet\""), "{m}");
+    }
+
+    #[test]
+    fn options_for_another_format_are_reported() {
+        let m =
+            problems(r#"{"path": "a.parquet", "csv": {"header": false}, "schema": {"a": "utf8"}}"#);
+        assert!(m.contains("`csv` options apply"), "{m}");
+        assert!(m.contains("`schema` overrides"), "{m}");
+    }
+
+    #[test]
+    fn the_spec_is_json() {
+        let spec: serde_json::Value = serde_json::from_str(SPEC).unwrap();
+        assert_eq!(spec["required"][0], "path");
+    }
+}

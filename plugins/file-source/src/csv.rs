@@ -1,0 +1,616 @@
+//! CSV: record framing over `csv-core` (the `csv` crate's parser) with exact byte offsets,
+//! line numbers and the raw text of every record; schema inference from a sample; and the
+//! reader that turns records into Arrow batches and rejects.
+//!
+//! The framing keeps its own buffer rather than going through `csv::Reader` because a
+//! reject carries the record's original bytes and a position must name the byte where the
+//! next record starts; both fall out of owning the buffer.
+
+use std::fs::File;
+use std::io::{self, Read};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use csv_core::ReadRecordResult;
+use ingest_sdk::source::Chunk;
+use ingest_sdk::{Reject, Result};
+
+use crate::config::{CsvDialect, Settings};
+use crate::position::{self, TextPosition};
+use crate::types::{Cell, ColumnBuilder, ColumnType, Inference};
+use crate::{files, finish_batch, show, type_phrase, Column};
+
+const READ_BUFFER: usize = 1 << 20;
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// Splits a byte stream into CSV records, tracking where each starts.
+pub struct Framer<R> {
+    src: R,
+    core: csv_core::Reader,
+    comment: Option<u8>,
+    buf: Vec<u8>,
+    /// First byte of `buf` not yet consumed.
+    lo: usize,
+    /// End of the bytes read into `buf`.
+    hi: usize,
+    /// File offset of `buf[0]`.
+    base: u64,
+    eof: bool,
+    /// Line feeds consumed outside `core` (the LF of a CRLF right after a record).
+    extra_lines: u64,
+    /// The last record: unescaped field bytes, field ends, raw bytes in `buf`, start line.
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    fields: usize,
+    raw: (usize, usize),
+    record_line: u64,
+}
+
+impl<R: Read> Framer<R> {
+    /// Frame records from `src`, whose first byte is at `offset` on line `line` of the file.
+    pub fn new(src: R, dialect: &CsvDialect, offset: u64, line: u64) -> Self {
+        let mut core = csv_core::ReaderBuilder::new()
+            .delimiter(dialect.delimiter)
+            .quote(dialect.quote)
+            .escape(dialect.escape)
+            .comment(dialect.comment)
+            .build();
+        core.set_line(line);
+        Framer {
+            src,
+            core,
+            comment: dialect.comment,
+            buf: vec![0; READ_BUFFER],
+            lo: 0,
+            hi: 0,
+            base: offset,
+            eof: false,
+            extra_lines: 0,
+            out: vec![0; 64 * 1024],
+            ends: vec![0; 64],
+            fields: 0,
+            raw: (0, 0),
+            record_line: line,
+        }
+    }
+
+    /// Byte offset of the first byte not yet consumed: where the next record starts.
+    pub fn offset(&self) -> u64 {
+        self.base + self.lo as u64
+    }
+
+    /// The line `offset()` lies on.
+    pub fn line(&self) -> u64 {
+        self.core.line() + self.extra_lines
+    }
+
+    /// Read the next record; `false` at the end of the input.
+    pub fn read(&mut self) -> io::Result<bool> {
+        let line_before = self.line();
+        let mut start = self.lo;
+        let mut pos = self.lo;
+        let (mut outlen, mut endlen) = (0, 0);
+        loop {
+            if pos == self.hi && !self.eof {
+                // Keep the bytes of the record in progress; make room after them.
+                if start > 0 {
+                    self.buf.copy_within(start..self.hi, 0);
+                    self.base += start as u64;
+                    self.hi -= start;
+                    pos -= start;
+                    start = 0;
+                }
+                if self.hi == self.buf.len() {
+                    self.buf.resize(self.buf.len() * 2, 0);
+                }
+                match self.src.read(&mut self.buf[self.hi..]) {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => self.hi += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            let input = &self.buf[pos..self.hi];
+            let (res, nin, nout, nend) =
+                self.core
+                    .read_record(input, &mut self.out[outlen..], &mut self.ends[endlen..]);
+            let input_was_empty = input.is_empty();
+            pos += nin;
+            outlen += nout;
+            endlen += nend;
+            match res {
+                ReadRecordResult::InputEmpty if input_was_empty => {
+                    self.lo = pos;
+                    return Ok(false);
+                }
+                ReadRecordResult::InputEmpty => {}
+                ReadRecordResult::OutputFull => {
+                    let len = self.out.len();
+                    self.out.resize(len * 2, 0);
+                }
+                ReadRecordResult::OutputEndsFull => {
+                    let len = self.ends.len();
+                    self.ends.resize(len * 2, 0);
+                }
+                ReadRecordResult::Record => {
+                    self.fields = endlen;
+                    self.lo = pos;
+                    // csv-core ends a CRLF record at the CR; take the LF too when it is
+                    // here, so the offset after a record is where the next one starts.
+                    if pos > 0
+                        && self.buf[pos - 1] == b'\r'
+                        && self.buf.get(pos..self.hi).and_then(|b| b.first()) == Some(&b'\n')
+                    {
+                        self.lo += 1;
+                        self.extra_lines += 1;
+                    }
+                    self.locate(start, pos, line_before);
+                    return Ok(true);
+                }
+                ReadRecordResult::End => {
+                    self.lo = pos;
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    /// Find where the record read from `buf[start..end]` really starts (past blank lines,
+    /// comment lines and a byte-order mark) and on which line.
+    fn locate(&mut self, start: usize, end: usize, line_before: u64) {
+        let mut s = start;
+        let mut line = line_before;
+        if self.base + s as u64 == 0 && self.buf[s..end].starts_with(UTF8_BOM) {
+            s += UTF8_BOM.len();
+        }
+        while s < end {
+            match self.buf[s] {
+                b'\n' => {
+                    line += 1;
+                    s += 1;
+                }
+                b'\r' => s += 1,
+                c if Some(c) == self.comment => {
+                    match self.buf[s..end].iter().position(|&b| b == b'\n') {
+                        Some(nl) => {
+                            s += nl + 1;
+                            line += 1;
+                        }
+                        None => break,
+                    }
+                }
+                _ => break,
+            }
+        }
+        let mut e = end;
+        while e > s && matches!(self.buf[e - 1], b'\n' | b'\r') {
+            e -= 1;
+        }
+        self.raw = (s, e);
+        self.record_line = line;
+    }
+
+    /// Number of fields in the last record.
+    pub fn fields(&self) -> usize {
+        self.fields
+    }
+
+    /// Byte range of field `i` within [`Framer::record_bytes`].
+    pub fn range(&self, i: usize) -> (usize, usize) {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        (start, self.ends[i])
+    }
+
+    /// The unescaped bytes of field `i`.
+    pub fn field(&self, i: usize) -> &[u8] {
+        let (s, e) = self.range(i);
+        &self.out[s..e]
+    }
+
+    /// The unescaped bytes of all fields, back to back.
+    pub fn record_bytes(&self) -> &[u8] {
+        let end = if self.fields == 0 {
+            0
+        } else {
+            self.ends[self.fields - 1]
+        };
+        &self.out[..end]
+    }
+
+    /// The record as it is written in the file, without its line terminator.
+    pub fn raw(&self) -> &[u8] {
+        &self.buf[self.raw.0..self.raw.1]
+    }
+
+    /// The line the last record starts on.
+    pub fn record_line(&self) -> u64 {
+        self.record_line
+    }
+}
+
+/// The column names a header (or, without one, the first record) gives: empty names
+/// become `column_N` and repeated ones get a `_2`, `_3`… suffix.
+fn column_names<R: Read>(framer: &Framer<R>, header: bool) -> Vec<String> {
+    let mut names: Vec<String> = Vec::with_capacity(framer.fields());
+    for i in 0..framer.fields() {
+        let raw = if header {
+            String::from_utf8_lossy(framer.field(i)).into_owned()
+        } else {
+            String::new()
+        };
+        let base = if raw.is_empty() {
+            format!("column_{}", i + 1)
+        } else {
+            raw
+        };
+        let mut name = base.clone();
+        let mut n = 2;
+        while names.contains(&name) {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
+        names.push(name);
+    }
+    names
+}
+
+/// The columns of a CSV file: names from the header (or `column_N`), types inferred from
+/// up to `infer_rows` records.
+pub fn infer(path: &str, settings: &Settings) -> Result<Vec<Column>> {
+    let file = File::open(path).map_err(|e| files::io_error(path, "open", e))?;
+    let mut framer = Framer::new(file, &settings.csv, 0, 1);
+    let read =
+        |framer: &mut Framer<File>| framer.read().map_err(|e| files::io_error(path, "read", e));
+    let mut names = Vec::new();
+    if settings.csv.header {
+        if !read(&mut framer)? {
+            return Ok(Vec::new());
+        }
+        names = column_names(&framer, true);
+    }
+    let mut inferred: Vec<Inference> = Vec::new();
+    let mut sampled = 0;
+    while sampled < settings.infer_rows && read(&mut framer)? {
+        if !settings.csv.header && sampled == 0 && names.is_empty() {
+            names = column_names(&framer, false);
+        }
+        // A record of the wrong width is rejected when it is read; it says nothing here.
+        if framer.fields() != names.len() {
+            continue;
+        }
+        inferred.resize_with(names.len(), Inference::default);
+        for (i, inference) in inferred.iter_mut().enumerate() {
+            let value = framer.field(i);
+            if !settings.is_null(value) {
+                inference.text(value);
+            }
+        }
+        sampled += 1;
+    }
+    inferred.resize_with(names.len(), Inference::default);
+    Ok(names
+        .into_iter()
+        .zip(inferred)
+        .map(|(name, inference)| Column {
+            name,
+            ty: inference.column_type(),
+        })
+        .collect())
+}
+
+/// Reads one CSV file into batches of the stream's schema.
+pub struct CsvReader {
+    path: String,
+    settings: Settings,
+    columns: Vec<Column>,
+    schema: SchemaRef,
+    framer: Framer<File>,
+    rows: u64,
+    done: bool,
+    has_text: bool,
+    cells: Vec<Cell>,
+}
+
+impl CsvReader {
+    /// Open `path` for the stream of `columns`, resuming after `position` when given.
+    pub fn open(
+        path: &str,
+        settings: &Settings,
+        columns: Vec<Column>,
+        schema: SchemaRef,
+        position: Option<&[u8]>,
+    ) -> Result<Self> {
+        let at = match position {
+            Some(bytes) => position::decode(bytes, path)?,
+            None => TextPosition::START,
+        };
+        let file = files::open_at(path, at.offset)?;
+        let framer = Framer::new(file, &settings.csv, at.offset, at.line);
+        let has_text = columns.iter().any(|c| c.ty == ColumnType::Utf8);
+        let mut reader = CsvReader {
+            path: path.to_string(),
+            settings: settings.clone(),
+            cells: Vec::with_capacity(columns.len()),
+            columns,
+            schema,
+            framer,
+            rows: at.rows,
+            done: false,
+            has_text,
+        };
+        if settings.csv.header && at.offset == 0 {
+            reader.read_header()?;
+        }
+        Ok(reader)
+    }
+
+    fn read_record(&mut self) -> Result<bool> {
+        let path = &self.path;
+        self.framer
+            .read()
+            .map_err(|e| files::io_error(path, "read", e))
+    }
+
+    /// Skip the header, checking it names the stream's columns in order.
+    fn read_header(&mut self) -> Result<()> {
+        if !self.read_record()? {
+            self.done = true;
+            return Ok(());
+        }
+        let names = column_names(&self.framer, true);
+        if names
+            .iter()
+            .map(String::as_str)
+            .ne(self.columns.iter().map(|c| c.name.as_str()))
+        {
+            return Err(ingest_sdk::Error::data(format!(
+                "`{}:{}`: the header has columns [{}] but the stream's schema, inferred from \
+                 the first file, has [{}]; every file of the stream needs the same columns in \
+                 the same order",
+                self.path,
+                self.framer.record_line(),
+                names.join(", "),
+                self.columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Up to `max_rows` rows (and rejects) with the position after them; `None` at the end.
+    pub fn next_chunk(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut builders: Vec<ColumnBuilder> = self
+            .columns
+            .iter()
+            .map(|c| ColumnBuilder::new(c.ty, max_rows))
+            .collect();
+        let mut rows = 0;
+        let mut rejects = Vec::new();
+        while rows + rejects.len() < max_rows {
+            if !self.read_record()? {
+                self.done = true;
+                break;
+            }
+            match self.append_row(&mut builders) {
+                Ok(()) => rows += 1,
+                Err(reason) => rejects.push(Reject::record(
+                    String::from_utf8_lossy(self.framer.raw()),
+                    format!("{}:{}", self.path, self.framer.record_line()),
+                    reason,
+                )),
+            }
+        }
+        if rows == 0 && rejects.is_empty() {
+            return Ok(None);
+        }
+        self.rows += rows as u64;
+        let batch: RecordBatch = finish_batch(&self.schema, &mut builders, rows)?;
+        let position = position::encode(&TextPosition {
+            offset: self.framer.offset(),
+            line: self.framer.line(),
+            rows: self.rows,
+        });
+        Ok(Some(Chunk {
+            batch,
+            position,
+            rejects,
+        }))
+    }
+
+    /// Parse the current record into `builders`, all or nothing; the reason when it does
+    /// not fit.
+    fn append_row(&mut self, builders: &mut [ColumnBuilder]) -> Result<(), String> {
+        let framer = &self.framer;
+        if framer.fields() != self.columns.len() {
+            let mut reason = format!(
+                "expected {} fields, found {}",
+                self.columns.len(),
+                framer.fields()
+            );
+            if (0..framer.fields()).any(|i| framer.field(i).contains(&b'\n')) {
+                reason.push_str("; a field spans lines, so a quote may be unbalanced");
+            }
+            return Err(reason);
+        }
+        let text = if self.has_text {
+            match std::str::from_utf8(framer.record_bytes()) {
+                Ok(text) => text,
+                Err(_) => return Err(self.invalid_utf8()),
+            }
+        } else {
+            ""
+        };
+        self.cells.clear();
+        for (i, column) in self.columns.iter().enumerate() {
+            let value = framer.field(i);
+            if self.settings.is_null(value) {
+                self.cells.push(Cell::Null);
+                continue;
+            }
+            let range = framer.range(i);
+            match Cell::parse(column.ty, value, range) {
+                Some(Cell::Text(s, e)) if text.get(s..e).is_none() => {
+                    return Err(format!(
+                        "column `{}`: the value is not valid UTF-8",
+                        column.name
+                    ))
+                }
+                Some(cell) => self.cells.push(cell),
+                None => {
+                    return Err(format!(
+                        "column `{}`: `{}` is not {}",
+                        column.name,
+                        show(value),
+                        type_phrase(column.ty)
+                    ))
+                }
+            }
+        }
+        for (builder, &cell) in builders.iter_mut().zip(&self.cells) {
+            match cell {
+                Cell::Null => builder.append_null(),
+                cell => builder.append(cell, |s, e| text.get(s..e).unwrap_or_default()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The reason for a record whose bytes are not UTF-8: the first column at fault.
+    fn invalid_utf8(&self) -> String {
+        (0..self.framer.fields())
+            .find(|&i| std::str::from_utf8(self.framer.field(i)).is_err())
+            .map(|i| {
+                format!(
+                    "column `{}`: the value is not valid UTF-8",
+                    self.columns[i].name
+                )
+            })
+            .unwrap_or_else(|| "the record is not valid UTF-8".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    fn frame(text: &str) -> Vec<(u64, Vec<String>, String, u64)> {
+        let mut f = Framer::new(text.as_bytes(), &CsvDialect::default(), 0, 1);
+        let mut out = Vec::new();
+        while f.read().unwrap() {
+            let fields = (0..f.fields())
+                .map(|i| String::from_utf8(f.field(i).to_vec()).unwrap())
+                .collect();
+            out.push((
+                f.record_line(),
+                fields,
+                String::from_utf8(f.raw().to_vec()).unwrap(),
+                f.offset(),
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn quoted_fields_hold_delimiters_quotes_and_newlines() {
+        let records = frame("a,b\n\"x,1\",\"say \"\"hi\"\"\"\n\"multi\nline\",2\nlast,3");
+        assert_eq!(records[1].1, vec!["x,1", "say \"hi\""]);
+        assert_eq!(records[2].1, vec!["multi\nline", "2"]);
+        assert_eq!(
+            records[2].0, 3,
+            "a record starts on the line of its first byte"
+        );
+        assert_eq!(records[3].0, 5);
+        assert_eq!(records[3].1, vec!["last", "3"]);
+        assert_eq!(records[2].2, "\"multi\nline\",2");
+    }
+
+    #[test]
+    fn crlf_records_end_after_the_line_feed() {
+        let text = "a,b\r\n1,2\r\n\r\n3,4\r\n";
+        let records = frame(text);
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[1].1, vec!["1", "2"]);
+        assert_eq!(records[1].3, 10, "the offset after `1,2\\r\\n`");
+        assert_eq!(records[2].0, 4, "the blank line is counted");
+        assert_eq!(records[2].2, "3,4");
+        assert_eq!(records[2].3, text.len() as u64);
+    }
+
+    #[test]
+    fn comments_blank_lines_and_a_bom_are_skipped() {
+        let dialect = CsvDialect {
+            comment: Some(b'#'),
+            ..CsvDialect::default()
+        };
+        let text = "\u{feff}a,b\n# note\n\n1,2\n";
+        let mut f = Framer::new(text.as_bytes(), &dialect, 0, 1);
+        assert!(f.read().unwrap());
+        assert_eq!(f.raw(), b"a,b");
+        assert!(f.read().unwrap());
+        assert_eq!((f.record_line(), f.raw()), (4, &b"1,2"[..]));
+        assert!(!f.read().unwrap());
+    }
+
+    #[test]
+    fn records_larger_than_the_buffer_are_framed_whole() {
+        let big = "x".repeat(READ_BUFFER * 2 + 17);
+        let text = format!("a,b\n{big},1\n2,3\n");
+        let records = frame(&text);
+        assert_eq!(records[1].1[0].len(), big.len());
+        assert_eq!(records[2].1, vec!["2", "3"]);
+        assert_eq!(records[2].0, 3);
+    }
+
+    #[test]
+    fn inference_reads_the_header_and_samples_rows() {
+        let dir = TempDir::new("csv-infer");
+        let path = dir.write(
+            "t.csv",
+            "id,price,ok,name,empty,\n1,2.5,true,a,,x\n2,3,FALSE,b,,y\nbad,row\n",
+        );
+        let settings = Settings::parse(&format!(r#"{{"path": "{path}"}}"#)).unwrap();
+        let columns = infer(&path, &settings).unwrap();
+        let got: Vec<(&str, ColumnType)> =
+            columns.iter().map(|c| (c.name.as_str(), c.ty)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("id", ColumnType::Int64),
+                ("price", ColumnType::Float64),
+                ("ok", ColumnType::Boolean),
+                ("name", ColumnType::Utf8),
+                ("empty", ColumnType::Utf8),
+                ("column_6", ColumnType::Utf8),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_header_columns_are_numbered() {
+        let dir = TempDir::new("csv-noheader");
+        let path = dir.write("t.csv", "1;x\n2;y\n");
+        let settings = Settings::parse(&format!(
+            r#"{{"path": "{path}", "csv": {{"header": false, "delimiter": ";"}}}}"#
+        ))
+        .unwrap();
+        let columns = infer(&path, &settings).unwrap();
+        assert_eq!(columns[0].name, "column_1");
+        assert_eq!(columns[0].ty, ColumnType::Int64);
+        assert_eq!(columns[1].name, "column_2");
+    }
+
+    #[test]
+    fn duplicate_header_names_get_a_suffix() {
+        let mut f = Framer::new(&b"a,a,,a\n"[..], &CsvDialect::default(), 0, 1);
+        assert!(f.read().unwrap());
+        assert_eq!(column_names(&f, true), vec!["a", "a_2", "column_3", "a_3"]);
+    }
+}

@@ -1,0 +1,336 @@
+//! JSON Lines: one JSON object per line. Schema inference from a sample (the union of the
+//! top-level keys in first-seen order) and the reader that turns lines into Arrow batches
+//! and rejects. Blank lines are skipped; nested values are kept as their JSON text.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+
+use arrow_schema::SchemaRef;
+use ingest_sdk::source::Chunk;
+use ingest_sdk::{Reject, Result};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+use crate::position::{self, TextPosition};
+use crate::types::{parse_bool, parse_date, parse_f64, parse_i64, parse_timestamp};
+use crate::types::{Cell, ColumnBuilder, ColumnType, Inference};
+use crate::{files, finish_batch, show, type_phrase, Column};
+
+const READ_BUFFER: usize = 1 << 20;
+
+/// A JSON object with its keys in the order they are written (serde_json's own map sorts
+/// them, and inference must keep first-seen order).
+struct Object(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Object;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    entries.push(entry);
+                }
+                Ok(Object(entries))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// A line's content without its terminator, or `None` when it is blank.
+fn content(line: &[u8]) -> Option<&[u8]> {
+    let trimmed = line.trim_ascii();
+    (!trimmed.is_empty()).then_some(trimmed)
+}
+
+/// Reads lines with their byte offsets and line numbers.
+struct Lines {
+    src: BufReader<File>,
+    line: Vec<u8>,
+    offset: u64,
+    number: u64,
+}
+
+impl Lines {
+    fn new(file: File, offset: u64, number: u64) -> Self {
+        Lines {
+            src: BufReader::with_capacity(READ_BUFFER, file),
+            line: Vec::with_capacity(4096),
+            offset,
+            number,
+        }
+    }
+
+    /// The next line and its number; `None` at the end of the file.
+    fn next(&mut self, path: &str) -> Result<Option<u64>> {
+        self.line.clear();
+        let n = self
+            .src
+            .read_until(b'\n', &mut self.line)
+            .map_err(|e| files::io_error(path, "read", e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let number = self.number;
+        self.offset += n as u64;
+        self.number += 1;
+        Ok(Some(number))
+    }
+}
+
+/// The columns of a JSON Lines file: keys in first-seen order over up to `infer_rows`
+/// objects, with the narrowest type that fits every value.
+pub fn infer(path: &str, infer_rows: usize) -> Result<Vec<Column>> {
+    let file = File::open(path).map_err(|e| files::io_error(path, "open", e))?;
+    let mut lines = Lines::new(file, 0, 1);
+    let mut names: Vec<String> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut inferred: Vec<Inference> = Vec::new();
+    let mut sampled = 0;
+    while sampled < infer_rows && lines.next(path)?.is_some() {
+        let Some(text) = content(&lines.line) else {
+            continue;
+        };
+        // A line that is not an object is rejected when it is read; it says nothing here.
+        let Ok(Object(entries)) = serde_json::from_slice::<Object>(text) else {
+            continue;
+        };
+        for (key, value) in entries {
+            let i = *index.entry(key.clone()).or_insert_with(|| {
+                names.push(key);
+                inferred.push(Inference::default());
+                names.len() - 1
+            });
+            if !value.is_null() {
+                inferred[i].json(&value);
+            }
+        }
+        sampled += 1;
+    }
+    Ok(names
+        .into_iter()
+        .zip(inferred)
+        .map(|(name, inference)| Column {
+            name,
+            ty: inference.column_type(),
+        })
+        .collect())
+}
+
+/// Reads one JSON Lines file into batches of the stream's schema.
+pub struct JsonlReader {
+    path: String,
+    columns: Vec<Column>,
+    index: HashMap<String, usize>,
+    schema: SchemaRef,
+    lines: Lines,
+    rows: u64,
+    done: bool,
+}
+
+/// One value of a row, checked against its column's type.
+enum Slot<'a> {
+    Null,
+    Cell(Cell),
+    Text(&'a str),
+    Json(&'a Value),
+}
+
+impl JsonlReader {
+    /// Open `path` for the stream of `columns`, resuming after `position` when given.
+    pub fn open(
+        path: &str,
+        columns: Vec<Column>,
+        schema: SchemaRef,
+        position: Option<&[u8]>,
+    ) -> Result<Self> {
+        let at = match position {
+            Some(bytes) => position::decode(bytes, path)?,
+            None => TextPosition::START,
+        };
+        let file = files::open_at(path, at.offset)?;
+        let index = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        Ok(JsonlReader {
+            path: path.to_string(),
+            columns,
+            index,
+            schema,
+            lines: Lines::new(file, at.offset, at.line),
+            rows: at.rows,
+            done: false,
+        })
+    }
+
+    /// Up to `max_rows` rows (and rejects) with the position after them; `None` at the end.
+    pub fn next_chunk(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut builders: Vec<ColumnBuilder> = self
+            .columns
+            .iter()
+            .map(|c| ColumnBuilder::new(c.ty, max_rows))
+            .collect();
+        let mut rows = 0;
+        let mut rejects = Vec::new();
+        while rows + rejects.len() < max_rows {
+            let Some(number) = self.lines.next(&self.path)? else {
+                self.done = true;
+                break;
+            };
+            let Some(text) = content(&self.lines.line) else {
+                continue;
+            };
+            match self.append_row(text, &mut builders) {
+                Ok(()) => rows += 1,
+                Err(reason) => rejects.push(Reject::record(
+                    String::from_utf8_lossy(text),
+                    format!("{}:{number}", self.path),
+                    reason,
+                )),
+            }
+        }
+        if rows == 0 && rejects.is_empty() {
+            return Ok(None);
+        }
+        self.rows += rows as u64;
+        let batch = finish_batch(&self.schema, &mut builders, rows)?;
+        let position = position::encode(&TextPosition {
+            offset: self.lines.offset,
+            line: self.lines.number,
+            rows: self.rows,
+        });
+        Ok(Some(Chunk {
+            batch,
+            position,
+            rejects,
+        }))
+    }
+
+    /// Parse one line into `builders`, all or nothing; the reason when it does not fit.
+    fn append_row(&self, text: &[u8], builders: &mut [ColumnBuilder]) -> Result<(), String> {
+        let Object(entries) = serde_json::from_slice::<Object>(text)
+            .map_err(|e| format!("not a JSON object: {e}"))?;
+        let mut slots: Vec<Slot> = (0..self.columns.len()).map(|_| Slot::Null).collect();
+        for (key, value) in &entries {
+            let Some(&i) = self.index.get(key) else {
+                return Err(format!(
+                    "key `{key}` is not a column of the stream (columns: {}); raise \
+                     `infer_rows` if it appears only later in the first file",
+                    self.columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            };
+            let column = &self.columns[i];
+            slots[i] = slot(column.ty, value).ok_or_else(|| {
+                format!(
+                    "column `{}`: `{}` is not {}",
+                    column.name,
+                    show(value.to_string().as_bytes()),
+                    type_phrase(column.ty)
+                )
+            })?;
+        }
+        for (builder, slot) in builders.iter_mut().zip(slots) {
+            match slot {
+                Slot::Null => builder.append_null(),
+                Slot::Cell(cell) => builder.append(cell, |_, _| ""),
+                Slot::Text(s) => builder.append_str(s),
+                Slot::Json(v) => builder.append_str(&v.to_string()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `value` as a value of a column of type `ty`, or `None` when it does not fit. Strings
+/// that spell a value of the type are accepted for every type.
+fn slot(ty: ColumnType, value: &Value) -> Option<Slot<'_>> {
+    if value.is_null() {
+        return Some(Slot::Null);
+    }
+    let text = value.as_str().map(str::as_bytes);
+    Some(match ty {
+        ColumnType::Utf8 => match value {
+            Value::String(s) => Slot::Text(s),
+            other => Slot::Json(other),
+        },
+        ColumnType::Int64 => Slot::Cell(Cell::Int(match value {
+            Value::Number(n) => n.as_i64()?,
+            _ => parse_i64(text?)?,
+        })),
+        ColumnType::Float64 => Slot::Cell(Cell::Float(match value {
+            Value::Number(n) => n.as_f64()?,
+            _ => parse_f64(text?)?,
+        })),
+        ColumnType::Boolean => Slot::Cell(Cell::Bool(match value {
+            Value::Bool(b) => *b,
+            _ => parse_bool(text?)?,
+        })),
+        ColumnType::Date => Slot::Cell(Cell::Date(parse_date(text?)?)),
+        ColumnType::Timestamp => Slot::Cell(Cell::Timestamp(parse_timestamp(text?)?)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    #[test]
+    fn inference_takes_keys_in_first_seen_order_and_widens_types() {
+        let dir = TempDir::new("jsonl-infer");
+        let path = dir.write(
+            "e.jsonl",
+            concat!(
+                "{\"z\": 1, \"a\": 1, \"s\": \"x\", \"nested\": {\"k\": [1]}}\n",
+                "\n",
+                "not json\n",
+                "{\"a\": 2.5, \"b\": true, \"z\": null, \"mixed\": 1}\n",
+                "{\"mixed\": \"one\", \"n\": null}\n",
+            ),
+        );
+        let columns = infer(&path, 100).unwrap();
+        let got: Vec<(&str, ColumnType)> =
+            columns.iter().map(|c| (c.name.as_str(), c.ty)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("z", ColumnType::Int64),
+                ("a", ColumnType::Float64),
+                ("s", ColumnType::Utf8),
+                ("nested", ColumnType::Utf8),
+                ("b", ColumnType::Boolean),
+                ("mixed", ColumnType::Utf8),
+                ("n", ColumnType::Utf8),
+            ]
+        );
+    }
+
+    #[test]
+    fn values_fit_their_column_or_are_refused() {
+        let fits = |ty, v: Value| slot(ty, &v).is_some();
+        assert!(fits(ColumnType::Int64, serde_json::json!(3)));
+        assert!(fits(ColumnType::Int64, serde_json::json!("3")));
+        assert!(!fits(ColumnType::Int64, serde_json::json!(3.5)));
+        assert!(fits(ColumnType::Float64, serde_json::json!(3)));
+        assert!(!fits(ColumnType::Boolean, serde_json::json!(1)));
+        assert!(fits(ColumnType::Utf8, serde_json::json!({"a": 1})));
+        assert!(fits(ColumnType::Date, serde_json::json!("2024-01-31")));
+        assert!(!fits(ColumnType::Date, serde_json::json!(20240131)));
+    }
+}

@@ -1,0 +1,386 @@
+//! Parquet: the schema of a file, the codecs this build can decode, and the reader that
+//! returns a file's rows in batches from any row group and row onwards.
+//!
+//! Only pure-Rust codecs are compiled in (snappy, gzip, brotli, lz4); zstd needs a C
+//! library that does not build for wasm32-wasip2, so a zstd file is refused up front with
+//! a message that says so rather than failing halfway through.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arrow_array::{RecordBatch, RecordBatchOptions};
+use arrow_schema::{Field, Schema, SchemaRef};
+use bytes::Bytes;
+use ingest_sdk::source::Chunk;
+use ingest_sdk::{Error, Result};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::basic::Compression;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::reader::{ChunkReader, Length};
+
+use crate::files;
+use crate::position::{self, ParquetPosition};
+
+/// A file parquet reads by byte ranges. `std::fs::File`'s own `ChunkReader` clones the
+/// handle, which WASI does not support; this shares one handle and seeks instead.
+#[derive(Clone)]
+struct SharedFile {
+    file: Arc<Mutex<File>>,
+    len: u64,
+}
+
+impl SharedFile {
+    fn open(path: &str) -> Result<Self> {
+        let file = File::open(path).map_err(|e| files::io_error(path, "open", e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| files::io_error(path, "read", e))?
+            .len();
+        Ok(SharedFile {
+            file: Arc::new(Mutex::new(file)),
+            len,
+        })
+    }
+}
+
+fn lock(file: &Mutex<File>) -> MutexGuard<'_, File> {
+    // A panic cannot leave a File in a state worth refusing.
+    file.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Length for SharedFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// Reads from a byte offset onwards, seeking the shared handle before every read.
+struct RangeReader {
+    file: Arc<Mutex<File>>,
+    pos: u64,
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut file = lock(&self.file);
+        file.seek(SeekFrom::Start(self.pos))?;
+        let n = file.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl ChunkReader for SharedFile {
+    type T = BufReader<RangeReader>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(BufReader::with_capacity(
+            64 * 1024,
+            RangeReader {
+                file: self.file.clone(),
+                pos: start,
+            },
+        ))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let mut buffer = vec![0; length];
+        let mut file = lock(&self.file);
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buffer)?;
+        Ok(buffer.into())
+    }
+}
+
+fn builder(path: &str) -> Result<ParquetRecordBatchReaderBuilder<SharedFile>> {
+    let file = SharedFile::open(path)?;
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::data(format!("`{path}` is not a readable Parquet file: {e}")))
+}
+
+/// The Arrow schema of a Parquet file, without the metadata the writer attached.
+pub fn schema(path: &str) -> Result<SchemaRef> {
+    Ok(plain(builder(path)?.schema()))
+}
+
+fn plain(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            f.as_ref()
+                .clone()
+                .with_metadata(std::collections::HashMap::<String, String>::new())
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// The codecs this build decodes, as `Compression` names them.
+const SUPPORTED_CODECS: &str = "UNCOMPRESSED, SNAPPY, GZIP, BROTLI, LZ4, LZ4_RAW";
+
+/// Refuse a file that uses a codec this build cannot decode, naming it.
+fn check_codecs(path: &str, metadata: &ParquetMetaData) -> Result<()> {
+    for group in metadata.row_groups() {
+        for column in group.columns() {
+            codec_supported(path, &column.column_path().string(), column.compression())?;
+        }
+    }
+    Ok(())
+}
+
+fn codec_supported(path: &str, column: &str, codec: Compression) -> Result<()> {
+    match codec {
+        Compression::UNCOMPRESSED
+        | Compression::SNAPPY
+        | Compression::GZIP(_)
+        | Compression::BROTLI(_)
+        | Compression::LZ4
+        | Compression::LZ4_RAW => Ok(()),
+        Compression::ZSTD(_) | Compression::LZO => {
+            let name = codec.to_string();
+            let name = name.split('(').next().unwrap_or(&name);
+            Err(Error::data(format!(
+                "`{path}`: column `{column}` is compressed with {name}, which the file source \
+                 cannot decode (supported: {SUPPORTED_CODECS}; zstd needs a C library that \
+                 does not build for WebAssembly); rewrite the file with another codec"
+            )))
+        }
+    }
+}
+
+/// Reads one Parquet file into batches of the stream's schema.
+pub struct ParquetReader {
+    path: String,
+    schema: SchemaRef,
+    /// Set up to start at the saved position; built into `reader` on the first `next`,
+    /// once the batch size is known.
+    pending_builder: Option<ParquetRecordBatchReaderBuilder<SharedFile>>,
+    reader: Option<ParquetRecordBatchReader>,
+    /// Rows decoded but not yet returned, when a batch was larger than asked for.
+    held: Option<RecordBatch>,
+    group_rows: Vec<usize>,
+    at: ParquetPosition,
+}
+
+impl ParquetReader {
+    /// Open `path` for the stream of `schema`, resuming after `position` when given.
+    pub fn open(path: &str, schema: SchemaRef, position: Option<&[u8]>) -> Result<Self> {
+        let builder = builder(path)?;
+        check_codecs(path, builder.metadata())?;
+        let file_schema = plain(builder.schema());
+        if file_schema.fields() != schema.fields() {
+            return Err(Error::data(format!(
+                "`{path}` has the schema {} but the stream's schema, from the first file, is \
+                 {}; every file of the stream needs the same columns and types",
+                describe(&file_schema),
+                describe(&schema)
+            )));
+        }
+        let group_rows: Vec<usize> = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| usize::try_from(g.num_rows()).unwrap_or(0))
+            .collect();
+        let mut at = match position {
+            Some(bytes) => position::decode::<ParquetPosition>(bytes, path)?,
+            None => ParquetPosition {
+                row_group: 0,
+                row: 0,
+                rows: 0,
+            },
+        };
+        let fits = match group_rows.get(at.row_group) {
+            Some(&rows) => at.row <= rows,
+            None => at.row_group == group_rows.len() && at.row == 0,
+        };
+        if !fits {
+            return Err(Error::data(format!(
+                "`{path}` has {} row groups of {:?} rows but the saved position is row {} of \
+                 row group {}: the file was replaced since; reset the stream's state to read \
+                 it again from the start",
+                group_rows.len(),
+                group_rows,
+                at.row,
+                at.row_group
+            )));
+        }
+        normalize(&mut at, &group_rows);
+        let builder = builder
+            .with_row_groups((at.row_group..group_rows.len()).collect())
+            .with_offset(at.row);
+        Ok(ParquetReader {
+            path: path.to_string(),
+            schema,
+            pending_builder: Some(builder),
+            reader: None,
+            held: None,
+            group_rows,
+            at,
+        })
+    }
+
+    /// Up to `max_rows` rows with the position after them; `None` at the end.
+    pub fn next_chunk(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
+        if let Some(builder) = self.pending_builder.take() {
+            let reader = builder
+                .with_batch_size(max_rows)
+                .build()
+                .map_err(|e| Error::data(format!("`{}`: {e}", self.path)))?;
+            self.reader = Some(reader);
+        }
+        let batch = match self.held.take() {
+            Some(batch) => batch,
+            None => match self.reader.as_mut().and_then(Iterator::next) {
+                Some(Ok(batch)) => batch,
+                Some(Err(e)) => return Err(Error::data(format!("`{}`: {e}", self.path))),
+                None => return Ok(None),
+            },
+        };
+        let batch = if batch.num_rows() > max_rows {
+            self.held = Some(batch.slice(max_rows, batch.num_rows() - max_rows));
+            batch.slice(0, max_rows)
+        } else {
+            batch
+        };
+        let rows = batch.num_rows();
+        self.at.row += rows;
+        self.at.rows += rows as u64;
+        normalize(&mut self.at, &self.group_rows);
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        let batch = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            batch.columns().to_vec(),
+            &options,
+        )
+        .map_err(|e| Error::data(format!("`{}`: {e}", self.path)))?;
+        Ok(Some(Chunk {
+            batch,
+            position: position::encode(&self.at),
+            rejects: Vec::new(),
+        }))
+    }
+}
+
+/// Move a position that points past the end of its row group to the next group's start.
+fn normalize(at: &mut ParquetPosition, group_rows: &[usize]) {
+    while let Some(&rows) = group_rows.get(at.row_group) {
+        if at.row < rows {
+            break;
+        }
+        at.row -= rows;
+        at.row_group += 1;
+    }
+}
+
+fn describe(schema: &Schema) -> String {
+    let fields: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect();
+    format!("[{}]", fields.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+    use arrow_array::{Array, Int64Array, StringArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    /// A Parquet file of `rows` rows (`id` 0.., `name`) in row groups of `group` rows.
+    fn write_file(
+        dir: &TempDir,
+        name: &str,
+        rows: i64,
+        group: usize,
+        codec: Compression,
+    ) -> String {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", arrow_schema::DataType::Int64, false),
+            Field::new("name", arrow_schema::DataType::Utf8, true),
+        ]));
+        let ids = Int64Array::from_iter_values(0..rows);
+        let names = StringArray::from_iter((0..rows).map(|i| Some(format!("n{i}"))));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(names)]).unwrap();
+        let path = dir.file(name);
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(group))
+            .set_compression(codec)
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(File::create(&path).unwrap(), schema, Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        path
+    }
+
+    fn ids(chunk: &Chunk) -> Vec<i64> {
+        let col = chunk.batch.column(0);
+        let col = col.as_any().downcast_ref::<Int64Array>().unwrap();
+        (0..col.len()).map(|i| col.value(i)).collect()
+    }
+
+    #[test]
+    fn reading_resumes_exactly_across_row_groups() {
+        let dir = TempDir::new("pq-resume");
+        let path = write_file(&dir, "t.parquet", 25, 10, Compression::SNAPPY);
+        let schema = schema(&path).unwrap();
+        let mut reader = ParquetReader::open(&path, schema.clone(), None).unwrap();
+        let first = reader.next_chunk(7).unwrap().unwrap();
+        let second = reader.next_chunk(7).unwrap().unwrap();
+        assert_eq!(ids(&first), (0..7).collect::<Vec<_>>());
+        assert_eq!(ids(&second), (7..14).collect::<Vec<_>>());
+        let at: ParquetPosition = position::decode(&second.position, &path).unwrap();
+        assert_eq!(
+            at,
+            ParquetPosition {
+                row_group: 1,
+                row: 4,
+                rows: 14
+            }
+        );
+        let mut resumed = ParquetReader::open(&path, schema, Some(&second.position)).unwrap();
+        let mut rest = Vec::new();
+        while let Some(chunk) = resumed.next_chunk(100).unwrap() {
+            rest.extend(ids(&chunk));
+        }
+        assert_eq!(rest, (14..25).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_zstd_column_is_refused_naming_the_file_codec_and_the_supported_ones() {
+        match codec_supported("t.parquet", "amount", Compression::ZSTD(Default::default())) {
+            Err(Error::Data(m)) => {
+                assert!(m.starts_with("`t.parquet`: column `amount`"), "{m}");
+                assert!(m.contains("compressed with ZSTD,"), "{m}");
+                assert!(m.contains(SUPPORTED_CODECS), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_compiled_in_codec_reads_back() {
+        let dir = TempDir::new("pq-codecs");
+        for (name, codec) in [
+            ("none", Compression::UNCOMPRESSED),
+            ("snappy", Compression::SNAPPY),
+            ("gzip", Compression::GZIP(Default::default())),
+            ("brotli", Compression::BROTLI(Default::default())),
+            ("lz4", Compression::LZ4),
+            ("lz4raw", Compression::LZ4_RAW),
+        ] {
+            let path = write_file(&dir, &format!("{name}.parquet"), 5, 10, codec);
+            let mut reader = ParquetReader::open(&path, schema(&path).unwrap(), None).unwrap();
+            let chunk = reader.next_chunk(100).unwrap().unwrap();
+            assert_eq!(ids(&chunk), vec![0, 1, 2, 3, 4], "{name}");
+            assert!(reader.next_chunk(100).unwrap().is_none());
+        }
+    }
+}

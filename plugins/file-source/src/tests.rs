@@ -1,0 +1,504 @@
+//! The source as the host drives it: check, discover, splits, open and next, on real files.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Date32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_schema::{DataType, TimeUnit};
+use ingest_sdk::Reject;
+use serde_json::json;
+
+use super::*;
+use crate::testutil::TempDir;
+
+/// Everything one split yields from `position` on, `max_rows` at a time.
+struct Read {
+    batches: Vec<RecordBatch>,
+    rejects: Vec<Reject>,
+    positions: Vec<Vec<u8>>,
+}
+
+impl Read {
+    fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    fn ints(&self, column: &str) -> Vec<Option<i64>> {
+        self.batches
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name(column)
+                    .unwrap()
+                    .as_primitive::<Int64Type>()
+                    .iter()
+            })
+            .collect()
+    }
+
+    fn texts(&self, column: &str) -> Vec<Option<String>> {
+        self.batches
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name(column)
+                    .unwrap()
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+fn split_for(config: &str, path: &str) -> Split {
+    let stream = plan(config).unwrap().settings.stream;
+    FileSource::splits(config, &stream)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == path)
+        .unwrap_or_else(|| panic!("no split for {path}"))
+}
+
+fn read(
+    config: &str,
+    path: &str,
+    position: Option<Vec<u8>>,
+    max_rows: usize,
+    chunks: usize,
+) -> Read {
+    let stream = plan(config).unwrap().settings.stream;
+    let mut reader = FileSource::open(config, &stream, split_for(config, path), position).unwrap();
+    let mut out = Read {
+        batches: Vec::new(),
+        rejects: Vec::new(),
+        positions: Vec::new(),
+    };
+    for _ in 0..chunks {
+        let Some(chunk) = reader.next(max_rows).unwrap() else {
+            break;
+        };
+        assert!(chunk.batch.num_rows() + chunk.rejects.len() <= max_rows);
+        out.batches.push(chunk.batch);
+        out.rejects.extend(chunk.rejects);
+        out.positions.push(chunk.position);
+    }
+    out
+}
+
+fn config(value: serde_json::Value) -> String {
+    value.to_string()
+}
+
+fn invalid_config(result: Result<impl std::fmt::Debug>) -> String {
+    match result {
+        Err(Error::InvalidConfig(m)) => m,
+        other => panic!("expected invalid-config, got {other:?}"),
+    }
+}
+
+fn orders(rows: usize) -> String {
+    let mut text = String::from("id,amount,note\n");
+    for i in 1..=rows {
+        text.push_str(&format!("{i},{i}.5,\"n, {i}\"\n"));
+    }
+    text
+}
+
+#[test]
+fn discover_reports_one_stream_with_the_inferred_schema() {
+    let dir = TempDir::new("discover");
+    let path = dir.write("orders.csv", orders(3));
+    let streams = FileSource::discover(&config(json!({ "path": path }))).unwrap();
+    assert_eq!(streams.len(), 1);
+    let s = &streams[0];
+    assert_eq!(s.name, "orders");
+    assert!(s.primary_key.is_empty() && s.cursor_field.is_none());
+    assert_eq!(
+        s.sync_modes,
+        vec![SyncMode::FullRefresh, SyncMode::Incremental]
+    );
+    let types: Vec<(&str, &DataType, bool)> = s
+        .schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type(), f.is_nullable()))
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            ("id", &DataType::Int64, true),
+            ("amount", &DataType::Float64, true),
+            ("note", &DataType::Utf8, true),
+        ]
+    );
+}
+
+#[test]
+fn reading_resumes_exactly_after_the_last_returned_row() {
+    let dir = TempDir::new("resume");
+    let path = dir.write("orders.csv", orders(10));
+    let cfg = config(json!({ "path": path }));
+    let first = read(&cfg, &path, None, 3, 2);
+    assert_eq!(first.ints("id"), (1..=6).map(Some).collect::<Vec<_>>());
+    assert_eq!(
+        String::from_utf8(first.positions[1].clone()).unwrap(),
+        format!(r#"{{"offset":{},"line":8,"rows":6}}"#, orders(6).len())
+    );
+    let rest = read(&cfg, &path, first.positions.last().cloned(), 3, 100);
+    assert_eq!(rest.ints("id"), (7..=10).map(Some).collect::<Vec<_>>());
+    assert_eq!(rest.texts("note")[0].as_deref(), Some("n, 7"));
+    assert!(rest.rejects.is_empty(), "the header is never read as data");
+}
+
+#[test]
+fn a_file_that_grew_yields_only_its_new_rows() {
+    let dir = TempDir::new("grew");
+    let path = dir.write("orders.csv", orders(2));
+    let cfg = config(json!({ "path": path }));
+    let first = read(&cfg, &path, None, 100, 100);
+    assert_eq!(first.rows(), 2);
+    let at_end = first.positions.last().cloned();
+    assert_eq!(read(&cfg, &path, at_end.clone(), 100, 100).rows(), 0);
+    dir.append("orders.csv", "3,3.5,x\n4,4.5,y\n");
+    let more = read(&cfg, &path, at_end, 100, 100);
+    assert_eq!(more.ints("id"), vec![Some(3), Some(4)]);
+}
+
+#[test]
+fn a_position_past_the_end_of_a_truncated_file_is_a_data_error() {
+    let dir = TempDir::new("truncated");
+    let path = dir.write("orders.csv", orders(5));
+    let cfg = config(json!({ "path": path }));
+    let first = read(&cfg, &path, None, 100, 100);
+    dir.write("orders.csv", orders(1));
+    let stream = "orders";
+    match FileSource::open(
+        &cfg,
+        stream,
+        split_for(&cfg, &path),
+        first.positions.last().cloned(),
+    ) {
+        Err(Error::Data(m)) => assert!(m.contains(&path) && m.contains("truncated"), "{m}"),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("opened"),
+    }
+}
+
+#[test]
+fn crlf_files_resume_without_a_blank_row() {
+    let dir = TempDir::new("crlf");
+    let path = dir.write("t.csv", "a,b\r\n1,x\r\n2,y\r\n3,z\r\n");
+    let cfg = config(json!({ "path": path }));
+    let first = read(&cfg, &path, None, 1, 1);
+    assert_eq!(first.ints("a"), vec![Some(1)]);
+    assert_eq!(
+        String::from_utf8(first.positions[0].clone()).unwrap(),
+        r#"{"offset":10,"line":3,"rows":1}"#
+    );
+    let rest = read(&cfg, &path, first.positions.last().cloned(), 100, 100);
+    assert_eq!(rest.ints("a"), vec![Some(2), Some(3)]);
+    assert_eq!(rest.texts("b"), vec![Some("y".into()), Some("z".into())]);
+    assert!(rest.rejects.is_empty());
+}
+
+#[test]
+fn quoted_delimiters_quotes_and_newlines_stay_in_their_field() {
+    let dir = TempDir::new("quoted");
+    let path = dir.write(
+        "t.csv",
+        "id,text\n1,\"a,b\"\n2,\"say \"\"hi\"\"\"\n3,\"two\nlines\"\n4,plain\n",
+    );
+    let cfg = config(json!({ "path": path }));
+    let all = read(&cfg, &path, None, 100, 100);
+    assert_eq!(
+        all.texts("text"),
+        vec![
+            Some("a,b".into()),
+            Some("say \"hi\"".into()),
+            Some("two\nlines".into()),
+            Some("plain".into())
+        ]
+    );
+}
+
+#[test]
+fn a_record_with_the_wrong_field_count_is_rejected_with_its_line_and_text() {
+    let dir = TempDir::new("width");
+    let path = dir.write(
+        "t.csv",
+        "id,a,b\n1,x,y\n2,x\n3,\"multi\nline\",y,z\n4,x,y\n",
+    );
+    let cfg = config(json!({ "path": path }));
+    let all = read(&cfg, &path, None, 100, 100);
+    assert_eq!(all.ints("id"), vec![Some(1), Some(4)]);
+    assert_eq!(all.rejects.len(), 2);
+    let r = &all.rejects[0];
+    assert_eq!(r.original.as_deref(), Some("2,x"));
+    assert_eq!(r.location.as_deref(), Some(format!("{path}:3").as_str()));
+    assert_eq!(r.reason, "expected 3 fields, found 2");
+    let r = &all.rejects[1];
+    assert_eq!(r.original.as_deref(), Some("3,\"multi\nline\",y,z"));
+    assert_eq!(r.location.as_deref(), Some(format!("{path}:4").as_str()));
+    assert!(
+        r.reason.starts_with("expected 3 fields, found 4; "),
+        "{}",
+        r.reason
+    );
+    assert!(r.reason.contains("quote may be unbalanced"), "{}", r.reason);
+}
+
+#[test]
+fn a_value_that_does_not_parse_rejects_its_whole_row() {
+    let dir = TempDir::new("badvalue");
+    let path = dir.write("t.csv", "id,amount\n1,2.5\n2,3\n3,abc\n4,\n");
+    let cfg = config(json!({ "path": path, "infer_rows": 2 }));
+    let all = read(&cfg, &path, None, 100, 100);
+    assert_eq!(all.ints("id"), vec![Some(1), Some(2), Some(4)]);
+    let amounts: Vec<Option<f64>> = all.batches[0]
+        .column(1)
+        .as_primitive::<Float64Type>()
+        .iter()
+        .collect();
+    assert_eq!(amounts, vec![Some(2.5), Some(3.0), None]);
+    assert_eq!(all.rejects.len(), 1);
+    assert_eq!(
+        all.rejects[0].reason,
+        "column `amount`: `abc` is not a float64"
+    );
+    assert_eq!(
+        all.rejects[0].location.as_deref(),
+        Some(format!("{path}:4").as_str())
+    );
+}
+
+#[test]
+fn a_chunk_may_hold_only_rejects() {
+    let dir = TempDir::new("onlyrejects");
+    let path = dir.write("t.csv", "a,b\n1,2\nbad\nbad\n3,4\n");
+    let cfg = config(json!({ "path": path }));
+    let stream = "t";
+    let mut reader = FileSource::open(&cfg, stream, split_for(&cfg, &path), None).unwrap();
+    let first = reader.next(1).unwrap().unwrap();
+    assert_eq!((first.batch.num_rows(), first.rejects.len()), (1, 0));
+    let second = reader.next(1).unwrap().unwrap();
+    assert_eq!((second.batch.num_rows(), second.rejects.len()), (0, 1));
+    let third = reader.next(1).unwrap().unwrap();
+    assert_eq!((third.batch.num_rows(), third.rejects.len()), (0, 1));
+    let fourth = reader.next(1).unwrap().unwrap();
+    assert_eq!((fourth.batch.num_rows(), fourth.rejects.len()), (1, 0));
+    assert!(reader.next(1).unwrap().is_none());
+}
+
+#[test]
+fn overrides_set_date_timestamp_and_number_types() {
+    let dir = TempDir::new("overrides");
+    let path = dir.write(
+        "t.csv",
+        "id,day,at,code\n1,2024-01-02,2024-01-02T03:04:05Z,007\n2,,2024-01-02 03:04:05.5+01:00,8\n",
+    );
+    let cfg = config(json!({
+        "path": path,
+        "schema": { "day": "date", "at": "timestamp", "code": "utf8", "id": "float64" }
+    }));
+    let schema = plan(&cfg).unwrap().schema;
+    assert_eq!(schema.field(0).data_type(), &DataType::Float64);
+    assert_eq!(schema.field(1).data_type(), &DataType::Date32);
+    assert_eq!(
+        schema.field(2).data_type(),
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
+    let all = read(&cfg, &path, None, 100, 100);
+    assert!(all.rejects.is_empty(), "{:?}", all.rejects);
+    let b = &all.batches[0];
+    let days: Vec<Option<i32>> = b.column(1).as_primitive::<Date32Type>().iter().collect();
+    assert_eq!(days, vec![Some(19_724), None]);
+    let at: Vec<Option<i64>> = b
+        .column(2)
+        .as_primitive::<TimestampMicrosecondType>()
+        .iter()
+        .collect();
+    let base = 19_724 * 86_400_000_000 + (3 * 3600 + 4 * 60 + 5) * 1_000_000;
+    assert_eq!(at, vec![Some(base), Some(base - 3_600_000_000 + 500_000)]);
+    assert_eq!(
+        all.texts("code"),
+        vec![Some("007".into()), Some("8".into())]
+    );
+}
+
+#[test]
+fn an_override_for_a_missing_column_names_the_real_ones() {
+    let dir = TempDir::new("override-missing");
+    let path = dir.write("t.csv", "id,amount\n1,2\n");
+    let m = invalid_config(FileSource::check(&config(
+        json!({ "path": path, "schema": { "amt": "float64" } }),
+    )));
+    assert!(m.contains("`schema.amt`"), "{m}");
+    assert!(m.contains("[id, amount]"), "{m}");
+}
+
+#[test]
+fn check_fails_when_nothing_matches() {
+    let dir = TempDir::new("nomatch");
+    dir.write("a.txt", "x");
+    let pattern = format!("{}/x*.csv", dir.path());
+    let m = invalid_config(FileSource::check(&config(json!({ "path": pattern }))));
+    assert_eq!(m, format!("no file matches `{pattern}`"));
+    let missing = format!("{}/missing.csv", dir.path());
+    let m = invalid_config(FileSource::check(&config(json!({ "path": missing }))));
+    assert!(m.contains(&missing), "{m}");
+}
+
+#[test]
+fn one_split_per_file_sorted_by_path() {
+    let dir = TempDir::new("splits");
+    dir.write("orders_b.csv", orders(1));
+    dir.write("orders_a.csv", orders(2));
+    let cfg = config(json!({ "path": format!("{}/orders_*.csv", dir.path()) }));
+    let splits = FileSource::splits(&cfg, "orders").unwrap();
+    let ids: Vec<&str> = splits.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![dir.file("orders_a.csv"), dir.file("orders_b.csv")]
+    );
+    let m = invalid_config(FileSource::splits(&cfg, "other"));
+    assert!(m.contains("`other`") && m.contains("`orders`"), "{m}");
+    assert_eq!(
+        read(&cfg, &dir.file("orders_b.csv"), None, 100, 100).rows(),
+        1
+    );
+}
+
+#[test]
+fn a_file_whose_header_differs_from_the_stream_is_a_data_error() {
+    let dir = TempDir::new("header-mismatch");
+    dir.write("a.csv", "id,name\n1,x\n");
+    let b = dir.write("b.csv", "id,title\n2,y\n");
+    let cfg = config(json!({ "path": format!("{}/*.csv", dir.path()) }));
+    match FileSource::open(&cfg, "default", split_for(&cfg, &b), None) {
+        Err(Error::Data(m)) => {
+            assert!(m.contains(&format!("`{b}:1`")), "{m}");
+            assert!(m.contains("[id, title]") && m.contains("[id, name]"), "{m}");
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("opened"),
+    }
+}
+
+#[test]
+fn an_empty_file_yields_nothing() {
+    let dir = TempDir::new("empty");
+    let path = dir.write("t.csv", "");
+    let cfg = config(json!({ "path": path }));
+    assert_eq!(plan(&cfg).unwrap().schema.fields().len(), 0);
+    assert_eq!(read(&cfg, &path, None, 100, 100).batches.len(), 0);
+    let header_only = dir.write("h.csv", "a,b\n");
+    let cfg = config(json!({ "path": header_only }));
+    assert_eq!(plan(&cfg).unwrap().schema.fields().len(), 2);
+    assert_eq!(read(&cfg, &header_only, None, 100, 100).batches.len(), 0);
+}
+
+#[test]
+fn null_values_and_a_custom_dialect_are_honoured() {
+    let dir = TempDir::new("dialect");
+    let path = dir.write("t.tsv", "# exported\n1\t'a\tb'\tNA\n2\tc\t5\n");
+    let cfg = config(json!({
+        "path": path, "format": "csv", "null_values": ["NA"],
+        "csv": { "header": false, "delimiter": "\t", "quote": "'", "comment": "#" }
+    }));
+    let all = read(&cfg, &path, None, 100, 100);
+    assert!(all.rejects.is_empty(), "{:?}", all.rejects);
+    assert_eq!(
+        all.texts("column_2"),
+        vec![Some("a\tb".into()), Some("c".into())]
+    );
+    assert_eq!(all.ints("column_3"), vec![None, Some(5)]);
+}
+
+#[test]
+fn jsonl_lines_become_rows_and_bad_lines_rejects() {
+    let dir = TempDir::new("jsonl");
+    let path = dir.write(
+        "events.jsonl",
+        concat!(
+            "{\"id\": 1, \"tags\": [\"a\"], \"who\": {\"n\": 1}}\n",
+            "\n",
+            "[1, 2]\n",
+            "{\"id\": \"x\"}\n",
+            "{\"id\": 2, \"extra\": true}\n",
+            "{\"id\": 3, \"who\": \"plain\"}\n",
+        ),
+    );
+    let cfg = config(json!({ "path": path, "infer_rows": 1 }));
+    let all = read(&cfg, &path, None, 100, 100);
+    assert_eq!(all.ints("id"), vec![Some(1), Some(3)]);
+    assert_eq!(all.texts("tags"), vec![Some("[\"a\"]".into()), None]);
+    assert_eq!(
+        all.texts("who"),
+        vec![Some("{\"n\":1}".into()), Some("plain".into())]
+    );
+    let locations: Vec<String> = all
+        .rejects
+        .iter()
+        .map(|r| r.location.clone().unwrap())
+        .collect();
+    assert_eq!(
+        locations,
+        vec![
+            format!("{path}:3"),
+            format!("{path}:4"),
+            format!("{path}:5")
+        ]
+    );
+    assert!(
+        all.rejects[0].reason.starts_with("not a JSON object"),
+        "{}",
+        all.rejects[0].reason
+    );
+    assert_eq!(
+        all.rejects[1].reason,
+        "column `id`: `\"x\"` is not an int64"
+    );
+    assert!(
+        all.rejects[2].reason.contains("key `extra`"),
+        "{}",
+        all.rejects[2].reason
+    );
+    assert_eq!(all.rejects[1].original.as_deref(), Some("{\"id\": \"x\"}"));
+}
+
+#[test]
+fn jsonl_reading_resumes_exactly() {
+    let dir = TempDir::new("jsonl-resume");
+    let text: String = (1..=7).map(|i| format!("{{\"id\": {i}}}\n\n")).collect();
+    let path = dir.write("e.ndjson", text);
+    let cfg = config(json!({ "path": path }));
+    let first = read(&cfg, &path, None, 3, 1);
+    assert_eq!(first.ints("id"), vec![Some(1), Some(2), Some(3)]);
+    assert_eq!(
+        String::from_utf8(first.positions[0].clone()).unwrap(),
+        r#"{"offset":32,"line":6,"rows":3}"#
+    );
+    let rest = read(&cfg, &path, first.positions.last().cloned(), 3, 100);
+    assert_eq!(rest.ints("id"), (4..=7).map(Some).collect::<Vec<_>>());
+}
+
+#[test]
+fn parquet_files_are_read_through_the_source() {
+    use ::parquet::arrow::ArrowWriter;
+    let dir = TempDir::new("parquet-source");
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(arrow_array::Int64Array::from(vec![1, 2, 3]))],
+    )
+    .unwrap();
+    let path = dir.file("t.parquet");
+    let mut w = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let cfg = config(json!({ "path": path }));
+    let streams = FileSource::discover(&cfg).unwrap();
+    assert_eq!(streams[0].schema.field(0).name(), "id");
+    let first = read(&cfg, &path, None, 2, 1);
+    assert_eq!(first.ints("id"), vec![Some(1), Some(2)]);
+    let rest = read(&cfg, &path, first.positions.last().cloned(), 2, 100);
+    assert_eq!(rest.ints("id"), vec![Some(3)]);
+}

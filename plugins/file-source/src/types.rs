@@ -1,0 +1,565 @@
+//! Column types of CSV and JSON Lines streams: their names in the config, their Arrow
+//! types, how a text value parses into each, and the builders that collect a batch.
+//!
+//! Parsing works on bytes so the CSV reader never allocates per value; every parser
+//! returns `None` for a value that does not fit, and the caller turns that into a reject.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow_array::ArrayRef;
+use arrow_schema::{DataType, TimeUnit};
+
+/// The type of one column, as `[schema]` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Int64,
+    Float64,
+    Boolean,
+    Utf8,
+    Date,
+    Timestamp,
+}
+
+/// The names `[schema]` accepts, for error messages.
+pub const TYPE_NAMES: &str = "int64, float64, boolean, utf8, date, timestamp";
+
+impl ColumnType {
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "int64" => ColumnType::Int64,
+            "float64" => ColumnType::Float64,
+            "boolean" => ColumnType::Boolean,
+            "utf8" => ColumnType::Utf8,
+            "date" => ColumnType::Date,
+            "timestamp" => ColumnType::Timestamp,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::Int64 => "int64",
+            ColumnType::Float64 => "float64",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Utf8 => "utf8",
+            ColumnType::Date => "date",
+            ColumnType::Timestamp => "timestamp",
+        }
+    }
+
+    pub fn data_type(self) -> DataType {
+        match self {
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Utf8 => DataType::Utf8,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        }
+    }
+}
+
+/// What a sample told about one column: which types every non-null value fits.
+#[derive(Debug, Clone)]
+pub struct Inference {
+    seen: bool,
+    int: bool,
+    float: bool,
+    boolean: bool,
+}
+
+impl Default for Inference {
+    fn default() -> Self {
+        Inference {
+            seen: false,
+            int: true,
+            float: true,
+            boolean: true,
+        }
+    }
+}
+
+impl Inference {
+    /// Account for one non-null text value.
+    pub fn text(&mut self, value: &[u8]) {
+        self.seen = true;
+        if self.int && parse_i64(value).is_none() {
+            self.int = false;
+        }
+        if self.float && !self.int && parse_f64(value).is_none() {
+            self.float = false;
+        }
+        if self.boolean && parse_bool(value).is_none() {
+            self.boolean = false;
+        }
+    }
+
+    /// Account for one non-null JSON value.
+    pub fn json(&mut self, value: &serde_json::Value) {
+        use serde_json::Value;
+        self.seen = true;
+        match value {
+            Value::Null => {}
+            Value::Number(n) => {
+                self.boolean = false;
+                if n.as_i64().is_none() {
+                    self.int = false;
+                }
+            }
+            Value::Bool(_) => {
+                self.int = false;
+                self.float = false;
+            }
+            Value::String(_) | Value::Array(_) | Value::Object(_) => {
+                self.int = false;
+                self.float = false;
+                self.boolean = false;
+            }
+        }
+    }
+
+    /// The narrowest type every value seen fits; utf8 when nothing was seen.
+    pub fn column_type(&self) -> ColumnType {
+        if !self.seen {
+            ColumnType::Utf8
+        } else if self.int {
+            ColumnType::Int64
+        } else if self.float {
+            ColumnType::Float64
+        } else if self.boolean {
+            ColumnType::Boolean
+        } else {
+            ColumnType::Utf8
+        }
+    }
+}
+
+fn trim(value: &[u8]) -> &[u8] {
+    value.trim_ascii()
+}
+
+/// A decimal integer with an optional sign; surrounding spaces are ignored.
+pub fn parse_i64(value: &[u8]) -> Option<i64> {
+    let v = trim(value);
+    let (negative, digits) = match v.first()? {
+        b'-' => (true, &v[1..]),
+        b'+' => (false, &v[1..]),
+        _ => (false, v),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    // Accumulate negatively so i64::MIN parses without overflow.
+    let mut acc: i64 = 0;
+    for &b in digits {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        acc = acc.checked_mul(10)?.checked_sub(i64::from(d))?;
+    }
+    if negative {
+        Some(acc)
+    } else {
+        acc.checked_neg()
+    }
+}
+
+/// A decimal or scientific float (Rust's float syntax, which includes `NaN` and `inf`);
+/// surrounding spaces are ignored.
+pub fn parse_f64(value: &[u8]) -> Option<f64> {
+    let v = trim(value);
+    match plain_decimal(v) {
+        Some(f) => Some(f),
+        None => std::str::from_utf8(v).ok()?.parse().ok(),
+    }
+}
+
+/// The common case, `-123.45`, without the general parser: with at most 15 digits both
+/// the digits and the power of ten are exact doubles, so one division rounds correctly
+/// (Clinger's fast path). `None` sends anything else to the general parser.
+fn plain_decimal(v: &[u8]) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, body) = match v.first()? {
+        b'-' => (true, &v[1..]),
+        b'+' => (false, &v[1..]),
+        _ => (false, v),
+    };
+    let (mut mantissa, mut digits, mut fraction) = (0u64, 0usize, 0usize);
+    let mut dot = false;
+    for &b in body {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                digits += 1;
+                fraction += usize::from(dot);
+                if digits > 15 {
+                    return None;
+                }
+            }
+            b'.' if !dot => dot = true,
+            _ => return None,
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    let value = mantissa as f64 / POW10[fraction];
+    Some(if negative { -value } else { value })
+}
+
+/// `true` or `false` in any case; surrounding spaces are ignored.
+pub fn parse_bool(value: &[u8]) -> Option<bool> {
+    let v = trim(value);
+    if v.eq_ignore_ascii_case(b"true") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case(b"false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// `YYYY-MM-DD` as days since 1970-01-01.
+pub fn parse_date(value: &[u8]) -> Option<i32> {
+    let v = trim(value);
+    if v.len() != 10 {
+        return None;
+    }
+    let days = parse_ymd(v)?;
+    i32::try_from(days).ok()
+}
+
+/// An ISO 8601 / RFC 3339 timestamp as microseconds since the epoch, UTC:
+/// `YYYY-MM-DD`, then optionally `T` or a space, `HH:MM[:SS[.fraction]]` and `Z` or an
+/// offset (`+HH:MM`, `+HHMM`, `+HH`). No zone means UTC.
+pub fn parse_timestamp(value: &[u8]) -> Option<i64> {
+    let v = trim(value);
+    if v.len() < 10 {
+        return None;
+    }
+    let days = parse_ymd(&v[..10])?;
+    let mut rest = &v[10..];
+    let mut micros_of_day: i64 = 0;
+    if let Some((&sep, time)) = rest.split_first() {
+        if !matches!(sep, b'T' | b't' | b' ') {
+            return None;
+        }
+        let hour = two_digits(time.get(0..2)?)?;
+        if time.get(2) != Some(&b':') {
+            return None;
+        }
+        let minute = two_digits(time.get(3..5)?)?;
+        rest = &time[5..];
+        let mut second = 0;
+        let mut fraction_micros = 0;
+        if rest.first() == Some(&b':') {
+            second = two_digits(rest.get(1..3)?)?;
+            rest = &rest[3..];
+            if let Some(b'.' | b',') = rest.first() {
+                let digits = rest[1..].iter().take_while(|b| b.is_ascii_digit()).count();
+                if digits == 0 {
+                    return None;
+                }
+                for (i, &b) in rest[1..=digits].iter().enumerate() {
+                    if i < 6 {
+                        fraction_micros = fraction_micros * 10 + i64::from(b - b'0');
+                    }
+                }
+                for _ in digits..6 {
+                    fraction_micros *= 10;
+                }
+                rest = &rest[1 + digits..];
+            }
+        }
+        if hour > 23 || minute > 59 || second > 59 {
+            return None;
+        }
+        micros_of_day = (i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second))
+            * 1_000_000
+            + fraction_micros;
+    }
+    let offset_seconds = parse_offset(rest)?;
+    days.checked_mul(86_400_000_000)?
+        .checked_add(micros_of_day)?
+        .checked_sub(offset_seconds * 1_000_000)
+}
+
+/// `Z`, `+HH:MM`, `+HHMM`, `+HH` (or `-`), or nothing, as seconds east of UTC.
+fn parse_offset(zone: &[u8]) -> Option<i64> {
+    match zone {
+        [] | [b'Z' | b'z'] => Some(0),
+        [sign @ (b'+' | b'-'), rest @ ..] => {
+            let (h, m) = match rest {
+                [h1, h2] => (two_digits(&[*h1, *h2])?, 0),
+                [h1, h2, m1, m2] => (two_digits(&[*h1, *h2])?, two_digits(&[*m1, *m2])?),
+                [h1, h2, b':', m1, m2] => (two_digits(&[*h1, *h2])?, two_digits(&[*m1, *m2])?),
+                _ => return None,
+            };
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let seconds = i64::from(h) * 3600 + i64::from(m) * 60;
+            Some(if *sign == b'-' { -seconds } else { seconds })
+        }
+        _ => None,
+    }
+}
+
+fn two_digits(b: &[u8]) -> Option<u32> {
+    match b {
+        [a, b] if a.is_ascii_digit() && b.is_ascii_digit() => {
+            Some(u32::from(a - b'0') * 10 + u32::from(b - b'0'))
+        }
+        _ => None,
+    }
+}
+
+/// `YYYY-MM-DD` (exactly ten bytes) as days since 1970-01-01.
+fn parse_ymd(v: &[u8]) -> Option<i64> {
+    if v.len() != 10 || v[4] != b'-' || v[7] != b'-' {
+        return None;
+    }
+    let year = i64::from(two_digits(&v[0..2])? * 100 + two_digits(&v[2..4])?);
+    let month = two_digits(&v[5..7])?;
+    let day = two_digits(&v[8..10])?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day))
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+// Howard Hinnant's days_from_civil: proleptic Gregorian calendar, 1970-01-01 is day 0.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// One parsed value of a row, held until the whole row is known to be good so a bad value
+/// never leaves a half-appended row behind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Date(i32),
+    Timestamp(i64),
+    /// Text, by the byte range of the field in the record the reader holds.
+    Text(usize, usize),
+}
+
+impl Cell {
+    /// Parse `value` as `ty`; `None` when it does not fit. Text keeps `range` so the
+    /// caller appends the bytes it already holds.
+    pub fn parse(ty: ColumnType, value: &[u8], range: (usize, usize)) -> Option<Cell> {
+        Some(match ty {
+            ColumnType::Int64 => Cell::Int(parse_i64(value)?),
+            ColumnType::Float64 => Cell::Float(parse_f64(value)?),
+            ColumnType::Boolean => Cell::Bool(parse_bool(value)?),
+            ColumnType::Date => Cell::Date(parse_date(value)?),
+            ColumnType::Timestamp => Cell::Timestamp(parse_timestamp(value)?),
+            ColumnType::Utf8 => Cell::Text(range.0, range.1),
+        })
+    }
+}
+
+/// Collects one column of a batch.
+pub enum ColumnBuilder {
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Boolean(BooleanBuilder),
+    Utf8(StringBuilder),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+}
+
+impl ColumnBuilder {
+    pub fn new(ty: ColumnType, rows: usize) -> Self {
+        match ty {
+            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(rows)),
+            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(rows)),
+            ColumnType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::with_capacity(rows)),
+            ColumnType::Utf8 => ColumnBuilder::Utf8(StringBuilder::with_capacity(rows, rows * 16)),
+            ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(rows)),
+            ColumnType::Timestamp => ColumnBuilder::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            ),
+        }
+    }
+
+    /// Append one cell; `text` resolves a [`Cell::Text`] range to the validated string.
+    /// A cell of another type than the column's is a bug in the caller, appended as null.
+    pub fn append<'a>(&mut self, cell: Cell, text: impl FnOnce(usize, usize) -> &'a str) {
+        match (self, cell) {
+            (ColumnBuilder::Int64(b), Cell::Int(v)) => b.append_value(v),
+            (ColumnBuilder::Float64(b), Cell::Float(v)) => b.append_value(v),
+            (ColumnBuilder::Boolean(b), Cell::Bool(v)) => b.append_value(v),
+            (ColumnBuilder::Date(b), Cell::Date(v)) => b.append_value(v),
+            (ColumnBuilder::Timestamp(b), Cell::Timestamp(v)) => b.append_value(v),
+            (ColumnBuilder::Utf8(b), Cell::Text(start, end)) => b.append_value(text(start, end)),
+            (b, _) => b.append_null(),
+        }
+    }
+
+    /// Append an owned string (JSON values rendered as text).
+    pub fn append_str(&mut self, value: &str) {
+        match self {
+            ColumnBuilder::Utf8(b) => b.append_value(value),
+            b => b.append_null(),
+        }
+    }
+
+    pub fn append_null(&mut self) {
+        match self {
+            ColumnBuilder::Int64(b) => b.append_null(),
+            ColumnBuilder::Float64(b) => b.append_null(),
+            ColumnBuilder::Boolean(b) => b.append_null(),
+            ColumnBuilder::Utf8(b) => b.append_null(),
+            ColumnBuilder::Date(b) => b.append_null(),
+            ColumnBuilder::Timestamp(b) => b.append_null(),
+        }
+    }
+
+    /// The column so far; the builder starts over empty.
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Boolean(b) => Arc::new(b.finish()),
+            ColumnBuilder::Utf8(b) => Arc::new(b.finish()),
+            ColumnBuilder::Date(b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_with_sign_and_spaces_and_reject_overflow() {
+        assert_eq!(parse_i64(b"42"), Some(42));
+        assert_eq!(parse_i64(b" -7 "), Some(-7));
+        assert_eq!(parse_i64(b"+3"), Some(3));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_i64(b""), None);
+        assert_eq!(parse_i64(b"-"), None);
+        assert_eq!(parse_i64(b"1.0"), None);
+        assert_eq!(parse_i64(b"1e3"), None);
+    }
+
+    #[test]
+    fn floats_and_booleans_parse() {
+        assert_eq!(parse_f64(b"1.5"), Some(1.5));
+        assert_eq!(parse_f64(b"-2e3"), Some(-2000.0));
+        assert_eq!(parse_f64(b"abc"), None);
+        assert_eq!(parse_f64(b"."), None);
+        assert_eq!(parse_f64(b"1.2.3"), None);
+        assert_eq!(parse_f64(b"NaN").map(f64::is_nan), Some(true));
+        assert_eq!(parse_bool(b"TRUE"), Some(true));
+        assert_eq!(parse_bool(b"False"), Some(false));
+        assert_eq!(parse_bool(b"yes"), None);
+    }
+
+    #[test]
+    fn the_decimal_fast_path_agrees_with_the_general_parser() {
+        for text in [
+            "0",
+            "-0",
+            "0.1",
+            "0.3",
+            "-2.675",
+            "123456789012345",
+            "1234567.89012345",
+            "99999999999999.9",
+            ".5",
+            "5.",
+            "+7.25",
+            "0.000000000000001",
+            "1234567890123456",
+            "3.14159265358979",
+            "12345678901234567890",
+        ] {
+            let general: f64 = text.parse().unwrap();
+            let got = parse_f64(text.as_bytes()).unwrap();
+            assert_eq!(got.to_bits(), general.to_bits(), "{text}");
+        }
+    }
+
+    #[test]
+    fn dates_are_days_since_the_epoch() {
+        assert_eq!(parse_date(b"1970-01-01"), Some(0));
+        assert_eq!(parse_date(b"2024-02-29"), Some(19_782));
+        assert_eq!(parse_date(b"1969-12-31"), Some(-1));
+        assert_eq!(parse_date(b"2023-02-29"), None);
+        assert_eq!(parse_date(b"2024-13-01"), None);
+        assert_eq!(parse_date(b"2024-1-01"), None);
+    }
+
+    #[test]
+    fn timestamps_accept_rfc3339_and_space_separated_forms() {
+        let noon = 19_782 * 86_400_000_000 + 12 * 3_600_000_000;
+        assert_eq!(parse_timestamp(b"2024-02-29T12:00:00Z"), Some(noon));
+        assert_eq!(parse_timestamp(b"2024-02-29 12:00:00"), Some(noon));
+        assert_eq!(parse_timestamp(b"2024-02-29T12:00"), Some(noon));
+        assert_eq!(parse_timestamp(b"2024-02-29T14:00:00+02:00"), Some(noon));
+        assert_eq!(parse_timestamp(b"2024-02-29T07:30:00-0430"), Some(noon));
+        assert_eq!(
+            parse_timestamp(b"2024-02-29T12:00:00.5Z"),
+            Some(noon + 500_000)
+        );
+        assert_eq!(
+            parse_timestamp(b"2024-02-29T12:00:00.123456789Z"),
+            Some(noon + 123_456)
+        );
+        assert_eq!(
+            parse_timestamp(b"2024-02-29"),
+            Some(noon - 12 * 3_600_000_000)
+        );
+        assert_eq!(parse_timestamp(b"2024-02-29T25:00:00Z"), None);
+        assert_eq!(parse_timestamp(b"2024-02-29T12:00:00.Z"), None);
+        assert_eq!(parse_timestamp(b"2024-02-29T12:00:00 UTC"), None);
+        assert_eq!(parse_timestamp(b"yesterday"), None);
+    }
+
+    #[test]
+    fn inference_picks_the_narrowest_type_that_fits_every_value() {
+        let infer = |values: &[&str]| {
+            let mut i = Inference::default();
+            for v in values {
+                i.text(v.as_bytes());
+            }
+            i.column_type()
+        };
+        assert_eq!(infer(&["1", "2", "-3"]), ColumnType::Int64);
+        assert_eq!(infer(&["1", "2.5"]), ColumnType::Float64);
+        assert_eq!(infer(&["true", "FALSE"]), ColumnType::Boolean);
+        assert_eq!(infer(&["1", "x"]), ColumnType::Utf8);
+        assert_eq!(infer(&["2024-01-01T00:00:00Z"]), ColumnType::Utf8);
+        assert_eq!(infer(&[]), ColumnType::Utf8);
+    }
+}

@@ -1,0 +1,156 @@
+//! A pipeline run end to end moves every row exactly once, masks what it is told to and
+//! leaves every other value as it was; running it again changes nothing.
+
+use std::path::Path;
+
+use crate::support::*;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "out" || name == ".state" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn example_01_masks_email_and_phone_and_keeps_everything_else() {
+    let scratch = Scratch::new();
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/01-orders-csv-to-parquet");
+    copy_dir(&example, &scratch.path("ex"));
+    let run = scratch.host(&["run", "ex/pipeline.toml"]);
+    run.assert_ok();
+    assert!(run.stdout.contains("12 rows read"), "{}", run.stdout);
+
+    // The input as the csv crate reads it, independently of the source plugin.
+    let key = std::fs::read_to_string(scratch.path("ex/secrets/mask.key")).unwrap();
+    let key = key.trim_end();
+    let mut input = csv::Reader::from_path(scratch.path("ex/data/orders.csv")).unwrap();
+    let headers = input.headers().unwrap().clone();
+    let output = read_orders(&scratch.path("ex/out"));
+    let mut seen = 0;
+    for record in input.records() {
+        let record = record.unwrap();
+        let field = |name: &str| {
+            record
+                .get(headers.iter().position(|h| h == name).unwrap())
+                .unwrap()
+        };
+        let id: i64 = field("order_id").parse().unwrap();
+        let row = &output[&id];
+        let value = |c: &str| row[c].clone();
+        assert_eq!(
+            value("customer_email"),
+            Some(hmac_hex(key, field("customer_email")))
+        );
+        assert_eq!(value("phone"), Some(keep_last_4(field("phone"))));
+        for column in [
+            "customer_name",
+            "country",
+            "currency",
+            "created_at",
+            "status",
+        ] {
+            assert_eq!(
+                value(column).as_deref(),
+                Some(field(column)),
+                "{column} of order {id}"
+            );
+        }
+        let notes = field("notes");
+        assert_eq!(
+            value("notes"),
+            (!notes.is_empty()).then(|| notes.to_string()),
+            "notes of {id}"
+        );
+        let amount: f64 = field("amount").parse().unwrap();
+        assert_eq!(value("amount"), Some(amount.to_string()));
+        seen += 1;
+    }
+    assert_eq!(seen, 12);
+    assert_eq!(output.len(), 12);
+    // Hive-style partitions by the day of created_at.
+    let files = parquet_files(&scratch.path("ex/out"));
+    assert!(
+        files.iter().all(|f| f
+            .to_string_lossy()
+            .contains("/orders/created_at_day=2026-11-0")),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn two_hundred_thousand_rows_arrive_exactly_once_and_a_rerun_writes_nothing() {
+    let scratch = Scratch::new();
+    let expected = orders(1, 200_000);
+    scratch.write(
+        "data/orders.csv",
+        format!("{ORDERS_HEADER}{}", orders_csv(&expected)),
+    );
+    let spec = PipelineSpec {
+        every_rows: 50_000,
+        ..PipelineSpec::default()
+    };
+    scratch.write("pipeline.toml", spec.render());
+
+    let first = scratch.host(&["run", "pipeline.toml"]);
+    first.assert_ok();
+    assert!(
+        first.stdout.contains("200000 rows read"),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first.stdout.contains("4 epochs committed"),
+        "{}",
+        first.stdout
+    );
+    assert_output_matches(&scratch.path("out"), &expected);
+
+    let files_before = parquet_files(&scratch.path("out"));
+    let second = scratch.host(&["run", "pipeline.toml"]);
+    second.assert_ok();
+    assert!(second.stdout.contains("0 rows read"), "{}", second.stdout);
+    assert!(second.stdout.contains("no new epoch"), "{}", second.stdout);
+    assert_eq!(
+        parquet_files(&scratch.path("out")),
+        files_before,
+        "a rerun must publish nothing"
+    );
+    assert_output_matches(&scratch.path("out"), &expected);
+}
+
+#[test]
+fn rows_appended_to_the_input_are_the_only_ones_a_rerun_adds() {
+    let scratch = Scratch::new();
+    let mut expected = orders(1, 3_000);
+    scratch.write(
+        "data/orders.csv",
+        format!("{ORDERS_HEADER}{}", orders_csv(&expected)),
+    );
+    scratch.write("pipeline.toml", PipelineSpec::default().render());
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+
+    let more = orders(3_001, 500);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(scratch.path("data/orders.csv"))
+        .unwrap();
+    std::io::Write::write_all(&mut file, orders_csv(&more).as_bytes()).unwrap();
+    drop(file);
+    let run = scratch.host(&["run", "pipeline.toml"]);
+    run.assert_ok();
+    assert!(run.stdout.contains("500 rows read"), "{}", run.stdout);
+    expected.extend(more);
+    assert_output_matches(&scratch.path("out"), &expected);
+}

@@ -1,0 +1,396 @@
+//! Shared helpers: a scratch directory per test, running the binary, generating orders,
+//! reading Parquet back, and computing the expected masks independently.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use hmac::{Hmac, Mac};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sha2::Sha256;
+
+/// The secret every test pipeline masks with.
+pub const MASK_KEY: &str = "integration-test-mask-key-5d1f0e";
+
+/// Outcome of one `host` invocation.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "host failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A scratch directory holding a pipeline, its data, state and output.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch {
+            dir: tempfile::Builder::new()
+                .prefix("ingest-test-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// Run `host ARGS...` in this directory with the mask key in the environment.
+    pub fn host(&self, args: &[&str]) -> Output {
+        host_in(self.dir.path(), args)
+    }
+}
+
+/// The compiled-component cache shared by every test of this run.
+fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache")
+}
+
+pub fn host_in(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args)
+        .current_dir(dir)
+        .env("INGEST_CACHE_DIR", cache_dir())
+        .env("TEST_MASK_KEY", MASK_KEY)
+        .env_remove("INGEST_LOG")
+        .output()
+        .expect("the host binary runs");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// One generated order, as the CSV holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub order_id: i64,
+    pub customer_email: String,
+    pub customer_name: String,
+    pub phone: String,
+    pub country: String,
+    pub amount: String,
+    pub created_at: String,
+    pub notes: String,
+}
+
+pub const ORDERS_HEADER: &str =
+    "order_id,customer_email,customer_name,phone,country,amount,created_at,notes\n";
+
+/// `n` deterministic orders starting at id `first`, with the awkward cases spread through:
+/// commas, quotes and newlines inside quoted fields, non-ASCII names, empty notes.
+pub fn orders(first: i64, n: usize) -> Vec<Order> {
+    let countries = ["US", "FR", "DE", "JP", "BR", "IN"];
+    (0..n as i64)
+        .map(|i| {
+            let id = first + i;
+            let notes = match id % 7 {
+                0 => String::new(),
+                1 => format!("gift wrap, ribbon #{id}"),
+                2 => "said \"hello\", twice".to_string(),
+                3 => format!("line one\nline two of {id}"),
+                4 => "plain note".to_string(),
+                5 => "Zoë paid, ½ now".to_string(),
+                _ => format!("note {id}"),
+            };
+            Order {
+                order_id: id,
+                customer_email: format!("user{id}@example{}.com", id % 13),
+                customer_name: if id % 5 == 0 {
+                    format!("Doe, Jane {id}")
+                } else {
+                    format!("Ana Müller {id}")
+                },
+                phone: format!("+1 555-{:04}-{:04}", id % 10_000, (id * 7) % 10_000),
+                country: countries[(id % 6) as usize].to_string(),
+                amount: format!("{}.{:02}", id % 1000, id % 100),
+                created_at: format!(
+                    "2026-11-{:02}T{:02}:{:02}:00Z",
+                    1 + id % 28,
+                    id % 24,
+                    id % 60
+                ),
+                notes,
+            }
+        })
+        .collect()
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Orders as CSV rows (no header).
+pub fn orders_csv(orders: &[Order]) -> String {
+    let mut out = String::new();
+    for o in orders {
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{}",
+            o.order_id,
+            csv_field(&o.customer_email),
+            csv_field(&o.customer_name),
+            csv_field(&o.phone),
+            o.country,
+            o.amount,
+            o.created_at,
+            csv_field(&o.notes)
+        )
+        .unwrap();
+    }
+    out
+}
+
+/// HMAC-SHA256 as lowercase hex, computed here, independently of the plugin.
+pub fn hmac_hex(key: &str, value: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(value.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Every character but the last four replaced by `*`.
+pub fn keep_last_4(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let keep = chars.len().saturating_sub(4);
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i < keep { '*' } else { *c })
+        .collect()
+}
+
+/// All Parquet files under `dir`, recursively, sorted.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Every row of every Parquet file under `dir`, keyed by `order_id`, each column as text.
+/// Panics on a duplicate key: exactly-once is part of what the tests check.
+pub fn read_orders(dir: &Path) -> BTreeMap<i64, BTreeMap<String, Option<String>>> {
+    let mut rows = BTreeMap::new();
+    for file in parquet_files(dir) {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            collect(&batch, &mut rows, &file);
+        }
+    }
+    rows
+}
+
+fn collect(
+    batch: &RecordBatch,
+    rows: &mut BTreeMap<i64, BTreeMap<String, Option<String>>>,
+    file: &Path,
+) {
+    let ids = batch
+        .column_by_name("order_id")
+        .expect("order_id column")
+        .as_primitive::<Int64Type>();
+    for row in 0..batch.num_rows() {
+        let mut values = BTreeMap::new();
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            let value = if column.is_null(row) {
+                None
+            } else {
+                Some(match field.data_type() {
+                    DataType::Utf8 => column.as_string::<i32>().value(row).to_string(),
+                    DataType::Int64 => column.as_primitive::<Int64Type>().value(row).to_string(),
+                    DataType::Float64 => {
+                        column.as_primitive::<Float64Type>().value(row).to_string()
+                    }
+                    other => panic!("unexpected column type {other} for {}", field.name()),
+                })
+            };
+            values.insert(field.name().clone(), value);
+        }
+        let id = ids.value(row);
+        assert!(
+            rows.insert(id, values).is_none(),
+            "order {id} appears twice (second time in {})",
+            file.display()
+        );
+    }
+}
+
+/// The sha256 of a file, as a pipeline pins it.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// A test fixture component built by the build script.
+pub fn fixture(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("INGEST_FIXTURES_DIR")).join(format!("{name}.wasm"));
+    assert!(path.is_file(), "fixture {} was not built", path.display());
+    path
+}
+
+/// The standard test pipeline: orders CSV → [extra transforms] → pii-mask → Parquet.
+pub struct PipelineSpec<'a> {
+    pub input: &'a str,
+    pub on_error: &'a str,
+    pub every_rows: u64,
+    pub batch_rows: u32,
+    pub extra_transform: &'a str,
+    pub max_attempts: u32,
+}
+
+impl Default for PipelineSpec<'_> {
+    fn default() -> Self {
+        PipelineSpec {
+            input: "data/orders.csv",
+            on_error: "fail",
+            every_rows: 1_000_000,
+            batch_rows: 8192,
+            extra_transform: "",
+            max_attempts: 1,
+        }
+    }
+}
+
+impl PipelineSpec<'_> {
+    pub fn render(&self) -> String {
+        format!(
+            r#"[pipeline]
+name = "orders"
+on_error = "{on_error}"
+
+[checkpoint]
+every_rows = {every_rows}
+
+[retry]
+max_attempts = {max_attempts}
+initial_backoff = "10ms"
+
+[secrets]
+mask_key = {{ env = "TEST_MASK_KEY" }}
+
+[[source]]
+name = "orders"
+plugin = "builtin:file"
+fs = ["data"]
+batch_rows = {batch_rows}
+[source.config]
+path = "{input}"
+stream = "orders"
+[source.config.schema]
+amount = "utf8"
+{extra}
+[[transform]]
+name = "mask"
+plugin = "builtin:pii-mask"
+secrets = ["mask_key"]
+[transform.config]
+key_secret = "mask_key"
+[transform.config.columns]
+customer_email = "hmac-sha256"
+phone = "keep-last-4"
+
+[[sink]]
+name = "lake"
+plugin = "builtin:file"
+fs = ["out:rw"]
+[sink.config]
+path = "out"
+format = "parquet"
+compression = "zstd"
+"#,
+            on_error = self.on_error,
+            every_rows = self.every_rows,
+            max_attempts = self.max_attempts,
+            batch_rows = self.batch_rows,
+            input = self.input,
+            extra = self.extra_transform,
+        )
+    }
+}
+
+/// Check that the Parquet output holds exactly `expected`, masked as the pipeline says.
+pub fn assert_output_matches(out_dir: &Path, expected: &[Order]) {
+    let rows = read_orders(out_dir);
+    assert_eq!(rows.len(), expected.len(), "row count");
+    for o in expected {
+        let row = rows
+            .get(&o.order_id)
+            .unwrap_or_else(|| panic!("order {} is missing", o.order_id));
+        let get = |c: &str| row.get(c).cloned().flatten();
+        assert_eq!(
+            get("customer_email"),
+            Some(hmac_hex(MASK_KEY, &o.customer_email)),
+            "email of {}",
+            o.order_id
+        );
+        assert_eq!(
+            get("phone"),
+            Some(keep_last_4(&o.phone)),
+            "phone of {}",
+            o.order_id
+        );
+        assert_eq!(
+            get("customer_name").as_deref(),
+            Some(o.customer_name.as_str())
+        );
+        assert_eq!(get("country").as_deref(), Some(o.country.as_str()));
+        assert_eq!(get("amount").as_deref(), Some(o.amount.as_str()));
+        assert_eq!(get("created_at").as_deref(), Some(o.created_at.as_str()));
+        let notes = if o.notes.is_empty() {
+            None
+        } else {
+            Some(o.notes.clone())
+        };
+        assert_eq!(get("notes"), notes, "notes of {}", o.order_id);
+    }
+}
