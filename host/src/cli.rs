@@ -205,13 +205,15 @@ fn print_summary(pipeline: &config::Pipeline, s: &Summary) {
     println!(
         "{}",
         redact(&format!(
-            "pipeline {}: {} rows read ({}), {} rows written, {} rejected ({} to the dead-letter queue); {}; {} attempt{}; {:.2} s ({:.0} rows/s)",
+            "pipeline {}: {} rows read ({}), {} rows written, {} rejected ({} to the dead-letter queue), {} file{} published; {}; {} attempt{}; {:.2} s ({:.0} rows/s)",
             pipeline.name,
             s.rows_read,
             human_bytes(s.bytes_read),
             s.rows_written,
             s.rows_rejected,
             s.rows_dead_lettered,
+            s.published,
+            if s.published == 1 { "" } else { "s" },
             epochs,
             s.attempts,
             if s.attempts == 1 { "" } else { "s" },

@@ -392,12 +392,13 @@ impl Sink {
         outcome(&self.label, r)
     }
 
+    /// Publish `epoch`; returns the names of what was published.
     pub async fn commit(
         &mut self,
         writer: ResourceAny,
         epoch: u64,
         token: &[u8],
-    ) -> Result<(), RunError> {
+    ) -> Result<Vec<String>, RunError> {
         sandbox::arm(&mut self.store);
         let r = self
             .plugin

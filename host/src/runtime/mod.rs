@@ -116,6 +116,8 @@ pub struct Summary {
     pub rows_written: u64,
     pub rows_rejected: u64,
     pub rows_dead_lettered: u64,
+    /// Files, objects or tables the sink published.
+    pub published: u64,
     pub epochs: u64,
     pub attempts: u32,
     /// The epoch the run started after.

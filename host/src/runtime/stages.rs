@@ -61,6 +61,7 @@ struct SourceStats {
 #[derive(Default)]
 struct SinkStats {
     rows: u64,
+    published: u64,
     rejected: u64,
     dead_lettered: u64,
     epochs: u64,
@@ -163,6 +164,7 @@ pub async fn attempt(prepared: Arc<Prepared>, summary: &mut Summary) -> Result<(
     summary.bytes_read += source_stats.bytes;
     if let Some(s) = &sink_stats {
         summary.rows_written += s.rows;
+        summary.published += s.published;
         summary.rows_rejected += s.rejected;
         summary.rows_dead_lettered += s.dead_lettered;
         summary.epochs += s.epochs;
@@ -208,7 +210,8 @@ async fn recover(
         };
         let writer = sink.open(&info, &mode).await?;
         let token = hex_decode(&sink.label, &pending.token)?;
-        sink.commit(writer, state.epoch, &token).await?;
+        let published = sink.commit(writer, state.epoch, &token).await?;
+        tracing::info!(epoch = state.epoch, published = published.len(), "re-committed");
         sink.close(writer).await?;
         if let Some(dlq_token) = &pending.dlq_token {
             let token: dlq::Token =
@@ -671,7 +674,11 @@ async fn sink_loop(
                 state.totals.rows_rejected += epoch_rejected;
                 store.save(state)?;
                 // Phase 2: publish, record the commit, then release the source.
-                sink.commit(stream.writer, epoch, &token).await?;
+                let published = sink.commit(stream.writer, epoch, &token).await?;
+                for name in &published {
+                    tracing::info!(epoch, "published {name}");
+                }
+                stats.published += published.len() as u64;
                 if let Some(t) = &dlq_token {
                     dlq::commit(t)?;
                 }

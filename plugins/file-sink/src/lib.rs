@@ -52,7 +52,7 @@ impl ingest_sdk::sink::Writer for FileWriter {
         FileWriter::prepare(self, epoch)
     }
 
-    fn commit(&mut self, epoch: u64, token: &[u8]) -> Result<()> {
+    fn commit(&mut self, epoch: u64, token: &[u8]) -> Result<Vec<String>> {
         FileWriter::commit(self, epoch, token)
     }
 

@@ -337,10 +337,11 @@ impl FileWriter {
     }
 
     /// Publish what `prepare(epoch)` staged; idempotent.
-    pub fn commit(&mut self, epoch: u64, token: &[u8]) -> Result<()> {
+    pub fn commit(&mut self, epoch: u64, token: &[u8]) -> Result<Vec<String>> {
         if token.is_empty() {
             let dir = self.root.join(self.layout.epoch(epoch));
-            return remove_dir_if_exists(&dir).map_err(|e| self.io("remove", &dir, e));
+            remove_dir_if_exists(&dir).map_err(|e| self.io("remove", &dir, e))?;
+            return Ok(Vec::new());
         }
         let manifest = self.read_token(epoch, token)?;
         let root = PathBuf::from(&manifest.root);
@@ -408,7 +409,11 @@ impl FileWriter {
         if let Some(parent) = staging.parent() {
             sync_dir_if_exists(parent).map_err(|e| self.io("fsync", parent, e))?;
         }
-        Ok(())
+        Ok(manifest
+            .files
+            .iter()
+            .map(|entry| root.join(&entry.published).display().to_string())
+            .collect())
     }
 
     /// Discard the open epoch's files and whatever was staged for `epoch`.

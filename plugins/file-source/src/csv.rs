@@ -23,6 +23,36 @@ use crate::{files, finish_batch, show, type_phrase, Column};
 const READ_BUFFER: usize = 1 << 20;
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
+/// The longest record read. A longer one is almost always an unbalanced quote swallowing
+/// the rest of the file; stopping here fails the read cleanly instead of exhausting the
+/// instance's memory.
+pub const MAX_RECORD: usize = 64 << 20;
+
+/// Why a record could not be framed.
+#[derive(Debug)]
+pub enum FrameError {
+    Io(io::Error),
+    /// The record starting on `line` is longer than [`MAX_RECORD`].
+    TooLong {
+        line: u64,
+    },
+}
+
+impl FrameError {
+    /// The error the host acts on, naming the file (and line).
+    pub fn into_error(self, path: &str, quote: u8) -> ingest_sdk::Error {
+        match self {
+            FrameError::Io(e) => files::io_error(path, "read", e),
+            FrameError::TooLong { line } => ingest_sdk::Error::data(format!(
+                "`{path}:{line}`: the record starting here runs past {} MiB without ending; \
+                 a `{}` quote is probably unbalanced",
+                MAX_RECORD >> 20,
+                quote as char
+            )),
+        }
+    }
+}
+
 /// Splits a byte stream into CSV records, tracking where each starts.
 pub struct Framer<R> {
     src: R,
@@ -85,7 +115,7 @@ impl<R: Read> Framer<R> {
     }
 
     /// Read the next record; `false` at the end of the input.
-    pub fn read(&mut self) -> io::Result<bool> {
+    pub fn read(&mut self) -> Result<bool, FrameError> {
         let line_before = self.line();
         let mut start = self.lo;
         let mut pos = self.lo;
@@ -101,13 +131,19 @@ impl<R: Read> Framer<R> {
                     start = 0;
                 }
                 if self.hi == self.buf.len() {
+                    if self.hi >= MAX_RECORD {
+                        self.locate(start, pos, line_before);
+                        return Err(FrameError::TooLong {
+                            line: self.record_line,
+                        });
+                    }
                     self.buf.resize(self.buf.len() * 2, 0);
                 }
                 match self.src.read(&mut self.buf[self.hi..]) {
                     Ok(0) => self.eof = true,
                     Ok(n) => self.hi += n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(FrameError::Io(e)),
                 }
                 continue;
             }
@@ -260,8 +296,11 @@ fn column_names<R: Read>(framer: &Framer<R>, header: bool) -> Vec<String> {
 pub fn infer(path: &str, settings: &Settings) -> Result<Vec<Column>> {
     let file = File::open(path).map_err(|e| files::io_error(path, "open", e))?;
     let mut framer = Framer::new(file, &settings.csv, 0, 1);
-    let read =
-        |framer: &mut Framer<File>| framer.read().map_err(|e| files::io_error(path, "read", e));
+    let read = |framer: &mut Framer<File>| {
+        framer
+            .read()
+            .map_err(|e| e.into_error(path, settings.csv.quote))
+    };
     let mut names = Vec::new();
     if settings.csv.header {
         if !read(&mut framer)? {
@@ -346,10 +385,8 @@ impl CsvReader {
     }
 
     fn read_record(&mut self) -> Result<bool> {
-        let path = &self.path;
-        self.framer
-            .read()
-            .map_err(|e| files::io_error(path, "read", e))
+        let (path, quote) = (&self.path, self.settings.csv.quote);
+        self.framer.read().map_err(|e| e.into_error(path, quote))
     }
 
     /// Skip the header, checking it names the stream's columns in order.
@@ -567,6 +604,24 @@ mod tests {
         assert_eq!(records[1].1[0].len(), big.len());
         assert_eq!(records[2].1, vec!["2", "3"]);
         assert_eq!(records[2].0, 3);
+    }
+
+    #[test]
+    fn an_unbalanced_quote_fails_cleanly_instead_of_reading_the_whole_file() {
+        let mut text = String::from("a,b\n1,\"oops\n");
+        let line = "x".repeat(1023) + "\n";
+        while text.len() <= MAX_RECORD + 4096 {
+            text.push_str(&line);
+        }
+        let mut f = Framer::new(text.as_bytes(), &CsvDialect::default(), 0, 1);
+        assert!(f.read().unwrap());
+        match f.read() {
+            Err(e @ FrameError::TooLong { line: 2 }) => {
+                let m = e.into_error("t.csv", b'"').to_string();
+                assert!(m.contains("`t.csv:2`") && m.contains("unbalanced"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

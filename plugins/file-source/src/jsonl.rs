@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 
 use arrow_schema::SchemaRef;
 use ingest_sdk::source::Chunk;
-use ingest_sdk::{Reject, Result};
+use ingest_sdk::{Error, Reject, Result};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
@@ -19,6 +19,9 @@ use crate::types::{Cell, ColumnBuilder, ColumnType, Inference};
 use crate::{files, finish_batch, show, type_phrase, Column};
 
 const READ_BUFFER: usize = 1 << 20;
+
+/// The longest line read; a longer one fails the read instead of exhausting memory.
+const MAX_LINE: usize = 64 << 20;
 
 /// A JSON object with its keys in the order they are written (serde_json's own map sorts
 /// them, and inference must keep first-seen order).
@@ -71,12 +74,20 @@ impl Lines {
     /// The next line and its number; `None` at the end of the file.
     fn next(&mut self, path: &str) -> Result<Option<u64>> {
         self.line.clear();
-        let n = self
-            .src
+        let n = (&mut self.src)
+            .take(MAX_LINE as u64 + 1)
             .read_until(b'\n', &mut self.line)
             .map_err(|e| files::io_error(path, "read", e))?;
         if n == 0 {
             return Ok(None);
+        }
+        if n > MAX_LINE {
+            return Err(Error::data(format!(
+                "`{path}:{}`: the line is longer than {} MiB; JSON Lines needs one object \
+                 per line",
+                self.number,
+                MAX_LINE >> 20
+            )));
         }
         let number = self.number;
         self.offset += n as u64;

@@ -57,18 +57,8 @@ pub fn plan(config: &str) -> Result<Plan> {
         )));
     };
     let (columns, schema) = match settings.format {
-        Format::Csv | Format::Jsonl => {
-            let mut columns = match settings.format {
-                Format::Csv => csv::infer(first, &settings)?,
-                _ => jsonl::infer(first, settings.infer_rows)?,
-            };
-            apply_overrides(&mut columns, &settings, first)?;
-            let fields: Vec<Field> = columns
-                .iter()
-                .map(|c| Field::new(&c.name, c.ty.data_type(), true))
-                .collect();
-            (columns, Arc::new(Schema::new(fields)))
-        }
+        Format::Csv => typed(csv::infer(first, &settings)?, &settings, first)?,
+        Format::Jsonl => typed(jsonl::infer(first, settings.infer_rows)?, &settings, first)?,
         Format::Parquet => (Vec::new(), parquet::schema(first)?),
     };
     Ok(Plan {
@@ -79,8 +69,13 @@ pub fn plan(config: &str) -> Result<Plan> {
     })
 }
 
-/// Set the types `[schema]` names; every column it names must exist.
-fn apply_overrides(columns: &mut [Column], settings: &Settings, first: &str) -> Result<()> {
+/// The inferred `columns` with the `[schema]` overrides applied, and their Arrow schema.
+/// Every column `[schema]` names must exist in `first`, the file the columns came from.
+fn typed(
+    mut columns: Vec<Column>,
+    settings: &Settings,
+    first: &str,
+) -> Result<(Vec<Column>, SchemaRef)> {
     let mut problems = Vec::new();
     for (name, ty) in &settings.overrides {
         match columns.iter_mut().find(|c| &c.name == name) {
@@ -95,11 +90,14 @@ fn apply_overrides(columns: &mut [Column], settings: &Settings, first: &str) -> 
             )),
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::config(problems.join("; ")))
+    if !problems.is_empty() {
+        return Err(Error::config(problems.join("; ")));
     }
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| Field::new(&c.name, c.ty.data_type(), true))
+        .collect();
+    Ok((columns, Arc::new(Schema::new(fields))))
 }
 
 impl Plan {
@@ -175,6 +173,8 @@ impl Source for FileSource {
         split: Split,
         position: Option<Vec<u8>>,
     ) -> Result<FileReader> {
+        // Planning again (rather than trusting state from `splits`) keeps `open` correct in
+        // a fresh instance after a restart; it costs one sample of the first file.
         let plan = plan(config)?;
         plan.check_stream(stream)?;
         let descriptor: Descriptor = serde_json::from_slice(&split.descriptor).map_err(|e| {

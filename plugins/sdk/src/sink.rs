@@ -32,8 +32,9 @@ pub trait Writer: 'static {
     /// Make the epoch durable but unpublished; the token lets `commit` publish it later,
     /// even from a fresh writer.
     fn prepare(&mut self, epoch: u64) -> Result<Vec<u8>>;
-    /// Publish a prepared epoch. Must be idempotent.
-    fn commit(&mut self, epoch: u64, token: &[u8]) -> Result<()>;
+    /// Publish a prepared epoch and return the names of what it published (files, tables).
+    /// Must be idempotent: a repeat changes nothing and returns the same names.
+    fn commit(&mut self, epoch: u64, token: &[u8]) -> Result<Vec<String>>;
     /// Discard what was staged for `epoch` and not committed.
     fn abort(&mut self, epoch: u64) -> Result<()>;
 }
@@ -82,7 +83,7 @@ impl<S: Sink> wit::GuestWriter for WriterAdapter<S> {
         Ok(self.0.borrow_mut().prepare(epoch)?)
     }
 
-    fn commit(&self, epoch: u64, token: Vec<u8>) -> Result<(), wit_types::Error> {
+    fn commit(&self, epoch: u64, token: Vec<u8>) -> Result<Vec<String>, wit_types::Error> {
         Ok(self.0.borrow_mut().commit(epoch, &token)?)
     }
 
