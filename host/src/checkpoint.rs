@@ -123,6 +123,9 @@ impl StateStore for LocalStore {
         file.write_all(&bytes).map_err(|e| self.io("write", e))?;
         file.sync_all().map_err(|e| self.io("sync", e))?;
         drop(file);
+        if !state.committed {
+            crate::fault::point("mid-state-write", state.epoch);
+        }
         std::fs::rename(&tmp, self.path()).map_err(|e| self.io("replace", e))?;
         sync_dir(&self.dir).map_err(|e| self.io("sync the directory of", e))
     }

@@ -63,6 +63,14 @@ pub enum PluginsCommand {
 pub enum StateCommand {
     /// Print the committed epoch, positions and schema versions.
     Show { pipeline: PathBuf },
+    /// Forget the state: the next run reads every source from the start. Outputs already
+    /// published stay, so a sink that appends will receive those rows again.
+    Reset {
+        pipeline: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// An error with its exit code.
@@ -129,6 +137,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::State {
             command: StateCommand::Show { pipeline },
         } => state_show(&pipeline),
+        Command::State {
+            command: StateCommand::Reset { pipeline, yes },
+        } => state_reset(&pipeline, yes),
     }
 }
 
@@ -406,5 +417,50 @@ fn state_show(path: &Path) -> Result<(), Failure> {
             println!("  schema version {}", schema.version);
         }
     }
+    Ok(())
+}
+
+fn state_reset(path: &Path, yes: bool) -> Result<(), Failure> {
+    let pipeline = config::load(path)?;
+    let file = runtime::state_store(&pipeline).path();
+    if !file.exists() {
+        println!("pipeline {} has no state; nothing to reset", pipeline.name);
+        return Ok(());
+    }
+    if !yes {
+        use std::io::{BufRead, IsTerminal, Write};
+        if !std::io::stdin().is_terminal() {
+            return Err(Failure {
+                code: 2,
+                error: anyhow::anyhow!(
+                    "refusing to reset the state of `{}` without confirmation; pass --yes",
+                    pipeline.name
+                ),
+            });
+        }
+        print!(
+            "This forgets every position of pipeline `{}`: the next run reads all sources from \
+             the start, and outputs already published stay.\nType the pipeline name to confirm: ",
+            pipeline.name
+        );
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if answer.trim() != pipeline.name {
+            return Err(Failure {
+                code: 2,
+                error: anyhow::anyhow!("not confirmed; the state is unchanged"),
+            });
+        }
+    }
+    std::fs::remove_file(&file).map_err(|e| Failure {
+        code: 1,
+        error: anyhow::anyhow!("cannot remove {}: {e}", file.display()),
+    })?;
+    println!(
+        "pipeline {}: state reset ({} removed)",
+        pipeline.name,
+        file.display()
+    );
     Ok(())
 }

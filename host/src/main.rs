@@ -1,6 +1,7 @@
 //! The `host` binary: parses the command line, sets up logging, and hands over to
 //! [`ingest_host::cli`].
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,6 +14,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(ingest_host::secrets::RedactingStderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     ingest_host::cli::main(cli)
 }

@@ -5,4 +5,5 @@ mod bad_input;
 mod end_to_end;
 mod inspect;
 mod recovery;
+mod retries;
 mod support;

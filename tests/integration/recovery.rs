@@ -82,3 +82,174 @@ fn retries_start_again_from_the_last_checkpoint_on_a_fresh_instance() {
     assert!(run.stdout.contains("3 attempts"), "{}", run.stdout);
     assert_output_matches(&scratch.path("out"), &expected);
 }
+
+fn trap_at_random(probability: f64) -> String {
+    let fixture = fixture("trap_transform");
+    format!(
+        "[[transform]]\nname = \"flaky\"\nplugin = \"{}\"\nsha256 = \"{}\"\n[transform.config]\ntrap_probability = {probability}\n",
+        fixture.display(),
+        sha256_file(&fixture)
+    )
+}
+
+#[test]
+fn a_crash_at_any_point_of_the_commit_protocol_loses_nothing_and_publishes_nothing_twice() {
+    let expected = orders(1, 30_000);
+    for point in ingest_host::fault::POINTS {
+        let scratch = Scratch::new();
+        scratch.write(
+            "data/orders.csv",
+            format!("{ORDERS_HEADER}{}", orders_csv(&expected)),
+        );
+        let spec = PipelineSpec {
+            every_rows: 10_000,
+            batch_rows: 5_000,
+            ..PipelineSpec::default()
+        };
+        scratch.write("pipeline.toml", spec.render());
+        let mut crashing = scratch.command(&["run", "pipeline.toml"]);
+        crashing.env("INGEST_FAULT", format!("{point}@2"));
+        let crashed = output(crashing);
+        assert_ne!(
+            crashed.code, 0,
+            "{point}: the fault must stop the process: {crashed:?}"
+        );
+        assert!(
+            crashed.stderr.contains("fault injected"),
+            "{point}: {}",
+            crashed.stderr
+        );
+
+        let state = scratch.host(&["state", "show", "pipeline.toml"]);
+        let recorded = match *point {
+            "after-state" | "after-commit" => "epoch 2 (prepared, commit pending)",
+            _ => "epoch 1 (committed)",
+        };
+        assert!(state.stdout.contains(recorded), "{point}: {}", state.stdout);
+
+        scratch.host(&["run", "pipeline.toml"]).assert_ok();
+        assert_output_matches(&scratch.path("out"), &expected);
+        let state = scratch.host(&["state", "show", "pipeline.toml"]);
+        assert!(
+            state.stdout.contains("epoch 3 (committed)"),
+            "{point}: {}",
+            state.stdout
+        );
+    }
+}
+
+/// A small xorshift generator: the test prints its seed so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn between(&mut self, low: u64, high: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        low + self.0 % (high - low)
+    }
+}
+
+#[test]
+fn killed_fifty_times_at_random_moments_every_row_arrives_exactly_once() {
+    const ROWS: usize = 1_000_000;
+    const KILLS: usize = 50;
+    let scratch = Scratch::new();
+    write_orders_file(&scratch.path("data/orders.csv"), ROWS);
+    // Small epochs so kills land in every phase; a transform that also traps now and then.
+    let flaky = trap_at_random(0.02);
+    let spec = PipelineSpec {
+        every_rows: 20_000,
+        batch_rows: 10_000,
+        extra_transform: &flaky,
+        max_attempts: 1_000,
+        ..PipelineSpec::default()
+    };
+    scratch.write("pipeline.toml", spec.render());
+    let seed = std::env::var("CRASH_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("crash test seed: {seed} (replay with CRASH_TEST_SEED={seed})");
+    let mut rng = Rng(seed);
+
+    let mut kills = 0;
+    while kills < KILLS {
+        let mut child = scratch
+            .command(&["run", "pipeline.toml"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(rng.between(10, 300)));
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                assert!(status.success(), "a run ended on its own with {status}");
+                break;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    assert_eq!(
+        kills, KILLS,
+        "the pipeline finished before it was killed {KILLS} times"
+    );
+    let last = scratch.host(&["run", "pipeline.toml"]);
+    last.assert_ok();
+    eprintln!("after {kills} kills: {}", last.stdout.trim());
+
+    let ids = read_ids(&scratch.path("out"));
+    assert_eq!(ids.len(), ROWS, "every row exactly once: count");
+    assert!(
+        ids.iter().copied().eq(1..=ROWS as i64),
+        "every row exactly once: keys"
+    );
+    // Masks survive the restarts too: check every row of one published file.
+    let sample = parquet_files(&scratch.path("out")).pop().unwrap();
+    for (id, row) in read_order_files(&[sample]) {
+        assert_eq!(
+            row["customer_email"],
+            Some(hmac_hex(MASK_KEY, &order(id).customer_email))
+        );
+        assert_eq!(row["phone"], Some(keep_last_4(&order(id).phone)));
+    }
+}
+
+#[test]
+fn resetting_the_state_needs_confirmation_and_then_reads_from_the_start() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "data/orders.csv",
+        format!("{ORDERS_HEADER}{}", orders_csv(&orders(1, 100))),
+    );
+    scratch.write("pipeline.toml", PipelineSpec::default().render());
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+
+    let refused = scratch.host(&["state", "reset", "pipeline.toml"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
+    assert!(scratch
+        .host(&["state", "show", "pipeline.toml"])
+        .stdout
+        .contains("epoch 1 (committed)"));
+
+    scratch
+        .host(&["state", "reset", "pipeline.toml", "--yes"])
+        .assert_ok();
+    let state = scratch.host(&["state", "show", "pipeline.toml"]);
+    assert!(
+        state.stdout.contains("epoch 0 (nothing committed yet)"),
+        "{}",
+        state.stdout
+    );
+}

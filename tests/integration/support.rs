@@ -64,6 +64,11 @@ impl Scratch {
     pub fn host(&self, args: &[&str]) -> Output {
         host_in(self.dir.path(), args)
     }
+
+    /// `host ARGS...` in this directory, to be started by the caller.
+    pub fn command(&self, args: &[&str]) -> Command {
+        host_command(self.dir.path(), args)
+    }
 }
 
 /// The compiled-component cache shared by every test of this run.
@@ -71,15 +76,26 @@ fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache")
 }
 
-pub fn host_in(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_host"))
+/// `host ARGS...` in `dir`, ready to run, with the test environment.
+pub fn host_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+    command
         .args(args)
         .current_dir(dir)
         .env("INGEST_CACHE_DIR", cache_dir())
         .env("TEST_MASK_KEY", MASK_KEY)
         .env_remove("INGEST_LOG")
-        .output()
-        .expect("the host binary runs");
+        .env_remove("INGEST_FAULT");
+    command
+}
+
+pub fn host_in(dir: &Path, args: &[&str]) -> Output {
+    output(host_command(dir, args))
+}
+
+/// Run a prepared command and collect what it printed.
+pub fn output(mut command: Command) -> Output {
+    let out = command.output().expect("the host binary runs");
     Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -103,43 +119,43 @@ pub struct Order {
 pub const ORDERS_HEADER: &str =
     "order_id,customer_email,customer_name,phone,country,amount,created_at,notes\n";
 
-/// `n` deterministic orders starting at id `first`, with the awkward cases spread through:
-/// commas, quotes and newlines inside quoted fields, non-ASCII names, empty notes.
+/// `n` deterministic orders starting at id `first`.
 pub fn orders(first: i64, n: usize) -> Vec<Order> {
+    (first..first + n as i64).map(order).collect()
+}
+
+/// Order `id`, with the awkward cases spread through the ids: commas, quotes and newlines
+/// inside quoted fields, non-ASCII names, empty notes.
+pub fn order(id: i64) -> Order {
     let countries = ["US", "FR", "DE", "JP", "BR", "IN"];
-    (0..n as i64)
-        .map(|i| {
-            let id = first + i;
-            let notes = match id % 7 {
-                0 => String::new(),
-                1 => format!("gift wrap, ribbon #{id}"),
-                2 => "said \"hello\", twice".to_string(),
-                3 => format!("line one\nline two of {id}"),
-                4 => "plain note".to_string(),
-                5 => "Zoë paid, ½ now".to_string(),
-                _ => format!("note {id}"),
-            };
-            Order {
-                order_id: id,
-                customer_email: format!("user{id}@example{}.com", id % 13),
-                customer_name: if id % 5 == 0 {
-                    format!("Doe, Jane {id}")
-                } else {
-                    format!("Ana Müller {id}")
-                },
-                phone: format!("+1 555-{:04}-{:04}", id % 10_000, (id * 7) % 10_000),
-                country: countries[(id % 6) as usize].to_string(),
-                amount: format!("{}.{:02}", id % 1000, id % 100),
-                created_at: format!(
-                    "2026-11-{:02}T{:02}:{:02}:00Z",
-                    1 + id % 28,
-                    id % 24,
-                    id % 60
-                ),
-                notes,
-            }
-        })
-        .collect()
+    let notes = match id % 7 {
+        0 => String::new(),
+        1 => format!("gift wrap, ribbon #{id}"),
+        2 => "said \"hello\", twice".to_string(),
+        3 => format!("line one\nline two of {id}"),
+        4 => "plain note".to_string(),
+        5 => "Zoë paid, ½ now".to_string(),
+        _ => format!("note {id}"),
+    };
+    Order {
+        order_id: id,
+        customer_email: format!("user{id}@example{}.com", id % 13),
+        customer_name: if id % 5 == 0 {
+            format!("Doe, Jane {id}")
+        } else {
+            format!("Ana Müller {id}")
+        },
+        phone: format!("+1 555-{:04}-{:04}", id % 10_000, (id * 7) % 10_000),
+        country: countries[(id % 6) as usize].to_string(),
+        amount: format!("{}.{:02}", id % 1000, id % 100),
+        created_at: format!(
+            "2026-11-{:02}T{:02}:{:02}:00Z",
+            1 + id % 28,
+            id % 24,
+            id % 60
+        ),
+        notes,
+    }
 }
 
 fn csv_field(s: &str) -> String {
@@ -216,15 +232,20 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
 /// Every row of every Parquet file under `dir`, keyed by `order_id`, each column as text.
 /// Panics on a duplicate key: exactly-once is part of what the tests check.
 pub fn read_orders(dir: &Path) -> BTreeMap<i64, BTreeMap<String, Option<String>>> {
+    read_order_files(&parquet_files(dir))
+}
+
+/// Every row of the given Parquet files, as [`read_orders`] reads them.
+pub fn read_order_files(files: &[PathBuf]) -> BTreeMap<i64, BTreeMap<String, Option<String>>> {
     let mut rows = BTreeMap::new();
-    for file in parquet_files(dir) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+    for file in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap())
             .unwrap()
             .build()
             .unwrap();
         for batch in reader {
             let batch = batch.unwrap();
-            collect(&batch, &mut rows, &file);
+            collect(&batch, &mut rows, file);
         }
     }
     rows
@@ -262,6 +283,44 @@ fn collect(
             "order {id} appears twice (second time in {})",
             file.display()
         );
+    }
+}
+
+/// The `order_id` of every row of every Parquet file under `dir`, sorted.
+pub fn read_ids(dir: &Path) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for file in parquet_files(dir) {
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap();
+        let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["order_id"]);
+        for batch in builder.with_projection(mask).build().unwrap() {
+            let batch = batch.unwrap();
+            ids.extend(
+                batch
+                    .column(0)
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .iter()
+                    .copied(),
+            );
+        }
+    }
+    ids.sort_unstable();
+    ids
+}
+
+/// Write `n` generated orders as a CSV file with a header, in pieces.
+pub fn write_orders_file(path: &Path, n: usize) {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    file.write_all(ORDERS_HEADER.as_bytes()).unwrap();
+    let mut first = 1;
+    while first <= n as i64 {
+        let count = (n as i64 - first + 1).min(50_000) as usize;
+        file.write_all(orders_csv(&orders(first, count)).as_bytes())
+            .unwrap();
+        first += count as i64;
     }
 }
 

@@ -13,12 +13,12 @@ use wasmtime::component::ResourceAny;
 use super::channel::{self, Receiver, Sender};
 use super::instances::{Sink, Source, Transform};
 use super::{state_store, wit_write_mode, Prepared, RunError, Summary};
-use crate::batch;
 use crate::checkpoint::{PendingCommit, SchemaRecord, State, StateStore};
 use crate::config::OnError;
 use crate::dlq::{self, DeadLetter, DeadLetters};
 use crate::plugin::bindings::transform::exports::ingest::plugin::transform::Output;
 use crate::plugin::bindings::types::{Reject, StreamInfo};
+use crate::{batch, fault};
 
 /// Bytes of batches in flight between two stages.
 const CHANNEL_BYTES: usize = 64 << 20;
@@ -211,7 +211,11 @@ async fn recover(
         let writer = sink.open(&info, &mode).await?;
         let token = hex_decode(&sink.label, &pending.token)?;
         let published = sink.commit(writer, state.epoch, &token).await?;
-        tracing::info!(epoch = state.epoch, published = published.len(), "re-committed");
+        tracing::info!(
+            epoch = state.epoch,
+            published = published.len(),
+            "re-committed"
+        );
         sink.close(writer).await?;
         if let Some(dlq_token) = &pending.dlq_token {
             let token: dlq::Token =
@@ -658,8 +662,10 @@ async fn sink_loop(
                     message: "a barrier before any stream".into(),
                 })?;
                 // Phase 1: the sink and the dead-letter queue stage the epoch durably.
+                fault::point("before-prepare", epoch);
                 let token = sink.prepare(stream.writer, epoch).await?;
                 let dlq_token = stream.dead_letters.prepare(epoch)?;
+                fault::point("after-prepare", epoch);
                 state.epoch = epoch;
                 state.committed = false;
                 state.positions = positions;
@@ -673,6 +679,7 @@ async fn sink_loop(
                 state.totals.rows_written += epoch_rows;
                 state.totals.rows_rejected += epoch_rejected;
                 store.save(state)?;
+                fault::point("after-state", epoch);
                 // Phase 2: publish, record the commit, then release the source.
                 let published = sink.commit(stream.writer, epoch, &token).await?;
                 for name in &published {
@@ -682,6 +689,7 @@ async fn sink_loop(
                 if let Some(t) = &dlq_token {
                     dlq::commit(t)?;
                 }
+                fault::point("after-commit", epoch);
                 state.committed = true;
                 state.pending.clear();
                 store.save(state)?;
