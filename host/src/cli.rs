@@ -216,7 +216,7 @@ fn print_summary(pipeline: &config::Pipeline, s: &Summary) {
     println!(
         "{}",
         redact(&format!(
-            "pipeline {}: {} rows read ({}), {} rows written, {} rejected ({} to the dead-letter queue), {} file{} published; {}; {} attempt{}; {:.2} s ({:.0} rows/s)",
+            "pipeline {}: {} rows read ({} as Arrow), {} rows written, {} rejected ({} to the dead-letter queue), {} file{} published; {}; {} attempt{}; {:.2} s ({:.0} rows/s)",
             pipeline.name,
             s.rows_read,
             human_bytes(s.bytes_read),

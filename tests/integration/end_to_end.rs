@@ -23,6 +23,90 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 #[test]
+fn every_numbered_example_runs_and_a_second_run_changes_nothing() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut dirs: Vec<_> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("pipeline.toml").is_file())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 2, "examples found: {dirs:?}");
+    for dir in dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.as_bytes()[..2].iter().all(u8::is_ascii_digit),
+            "examples are numbered: {name}"
+        );
+        let scratch = Scratch::new();
+        copy_dir(&dir, &scratch.path(&name));
+        let pipeline = format!("{name}/pipeline.toml");
+        let first = scratch.host(&["run", &pipeline]);
+        first.assert_ok();
+        assert!(
+            first.stdout.contains("1 epoch committed"),
+            "{name}: {}",
+            first.stdout
+        );
+        let second = scratch.host(&["run", &pipeline]);
+        second.assert_ok();
+        assert!(
+            second.stdout.contains("no new epoch"),
+            "{name}: {}",
+            second.stdout
+        );
+    }
+}
+
+#[test]
+fn example_02_pseudonymises_json_lines_and_dead_letters_the_broken_line() {
+    use sha2::Digest;
+    let scratch = Scratch::new();
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/02-events-jsonl-to-jsonl");
+    copy_dir(&example, &scratch.path("ex"));
+    scratch.host(&["run", "ex/pipeline.toml"]).assert_ok();
+
+    let input: Vec<serde_json::Value> =
+        std::fs::read_to_string(scratch.path("ex/data/events.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+    let out_dir = scratch.path("ex/out/events");
+    let mut output = Vec::new();
+    for file in std::fs::read_dir(&out_dir).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        output.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+        );
+    }
+    output.sort_by_key(|v| v["event_id"].as_i64());
+    assert_eq!(output.len(), input.len());
+    for (i, o) in input.iter().zip(&output) {
+        let domain = i["user_email"]
+            .as_str()
+            .map(|e| e.rsplit('@').next().unwrap().to_string());
+        assert_eq!(o["user_email"].as_str().map(str::to_string), domain);
+        assert_eq!(o["user_name"], "[person]");
+        let ip = hex::encode(sha2::Sha256::digest(i["ip"].as_str().unwrap().as_bytes()));
+        assert_eq!(o["ip"].as_str(), Some(ip.as_str()));
+        assert_eq!(o["action"], i["action"]);
+    }
+    let dlq = std::fs::read_to_string(
+        scratch.path("ex/.state/events-jsonl-to-jsonl/dlq/events/epoch-0000000001.jsonl"),
+    )
+    .unwrap();
+    let letter: serde_json::Value = serde_json::from_str(dlq.trim()).unwrap();
+    assert_eq!(letter["location"], "data/events.jsonl:4");
+    assert!(letter["record"]
+        .as_str()
+        .unwrap()
+        .starts_with("this line is not JSON"));
+}
+
+#[test]
 fn example_01_masks_email_and_phone_and_keeps_everything_else() {
     let scratch = Scratch::new();
     let example =

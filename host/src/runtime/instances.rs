@@ -113,11 +113,12 @@ macro_rules! loaded {
                 })
             }
 
-            async fn instantiate(
+            /// A fresh instance in a fresh sandbox.
+            pub async fn start(
                 &self,
                 runtime: &Runtime,
                 cancel: &Arc<AtomicBool>,
-            ) -> Result<(Store<PluginState>, $plugin), RunError> {
+            ) -> Result<Instance<$plugin>, RunError> {
                 let mut store = new_store(runtime, &self.label, &self.grants, cancel)?;
                 sandbox::arm(&mut store);
                 let plugin = self
@@ -125,7 +126,12 @@ macro_rules! loaded {
                     .instantiate_async(&mut store)
                     .await
                     .map_err(|e| trapped(&self.label, e))?;
-                Ok((store, plugin))
+                Ok(Instance {
+                    label: self.label.clone(),
+                    config: self.stage.config_json.clone(),
+                    store,
+                    plugin,
+                })
             }
         }
     };
@@ -135,33 +141,22 @@ loaded!(SourcePluginPre<PluginState>, SourcePlugin);
 loaded!(TransformPluginPre<PluginState>, TransformPlugin);
 loaded!(SinkPluginPre<PluginState>, SinkPlugin);
 
+/// A running instance of a plugin: its own store (sandbox) and its bindings.
+pub struct Instance<P> {
+    pub label: Arc<str>,
+    config: String,
+    store: Store<PluginState>,
+    plugin: P,
+}
+
 pub type LoadedSource = Loaded<SourcePluginPre<PluginState>>;
 pub type LoadedTransform = Loaded<TransformPluginPre<PluginState>>;
 pub type LoadedSink = Loaded<SinkPluginPre<PluginState>>;
 
 /// A running source instance.
-pub struct Source {
-    pub label: Arc<str>,
-    config: String,
-    store: Store<PluginState>,
-    plugin: SourcePlugin,
-}
+pub type Source = Instance<SourcePlugin>;
 
-impl Source {
-    pub async fn start(
-        loaded: &LoadedSource,
-        runtime: &Runtime,
-        cancel: &Arc<AtomicBool>,
-    ) -> Result<Self, RunError> {
-        let (store, plugin) = loaded.instantiate(runtime, cancel).await?;
-        Ok(Source {
-            label: loaded.label.clone(),
-            config: loaded.stage.config_json.clone(),
-            store,
-            plugin,
-        })
-    }
-
+impl Instance<SourcePlugin> {
     pub async fn check(&mut self) -> Result<(), RunError> {
         sandbox::arm(&mut self.store);
         let r = self
@@ -244,28 +239,9 @@ impl Source {
 }
 
 /// A running transform instance.
-pub struct Transform {
-    pub label: Arc<str>,
-    config: String,
-    store: Store<PluginState>,
-    plugin: TransformPlugin,
-}
+pub type Transform = Instance<TransformPlugin>;
 
-impl Transform {
-    pub async fn start(
-        loaded: &LoadedTransform,
-        runtime: &Runtime,
-        cancel: &Arc<AtomicBool>,
-    ) -> Result<Self, RunError> {
-        let (store, plugin) = loaded.instantiate(runtime, cancel).await?;
-        Ok(Transform {
-            label: loaded.label.clone(),
-            config: loaded.stage.config_json.clone(),
-            store,
-            plugin,
-        })
-    }
-
+impl Instance<TransformPlugin> {
     pub async fn check(&mut self) -> Result<(), RunError> {
         sandbox::arm(&mut self.store);
         let r = self
@@ -323,28 +299,9 @@ impl Transform {
 }
 
 /// A running sink instance.
-pub struct Sink {
-    pub label: Arc<str>,
-    config: String,
-    store: Store<PluginState>,
-    plugin: SinkPlugin,
-}
+pub type Sink = Instance<SinkPlugin>;
 
-impl Sink {
-    pub async fn start(
-        loaded: &LoadedSink,
-        runtime: &Runtime,
-        cancel: &Arc<AtomicBool>,
-    ) -> Result<Self, RunError> {
-        let (store, plugin) = loaded.instantiate(runtime, cancel).await?;
-        Ok(Sink {
-            label: loaded.label.clone(),
-            config: loaded.stage.config_json.clone(),
-            store,
-            plugin,
-        })
-    }
-
+impl Instance<SinkPlugin> {
     pub async fn check(&mut self) -> Result<(), RunError> {
         sandbox::arm(&mut self.store);
         let r = self

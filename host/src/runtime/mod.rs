@@ -239,7 +239,7 @@ pub async fn prepare(
         &compile(stage)?,
     )?;
 
-    let mut instance = instances::Source::start(&source, runtime, &cancel).await?;
+    let mut instance = source.start(runtime, &cancel).await?;
     instance
         .check()
         .await
@@ -249,13 +249,13 @@ pub async fn prepare(
         .await
         .map_err(|e| locate(pipeline, &text, &pipeline.source, e))?;
     for t in &transforms {
-        let mut instance = instances::Transform::start(t, runtime, &cancel).await?;
+        let mut instance = t.start(runtime, &cancel).await?;
         instance
             .check()
             .await
             .map_err(|e| locate(pipeline, &text, &t.stage, e))?;
     }
-    let mut instance = instances::Sink::start(&sink, runtime, &cancel).await?;
+    let mut instance = sink.start(runtime, &cancel).await?;
     instance
         .check()
         .await

@@ -86,12 +86,18 @@ pub async fn attempt(prepared: Arc<Prepared>, summary: &mut Summary) -> Result<(
     let (source_tx, mut next_rx) = channel::channel::<Message>(CHANNEL_BYTES);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Positions>();
 
-    let source = Source::start(&prepared.source, &prepared.runtime, &prepared.cancel).await?;
+    let source = prepared
+        .source
+        .start(&prepared.runtime, &prepared.cancel)
+        .await?;
     let mut transforms = Vec::new();
     for t in &prepared.transforms {
-        transforms.push(Transform::start(t, &prepared.runtime, &prepared.cancel).await?);
+        transforms.push(t.start(&prepared.runtime, &prepared.cancel).await?);
     }
-    let sink = Sink::start(&prepared.sink, &prepared.runtime, &prepared.cancel).await?;
+    let sink = prepared
+        .sink
+        .start(&prepared.runtime, &prepared.cancel)
+        .await?;
 
     let source_task = tokio::spawn(source_stage(
         prepared.clone(),
@@ -192,7 +198,10 @@ async fn recover(
         epoch = state.epoch,
         "committing the epoch an earlier run prepared but did not finish"
     );
-    let mut sink = Sink::start(&prepared.sink, &prepared.runtime, &prepared.cancel).await?;
+    let mut sink = prepared
+        .sink
+        .start(&prepared.runtime, &prepared.cancel)
+        .await?;
     let mode = wit_write_mode(&prepared.pipeline.sink.write_mode);
     for pending in &state.pending {
         let schema = state
@@ -244,12 +253,51 @@ fn cancelled(prepared: &Prepared) -> Result<(), RunError> {
     }
 }
 
+/// What the open epoch holds so far, measured against the checkpoint policy.
+struct EpochClock {
+    epoch: u64,
+    rows: u64,
+    bytes: u64,
+    since: Instant,
+    /// Positions moved since the last barrier (even without rows: rejects, progress).
+    dirty: bool,
+}
+
+impl EpochClock {
+    fn new(epoch: u64) -> Self {
+        EpochClock {
+            epoch,
+            rows: 0,
+            bytes: 0,
+            since: Instant::now(),
+            dirty: false,
+        }
+    }
+
+    fn due(&self, policy: &crate::config::CheckpointPolicy) -> bool {
+        self.rows >= policy.every_rows
+            || self.bytes >= policy.every_bytes
+            || self.since.elapsed() >= policy.every
+    }
+
+    /// Close the open epoch: send its barrier with the positions after it.
+    async fn close(&mut self, tx: &Sender<Message>, positions: &Positions) -> Result<(), RunError> {
+        let barrier = Message::Barrier {
+            epoch: self.epoch,
+            positions: positions.clone(),
+        };
+        tx.send(barrier, 0).await.map_err(closed)?;
+        *self = EpochClock::new(self.epoch + 1);
+        Ok(())
+    }
+}
+
 /// Reads every split of every stream, emitting barriers by the checkpoint policy.
 async fn source_stage(
     prepared: Arc<Prepared>,
     mut source: Source,
     mut positions: Positions,
-    mut epoch: u64,
+    epoch: u64,
     tx: Sender<Message>,
     mut acks: mpsc::UnboundedReceiver<Positions>,
 ) -> Result<SourceStats, RunError> {
@@ -261,7 +309,7 @@ async fn source_stage(
         message,
     };
     let mut stats = SourceStats::default();
-    let (mut rows, mut bytes, mut since, mut dirty) = (0u64, 0u64, Instant::now(), false);
+    let mut clock = EpochClock::new(epoch);
     for info in &prepared.streams {
         let declared = batch::decode_schema(&info.schema).map_err(|e| {
             contract(format!(
@@ -311,7 +359,7 @@ async fn source_stage(
                     .entry(info.name.clone())
                     .or_default()
                     .insert(split.id.clone(), hex::encode(&chunk.position));
-                dirty = true;
+                clock.dirty = true;
                 if !chunk.rejects.is_empty() {
                     let letters = chunk
                         .rejects
@@ -330,8 +378,8 @@ async fn source_stage(
                 let size = chunk.batch.len();
                 stats.rows += n;
                 stats.bytes += size as u64;
-                rows += n;
-                bytes += size as u64;
+                clock.rows += n;
+                clock.bytes += size as u64;
                 if n > 0 {
                     tx.send(
                         Message::Data {
@@ -343,37 +391,14 @@ async fn source_stage(
                     .await
                     .map_err(closed)?;
                 }
-                if rows >= policy.every_rows
-                    || bytes >= policy.every_bytes
-                    || since.elapsed() >= policy.every
-                {
-                    tx.send(
-                        Message::Barrier {
-                            epoch,
-                            positions: positions.clone(),
-                        },
-                        0,
-                    )
-                    .await
-                    .map_err(closed)?;
-                    epoch += 1;
-                    (rows, bytes, since, dirty) = (0, 0, Instant::now(), false);
+                if clock.due(&policy) {
+                    clock.close(&tx, &positions).await?;
                 }
             }
             source.close(reader).await?;
         }
-        if dirty {
-            tx.send(
-                Message::Barrier {
-                    epoch,
-                    positions: positions.clone(),
-                },
-                0,
-            )
-            .await
-            .map_err(closed)?;
-            epoch += 1;
-            (rows, bytes, since, dirty) = (0, 0, Instant::now(), false);
+        if clock.dirty {
+            clock.close(&tx, &positions).await?;
         }
     }
     tx.send(Message::End, 0).await.map_err(closed)?;
