@@ -30,6 +30,8 @@ struct RawFile {
     #[serde(default)]
     dlq: RawDlq,
     #[serde(default)]
+    schema: RawSchema,
+    #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
     #[serde(default)]
     source: Vec<RawStage>,
@@ -74,6 +76,12 @@ struct RawRetry {
 #[serde(deny_unknown_fields)]
 struct RawDlq {
     dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchema {
+    on_change: Option<crate::schema::OnChange>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +215,8 @@ pub struct Pipeline {
     pub dlq_dir: PathBuf,
     pub checkpoint: CheckpointPolicy,
     pub retry: RetryPolicy,
+    /// What to do when a stream's schema changed since the recorded version.
+    pub on_schema_change: crate::schema::OnChange,
     pub secrets: BTreeMap<String, SecretSource>,
     pub source: Stage,
     pub transforms: Vec<Stage>,
@@ -465,6 +475,7 @@ fn validate(
         dlq_dir,
         checkpoint,
         retry,
+        on_schema_change: raw.schema.on_change.unwrap_or_default(),
         secrets,
         source,
         transforms,

@@ -11,4 +11,5 @@ pub mod fault;
 pub mod plugin;
 pub mod runtime;
 pub mod sandbox;
+pub mod schema;
 pub mod secrets;

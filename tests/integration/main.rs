@@ -6,4 +6,5 @@ mod end_to_end;
 mod inspect;
 mod recovery;
 mod retries;
+mod schema;
 mod support;

@@ -65,6 +65,8 @@ pub enum RunError {
     State(#[from] StateError),
     #[error(transparent)]
     Dlq(#[from] DlqError),
+    #[error(transparent)]
+    Schema(#[from] crate::schema::Refused),
     #[error("{0}")]
     Secrets(String),
     #[error("the run was cancelled")]

@@ -18,7 +18,7 @@ use crate::config::OnError;
 use crate::dlq::{self, DeadLetter, DeadLetters};
 use crate::plugin::bindings::transform::exports::ingest::plugin::transform::Output;
 use crate::plugin::bindings::types::{Reject, StreamInfo};
-use crate::{batch, fault};
+use crate::{batch, fault, schema};
 
 /// Bytes of batches in flight between two stages.
 const CHANNEL_BYTES: usize = 64 << 20;
@@ -555,6 +555,54 @@ struct OpenStream {
     dead_letters: DeadLetters,
 }
 
+/// Record the schema `name` opens with, after checking a change against the pipeline's
+/// `[schema] on_change` policy. The new version is made durable with the next epoch.
+fn evolve_schema(
+    prepared: &Prepared,
+    state: &mut State,
+    name: &str,
+    schema: &[u8],
+) -> Result<(), RunError> {
+    let ipc = hex::encode(schema);
+    let Some(record) = state.schemas.get_mut(name) else {
+        state
+            .schemas
+            .insert(name.to_string(), SchemaRecord { version: 1, ipc });
+        return Ok(());
+    };
+    if record.ipc == ipc {
+        return Ok(());
+    }
+    let unreadable = |e: arrow::error::ArrowError| RunError::Fatal {
+        plugin: "host".into(),
+        message: format!("the recorded schema of stream `{name}` is unreadable: {e}"),
+    };
+    let old = batch::decode_schema(&hex_decode("host", &record.ipc)?).map_err(unreadable)?;
+    let new = batch::decode_schema(schema).map_err(unreadable)?;
+    let changes = schema::diff(&old, &new);
+    if changes.is_empty() {
+        // Only metadata differs: same columns, same version.
+        record.ipc = ipc;
+        return Ok(());
+    }
+    let described: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    schema::check(
+        name,
+        record.version,
+        prepared.pipeline.on_schema_change,
+        changes,
+    )?;
+    record.version += 1;
+    record.ipc = ipc;
+    tracing::info!(
+        stream = name,
+        version = record.version,
+        "schema evolved: {}",
+        described.join(", ")
+    );
+    Ok(())
+}
+
 /// Writes batches, routes rejects, and runs the commit protocol at every barrier.
 async fn sink_stage(
     prepared: Arc<Prepared>,
@@ -607,6 +655,7 @@ async fn sink_loop(
                 if let Some(previous) = open.take() {
                     sink.close(previous.writer).await?;
                 }
+                evolve_schema(prepared, state, &name, &schema)?;
                 let info = StreamInfo {
                     name: name.clone(),
                     schema: schema.clone(),
@@ -619,15 +668,6 @@ async fn sink_loop(
                 sink.abort(writer, state.epoch + 1).await?;
                 let mut dead_letters = DeadLetters::new(&prepared.pipeline.dlq_dir, &name);
                 dead_letters.abort();
-                let ipc = hex::encode(&schema);
-                let record = state.schemas.entry(name.clone()).or_insert(SchemaRecord {
-                    version: 1,
-                    ipc: ipc.clone(),
-                });
-                if record.ipc != ipc {
-                    record.version += 1;
-                    record.ipc = ipc;
-                }
                 *open = Some(OpenStream {
                     name,
                     writer,
