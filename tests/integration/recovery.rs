@@ -253,3 +253,49 @@ fn resetting_the_state_needs_confirmation_and_then_reads_from_the_start() {
         state.stdout
     );
 }
+
+#[test]
+fn a_truncated_state_file_stops_the_run_with_a_clear_error_and_writes_nothing() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "data/orders.csv",
+        format!("{ORDERS_HEADER}{}", orders_csv(&orders(1, 100))),
+    );
+    scratch.write("pipeline.toml", PipelineSpec::default().render());
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    let files = parquet_files(&scratch.path("out"));
+
+    let state = scratch.path(".state/orders/state");
+    let bytes = std::fs::read(&state).unwrap();
+    std::fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(scratch.path("data/orders.csv"))
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, orders_csv(&orders(101, 10)).as_bytes())
+        })
+        .unwrap();
+
+    let run = scratch.host(&["run", "pipeline.toml"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("corrupted") && run.stderr.contains("truncated"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(".state/orders/state"),
+        "the message names the file: {}",
+        run.stderr
+    );
+    assert_eq!(
+        parquet_files(&scratch.path("out")),
+        files,
+        "nothing new may be published"
+    );
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        &bytes[..bytes.len() / 2],
+        "the state file is left as it was"
+    );
+}
