@@ -6,5 +6,6 @@ mod end_to_end;
 mod inspect;
 mod recovery;
 mod retries;
+mod sandbox;
 mod schema;
 mod support;

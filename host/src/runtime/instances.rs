@@ -49,8 +49,10 @@ pub fn trapped(label: &str, error: wasmtime::Error) -> RunError {
     let what = if text.contains("forcing trap when growing memory") {
         "hit its memory limit".to_string()
     } else if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
-        let first = text.lines().next().unwrap_or_default();
-        format!("trapped ({trap}): {first}")
+        // The first line of `text` is the header of the wasm backtrace, not the cause;
+        // the backtrace itself is for plugin authors.
+        tracing::debug!(plugin = label, "{text}");
+        format!("trapped ({trap})")
     } else if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         format!("exited with status {}", exit.0)
     } else {

@@ -1,0 +1,372 @@
+//! Hostile plugins: a transform (the `hostile` fixture) attacks its sandbox on the first
+//! batch — files outside its grants, the environment, the network, time, memory, stack,
+//! the plugin contract, a secret — and the host must contain it: the run fails naming the
+//! plugin and the grant or limit it ran into, the host itself exits normally, nothing of
+//! the epoch is published, and the same pipeline without the hostile stage then completes.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStderr, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const ROWS: usize = 100;
+
+/// A scratch directory with `ROWS` orders in `data/orders.csv`.
+fn scratch_with_orders() -> Scratch {
+    let scratch = Scratch::new();
+    scratch.write(
+        "data/orders.csv",
+        format!("{ORDERS_HEADER}{}", orders_csv(&orders(1, ROWS))),
+    );
+    scratch
+}
+
+/// The hostile stage: `stage` holds its grants and limits, `config` the attack's settings
+/// (each a block of lines, possibly empty).
+fn hostile(attack: &str, stage: &str, config: &str) -> String {
+    let fixture = fixture("hostile");
+    format!(
+        "[[transform]]\nname = \"hostile\"\nplugin = \"{}\"\nsha256 = \"{}\"\n{stage}[transform.config]\nattack = \"{attack}\"\n{config}",
+        fixture.display(),
+        sha256_file(&fixture)
+    )
+}
+
+/// Run the standard pipeline with `stage` in it.
+fn run_with(scratch: &Scratch, stage: &str, args: &[&str]) -> Output {
+    let spec = PipelineSpec {
+        extra_transform: stage,
+        max_attempts: 1,
+        ..PipelineSpec::default()
+    };
+    scratch.write("pipeline.toml", spec.render());
+    let mut command = vec!["run", "pipeline.toml"];
+    command.extend_from_slice(args);
+    scratch.host(&command)
+}
+
+/// The run failed as a run (exit 1, one `error:` line naming the hostile plugin, no panic),
+/// published nothing, and the pipeline without the hostile stage then completes from the
+/// state the failed run left.
+fn assert_contained(scratch: &Scratch, run: &Output) {
+    assert_eq!(run.code, 1, "the run fails, the host survives: {run:?}");
+    assert!(
+        run.stderr.contains("error: transform \"hostile\""),
+        "the error names the plugin: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(
+        parquet_files(&scratch.path("out")).is_empty(),
+        "nothing is published"
+    );
+
+    let clean = run_with(scratch, "", &[]);
+    clean.assert_ok();
+    assert!(
+        clean.stdout.contains(&format!("{ROWS} rows read")),
+        "{}",
+        clean.stdout
+    );
+    assert_output_matches(&scratch.path("out"), &orders(1, ROWS));
+}
+
+#[test]
+fn reading_etc_passwd_is_denied_by_every_path() {
+    let scratch = scratch_with_orders();
+    std::os::unix::fs::symlink("/etc/passwd", scratch.path("data/passwd")).unwrap();
+    let stage = hostile(
+        "read-passwd",
+        "fs = [\"data\"]\n",
+        "paths = [\"/etc/passwd\", \"../../../../../etc/passwd\", \"data/../../../../../etc/passwd\", \"data/passwd\"]\n",
+    );
+    let run = run_with(&scratch, &stage, &[]);
+    assert!(
+        run.stderr.contains("read-passwd: blocked: /etc/passwd: "),
+        "the plugin reports every read failed: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("root:"), "{}", run.stderr);
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn writing_outside_the_read_write_grant_is_denied() {
+    let scratch = scratch_with_orders();
+    std::fs::create_dir_all(scratch.path("box")).unwrap();
+    std::os::unix::fs::symlink("..", scratch.path("box/up")).unwrap();
+    let in_tmp = std::env::temp_dir().join(format!("ingest-escape-{}.txt", std::process::id()));
+    let config = format!(
+        "paths = [\"../escape.txt\", \"{}\", \"box/../escape.txt\", \"box/up/escape.txt\", \"data/escape.txt\"]\n",
+        in_tmp.display()
+    );
+    let stage = hostile("write-outside", "fs = [\"data\", \"box:rw\"]\n", &config);
+    let run = run_with(&scratch, &stage, &[]);
+    assert!(
+        run.stderr
+            .contains("write-outside: blocked: ../escape.txt: "),
+        "the plugin reports every write failed: {}",
+        run.stderr
+    );
+    for escaped in [
+        scratch.path("escape.txt"),
+        scratch.path("data/escape.txt"),
+        in_tmp,
+    ] {
+        assert!(!escaped.exists(), "{} was created", escaped.display());
+    }
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn the_environment_of_the_host_is_invisible() {
+    let scratch = scratch_with_orders();
+    let run = run_with(&scratch, &hostile("read-env", "", ""), &[]);
+    assert!(
+        run.stderr.contains("read-env: blocked: HOME: "),
+        "the plugin sees no variable: {}",
+        run.stderr
+    );
+    // The host's environment holds the mask key's variable.
+    assert!(!run.stderr.contains("TEST_MASK_KEY"), "{}", run.stderr);
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn the_network_is_off() {
+    let scratch = scratch_with_orders();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stage = hostile("connect", "", &format!("port = {port}\n"));
+    let run = run_with(&scratch, &stage, &[]);
+    assert!(
+        run.stderr.contains("connect: blocked: tcp 127.0.0.1:"),
+        "the plugin reports every connection failed: {}",
+        run.stderr
+    );
+    assert_eq!(
+        listener.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "nothing connected to the test's port"
+    );
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn an_endless_loop_is_stopped_by_its_deadline() {
+    let scratch = scratch_with_orders();
+    let attack = Attacking::start(
+        &scratch,
+        &hostile("infinite-loop", "deadline = \"1s\"\n", ""),
+    );
+    let started = Instant::now();
+    let run = attack.finish(Duration::from_secs(10));
+    let took = started.elapsed();
+    assert!(
+        run.stderr.contains("exceeded its deadline of 1s"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?} after the loop began"
+    );
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn unbounded_allocation_is_stopped_by_the_memory_limit() {
+    let scratch = scratch_with_orders();
+    let attack = Attacking::start(&scratch, &hostile("allocate", "memory = \"64MiB\"\n", ""));
+    let started = Instant::now();
+    let run = attack.finish(Duration::from_secs(10));
+    let took = started.elapsed();
+    assert!(
+        run.stderr.contains("hit its memory limit"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?} after the allocation began"
+    );
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn unbounded_recursion_traps() {
+    let scratch = scratch_with_orders();
+    let run = run_with(&scratch, &hostile("deep-recursion", "", ""), &[]);
+    assert!(
+        run.stderr
+            .contains("trapped (wasm trap: call stack exhausted)"),
+        "{}",
+        run.stderr
+    );
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn a_batch_that_is_not_arrow_ipc_breaks_the_contract() {
+    let scratch = scratch_with_orders();
+    let run = run_with(&scratch, &hostile("garbage-ipc", "", ""), &[]);
+    assert!(
+        run.stderr.contains("broke the plugin contract")
+            && run.stderr.contains("not valid Arrow IPC"),
+        "{}",
+        run.stderr
+    );
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn a_batch_with_an_undeclared_column_breaks_the_contract() {
+    let scratch = scratch_with_orders();
+    let run = run_with(&scratch, &hostile("wrong-schema", "", ""), &[]);
+    assert!(
+        run.stderr.contains("broke the plugin contract") && run.stderr.contains("smuggled"),
+        "{}",
+        run.stderr
+    );
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn a_secret_the_plugin_prints_logs_or_returns_is_redacted() {
+    let scratch = scratch_with_orders();
+    let stage = hostile("print-secret", "secrets = [\"mask_key\"]\n", "");
+    let run = run_with(&scratch, &stage, &["--log", "info"]);
+    assert!(
+        !run.stdout.contains(MASK_KEY) && !run.stderr.contains(MASK_KEY),
+        "the secret leaked: {run:?}"
+    );
+    for channel in [
+        "print-secret on stdout: [redacted]",
+        "print-secret on stderr: [redacted]",
+        "print-secret in the log: [redacted]",
+        "print-secret: the secret is [redacted]",
+    ] {
+        assert!(
+            run.stderr.contains(channel),
+            "`{channel}` is missing: {}",
+            run.stderr
+        );
+    }
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn a_plugin_that_exits_the_process_only_ends_its_own_instance() {
+    let scratch = scratch_with_orders();
+    let run = run_with(&scratch, &hostile("exit", "", ""), &[]);
+    assert!(run.stderr.contains("exited with status"), "{}", run.stderr);
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn sigterm_stops_an_endless_loop_long_before_its_deadline() {
+    let scratch = scratch_with_orders();
+    let attack = Attacking::start(
+        &scratch,
+        &hostile("infinite-loop", "deadline = \"60s\"\n", ""),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &attack.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let run = attack.finish(Duration::from_secs(10));
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?} after SIGTERM");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("error: the run was cancelled"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(parquet_files(&scratch.path("out")).is_empty());
+
+    let clean = run_with(&scratch, "", &[]);
+    clean.assert_ok();
+    assert_output_matches(&scratch.path("out"), &orders(1, ROWS));
+}
+
+/// A run of the pipeline with `stage` in it, caught in the act: the plugin has logged
+/// that it begins its attack.
+struct Attacking {
+    child: Child,
+    stderr: BufReader<ChildStderr>,
+    seen: String,
+}
+
+impl Attacking {
+    fn start(scratch: &Scratch, stage: &str) -> Self {
+        let spec = PipelineSpec {
+            extra_transform: stage,
+            max_attempts: 1,
+            ..PipelineSpec::default()
+        };
+        scratch.write("pipeline.toml", spec.render());
+        let mut child = scratch
+            .command(&["run", "pipeline.toml", "--log", "info"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut attacking = Attacking {
+            child,
+            stderr,
+            seen: String::new(),
+        };
+        loop {
+            let mut line = String::new();
+            let n = attacking.stderr.read_line(&mut line).unwrap();
+            assert_ne!(
+                n, 0,
+                "the host ended before the attack began: {}",
+                attacking.seen
+            );
+            attacking.seen.push_str(&line);
+            if line.contains("attacking: ") {
+                return attacking;
+            }
+        }
+    }
+
+    /// Wait for the host to end, at most `limit`; what it printed to stderr, all of it.
+    fn finish(self, limit: Duration) -> Output {
+        let Attacking {
+            mut child,
+            mut stderr,
+            mut seen,
+        } = self;
+        let rest = std::thread::spawn(move || {
+            let mut rest = String::new();
+            stderr.read_to_string(&mut rest).map(|_| rest)
+        });
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > limit {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("the host still ran {limit:?} into the attack: {seen}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        seen.push_str(&rest.join().unwrap().unwrap());
+        Output {
+            code: status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: seen,
+        }
+    }
+}
