@@ -25,6 +25,7 @@ const INPUTS: &[&str] = &[
     "plugins/file-source",
     "plugins/pii-mask",
     "plugins/file-sink",
+    "plugins/zstd-shim",
     "tests/fixtures",
 ];
 

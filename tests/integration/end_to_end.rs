@@ -238,3 +238,61 @@ fn rows_appended_to_the_input_are_the_only_ones_a_rerun_adds() {
     expected.extend(more);
     assert_output_matches(&scratch.path("out"), &expected);
 }
+
+#[test]
+fn our_own_zstd_parquet_output_reads_back_through_the_file_source() {
+    let scratch = Scratch::new();
+    let expected = orders(1, 20_000);
+    scratch.write(
+        "data/orders.csv",
+        format!("{ORDERS_HEADER}{}", orders_csv(&expected)),
+    );
+    scratch.write("pipeline.toml", PipelineSpec::default().render());
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+
+    // A second pipeline reads the lake the first one wrote (Parquet, zstd) into JSON Lines.
+    scratch.write(
+        "lake-to-jsonl.toml",
+        r#"[pipeline]
+name = "lake-to-jsonl"
+[[source]]
+plugin = "builtin:file"
+fs = ["out"]
+[source.config]
+path = "out/orders/*.parquet"
+stream = "orders"
+[[sink]]
+plugin = "builtin:file"
+fs = ["copy:rw"]
+[sink.config]
+path = "copy"
+format = "jsonl"
+"#,
+    );
+    let run = scratch.host(&["run", "lake-to-jsonl.toml"]);
+    run.assert_ok();
+    assert!(run.stdout.contains("20000 rows read"), "{}", run.stdout);
+    let mut copied = std::collections::BTreeMap::new();
+    for file in std::fs::read_dir(scratch.path("copy/orders")).unwrap() {
+        for line in std::fs::read_to_string(file.unwrap().path())
+            .unwrap()
+            .lines()
+        {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            copied.insert(row["order_id"].as_i64().unwrap(), row);
+        }
+    }
+    assert_eq!(copied.len(), expected.len());
+    for o in &expected {
+        let row = &copied[&o.order_id];
+        assert_eq!(row["customer_email"], hmac_hex(MASK_KEY, &o.customer_email));
+        assert_eq!(
+            row["notes"],
+            if o.notes.is_empty() {
+                serde_json::Value::Null
+            } else {
+                o.notes.clone().into()
+            }
+        );
+    }
+}
