@@ -22,3 +22,7 @@ lint:
 # Show what a plugin could do before granting it anything.
 inspect plugin:
     cargo run -- plugins inspect {{plugin}}
+
+# Benchmark job R1 against DuckDB, Polars and PyArrow (prints ratios; results in bench/results/).
+bench *args:
+    scripts/bench {{args}}

@@ -1,0 +1,77 @@
+"""The peer tools on job R1: read the orders CSV, mask customer_email (SHA-256 hex) and
+phone (every character but the last four becomes '*'), write Parquet with zstd.
+Usage: peers.py TOOL INPUT.csv OUTPUT.parquet"""
+
+import hashlib
+import sys
+
+
+def duckdb_job(src, dst, threads):
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET threads = {threads}")
+    con.execute(
+        f"""COPY (
+            SELECT * REPLACE (
+                sha256(customer_email) AS customer_email,
+                repeat('*', greatest(length(phone) - 4, 0)) || right(phone, 4) AS phone)
+            FROM read_csv('{src}', header = true, all_varchar = false)
+        ) TO '{dst}' (FORMAT parquet, COMPRESSION zstd)"""
+    )
+
+
+def polars_job(src, dst):
+    import polars as pl
+
+    sha = lambda s: s.map_elements(lambda v: hashlib.sha256(v.encode()).hexdigest(), return_dtype=pl.Utf8)
+    (
+        pl.scan_csv(src)
+        .with_columns(
+            sha(pl.col("customer_email")).alias("customer_email"),
+            (pl.lit("*").repeat_by(pl.col("phone").str.len_chars() - 4).list.join("") + pl.col("phone").str.slice(-4)).alias("phone"),
+        )
+        .sink_parquet(dst, compression="zstd")
+    )
+
+
+def pyarrow_job(src, dst):
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    reader = pcsv.open_csv(
+        src,
+        read_options=pcsv.ReadOptions(block_size=16 << 20),
+        parse_options=pcsv.ParseOptions(newlines_in_values=True),
+    )
+    writer = None
+    for batch in reader:
+        emails = [hashlib.sha256(v.encode()).hexdigest() for v in batch.column("customer_email").to_pylist()]
+        phones = ["*" * max(len(v) - 4, 0) + v[-4:] for v in batch.column("phone").to_pylist()]
+        cols = {name: batch.column(name) for name in batch.schema.names}
+        cols["customer_email"] = pa.array(emails)
+        cols["phone"] = pa.array(phones)
+        table = pa.table(cols)
+        if writer is None:
+            writer = pq.ParquetWriter(dst, table.schema, compression="zstd")
+        writer.write_table(table)
+    writer.close()
+
+
+def main():
+    tool, src, dst = sys.argv[1:4]
+    if tool == "duckdb":
+        duckdb_job(src, dst, 2)
+    elif tool == "duckdb-1t":
+        duckdb_job(src, dst, 1)
+    elif tool == "polars":
+        polars_job(src, dst)
+    elif tool == "pyarrow":
+        pyarrow_job(src, dst)
+    else:
+        sys.exit(f"unknown tool {tool}")
+
+
+if __name__ == "__main__":
+    main()

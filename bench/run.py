@@ -1,0 +1,206 @@
+"""The benchmark harness: our host and the peer tools on the same data, in the same run,
+alternating, repeated; median wall time, CPU time and peak RSS (from the OS, through
+/usr/bin/time -v), rows/s and MB/s, and the ratio ours/peer. Outputs are checked to agree
+(row count, and the masked values of a sample of rows) before any figure is printed.
+Results go to bench/results/ as Markdown with the machine description.
+
+Usage: python3 bench/run.py [--rows N] [--repeat K] [--tools duckdb,polars,pyarrow]
+"""
+
+import argparse
+import datetime
+import hashlib
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+HOST = os.path.join(ROOT, "target", "release", "host")
+KEY = "bench-mask-key"
+
+PIPELINE = """[pipeline]
+name = "r1"
+[state]
+dir = "{work}/state"
+[checkpoint]
+every_rows = 10000000
+every_bytes = "4GiB"
+[secrets]
+mask_key = {{ env = "BENCH_MASK_KEY" }}
+[[source]]
+plugin = "builtin:file"
+fs = ["{data_dir}"]
+[source.config]
+path = "{data}"
+stream = "orders"
+[source.config.schema]
+amount = "utf8"
+{extra}
+[[transform]]
+plugin = "builtin:pii-mask"
+secrets = ["mask_key"]
+[transform.config]
+{key}
+[transform.config.columns]
+customer_email = "{email_rule}"
+phone = "keep-last-4"
+[[sink]]
+plugin = "builtin:file"
+fs = ["{work}/out:rw"]
+[sink.config]
+path = "{work}/out"
+format = "parquet"
+compression = "zstd"
+"""
+
+# A pass-through transform (the test fixture with no trap configured): the boundary tax.
+IDENTITY_WASM = os.path.join(ROOT, "target", "wasm-plugins", "wasm32-wasip2", "release", "trap_transform.wasm")
+
+
+def identity_stage():
+    digest = hashlib.sha256(open(IDENTITY_WASM, "rb").read()).hexdigest()
+    return f'[[transform]]\nname = "identity"\nplugin = "{IDENTITY_WASM}"\nsha256 = "{digest}"\n'
+
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def measure(cmd, env=None):
+    """Run cmd under /usr/bin/time -v; return (wall s, cpu s, max rss MiB)."""
+    out = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{out.stdout}\n{out.stderr[-3000:]}")
+    stats = {}
+    for line in out.stderr.splitlines():
+        if ":" in line:
+            k, _, v = line.strip().rpartition(": ")
+            stats[k.strip()] = v.strip()
+    wall = stats["Elapsed (wall clock) time (h:mm:ss or m:ss)"].split(":")
+    wall_s = sum(float(p) * 60 ** i for i, p in enumerate(reversed(wall)))
+    cpu = float(stats["User time (seconds)"]) + float(stats["System time (seconds)"])
+    rss = int(stats["Maximum resident set size (kbytes)"]) / 1024
+    return wall_s, cpu, rss
+
+
+def venv(tools):
+    path = os.path.join(HERE, ".venv")
+    python = os.path.join(path, "bin", "python")
+    if not os.path.exists(python):
+        sh([sys.executable, "-m", "venv", path])
+    wanted = {"duckdb": "duckdb", "duckdb-1t": "duckdb", "polars": "polars", "pyarrow": "pyarrow"}
+    pkgs = sorted({wanted[t] for t in tools} | {"duckdb"})
+    sh([python, "-m", "pip", "install", "-q"] + pkgs)
+    return python
+
+
+def verify(python, outputs, rows):
+    """Row counts and a sample of masked values must agree across every tool."""
+    script = """
+import duckdb, json, sys
+res = {}
+for name, path in json.loads(sys.argv[1]).items():
+    q = f"read_parquet('{path}')"
+    n = duckdb.sql(f"SELECT count(*) FROM {q}").fetchall()[0][0]
+    sample = duckdb.sql(f"SELECT order_id, customer_email, phone FROM {q} WHERE order_id IN (1, 2, 777, 99999) ORDER BY order_id").fetchall()
+    res[name] = [n, [list(map(str, r)) for r in sample]]
+print(json.dumps(res))
+"""
+    import json
+
+    out = subprocess.run([python, "-c", script, json.dumps(outputs)], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"cannot verify the outputs:\n{out.stderr}")
+    res = json.loads(out.stdout)
+    ref_name = next(iter(res))
+    for name, (n, sample) in res.items():
+        if n != rows:
+            sys.exit(f"{name} wrote {n} rows, expected {rows}")
+        if sample != res[ref_name][1]:
+            sys.exit(f"masked values differ between {ref_name} and {name}:\n{res[ref_name][1]}\n{sample}")
+    # And the masks are what they should be, computed here.
+    for order_id, email, phone in res[ref_name][1]:
+        assert len(email) == 64 and phone.startswith("*"), (order_id, email, phone)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=5_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tools", default="duckdb,duckdb-1t,polars,pyarrow")
+    args = ap.parse_args()
+    tools = [t for t in args.tools.split(",") if t]
+
+    sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    data_dir = os.path.join(HERE, "data")
+    os.makedirs(data_dir, exist_ok=True)
+    data = os.path.join(data_dir, f"orders-{args.rows}.csv")
+    if not os.path.exists(data):
+        print(f"generating {args.rows} rows → {data}")
+        sh([sys.executable, os.path.join(HERE, "generate.py"), str(args.rows), data + ".tmp"])
+        os.rename(data + ".tmp", data)
+    size_mb = os.path.getsize(data) / 1e6
+    python = venv(tools)
+    env = dict(os.environ, BENCH_MASK_KEY=KEY, INGEST_CACHE_DIR=os.path.join(HERE, ".cache"))
+
+    work = tempfile.mkdtemp(prefix="bench-", dir=HERE)
+    variants = {
+        "ours (sha256)": ("sha256", "", ""),
+        "ours (hmac-sha256)": ("hmac-sha256", f'key_secret = "mask_key"', ""),
+        "ours + identity transform": ("sha256", "", identity_stage()),
+    }
+    runs = {name: [] for name in list(variants) + tools}
+    outputs = {}
+    for rep in range(args.repeat):
+        for name, (rule, key, extra) in variants.items():
+            w = os.path.join(work, f"v{list(variants).index(name)}")
+            shutil.rmtree(w, ignore_errors=True)
+            os.makedirs(w)
+            pipeline = os.path.join(w, "pipeline.toml")
+            with open(pipeline, "w") as f:
+                f.write(PIPELINE.format(work=w, data_dir=data_dir, data=data, email_rule=rule, key=key, extra=extra))
+            runs[name].append(measure([HOST, "run", pipeline], env))
+            outputs[name] = os.path.join(w, "out", "orders", "*.parquet")
+        for tool in tools:
+            dst = os.path.join(work, f"{tool}.parquet")
+            if os.path.exists(dst):
+                os.remove(dst)
+            runs[tool].append(measure([python, os.path.join(HERE, "peers.py"), tool, data, dst]))
+            outputs[tool] = dst
+        print(f"repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
+
+    med = {name: tuple(statistics.median(r[i] for r in rs) for i in range(3)) for name, rs in runs.items()}
+    ours = med["ours (sha256)"][0]
+    lines = [
+        f"# R1: {args.rows:,} orders, {size_mb:.0f} MB CSV → masked Parquet (zstd)",
+        "",
+        f"{datetime.date.today()}, {platform.node()}: {os.cpu_count()} vCPUs, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.platform()}. "
+        f"Median of {args.repeat}, alternating. Outputs verified equal (row count, masked sample).",
+        "",
+        "| tool | wall s | CPU s | peak RSS MiB | rows/s | MB/s | ours ÷ tool (wall) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, (wall, cpu, rss) in med.items():
+        lines.append(
+            f"| {name} | {wall:.2f} | {cpu:.2f} | {rss:.0f} | {args.rows / wall:,.0f} | {size_mb / wall:.0f} | {ours / wall:.2f} |"
+        )
+    report = "\n".join(lines) + "\n"
+    print(report)
+    verify(python, {k: v for k, v in outputs.items() if "hmac" not in k}, args.rows)
+    print("outputs verified: same row count and the same masked values in every tool")
+    result = os.path.join(HERE, "results", f"{datetime.date.today()}-r1-{args.rows}.md")
+    with open(result, "w") as f:
+        f.write(report)
+    print(f"written to {result}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
