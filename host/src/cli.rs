@@ -269,6 +269,7 @@ async fn check(path: &Path) -> Result<(), Failure> {
             .fs
             .iter()
             .map(|g| format!("{}{}", g.guest_path, if g.writable { ":rw" } else { "" }))
+            .chain(plugin.net.iter().map(|n| format!("net {n}")))
             .chain(plugin.secrets.iter().map(|s| format!("secret {s}")))
             .collect();
         println!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::plugin::{Kind, PluginRef};
-use crate::sandbox::{FsGrant, Limits};
+use crate::sandbox::{FsGrant, Limits, NetGrant};
 use crate::secrets::SecretSource;
 
 // ---------------------------------------------------------------------------------------
@@ -100,6 +100,8 @@ struct RawStage {
     config: Option<toml::Spanned<toml::Table>>,
     #[serde(default)]
     fs: Vec<String>,
+    #[serde(default)]
+    net: Vec<String>,
     #[serde(default)]
     secrets: Vec<String>,
     memory: Option<ByteSize>,
@@ -251,6 +253,8 @@ pub struct Stage {
     /// Line of the `config` table in the pipeline file, for messages.
     pub config_span: Option<Range<usize>>,
     pub fs: Vec<FsGrant>,
+    /// `host:port` the plugin may connect to over TCP.
+    pub net: Vec<NetGrant>,
     pub secrets: Vec<String>,
     pub limits: Limits,
     pub on_error: OnError,
@@ -586,6 +590,15 @@ fn validate_stage(
             writable,
         });
     }
+    let mut net = Vec::new();
+    for grant in &raw.net {
+        match parse_net_grant(grant) {
+            Some(g) => net.push(g),
+            None => problems.push(format!(
+                "{at}: net grant {grant:?} is not `host:port`; write e.g. \"db.internal:5432\", \"127.0.0.1:4222\" or \"[::1]:6379\""
+            )),
+        }
+    }
     for secret in &raw.secrets {
         if !secrets.contains_key(secret) {
             let known: Vec<&str> = secrets.keys().map(String::as_str).collect();
@@ -652,11 +665,32 @@ fn validate_stage(
         config_json,
         config_span,
         fs,
+        net,
         secrets: raw.secrets,
         limits,
         on_error: raw.on_error.unwrap_or(on_error),
         batch_rows: raw.batch_rows.unwrap_or(65_536).max(1),
         write_mode,
+    })
+}
+
+/// `host:port` with a port from 1 to 65535; IPv6 addresses in brackets.
+fn parse_net_grant(text: &str) -> Option<NetGrant> {
+    let (host, port) = text.trim().rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty()
+        || host.contains(['/', ' ', '[', ']'])
+        || (host.contains(':') && !text.starts_with('['))
+    {
+        return None;
+    }
+    Some(NetGrant {
+        host: host.to_string(),
+        port,
     })
 }
 
@@ -747,6 +781,17 @@ plugin = "plugins/x.wasm"
         assert!(text.contains("secret `missing`"));
         assert!(text.contains("sha256"));
         assert!(text.contains("bad name"));
+    }
+
+    #[test]
+    fn net_grants_are_host_and_port() {
+        let g = |s| parse_net_grant(s).map(|g| (g.host, g.port));
+        assert_eq!(g("db.internal:5432"), Some(("db.internal".into(), 5432)));
+        assert_eq!(g("[::1]:6379"), Some(("::1".into(), 6379)));
+        assert_eq!(g("localhost"), None);
+        assert_eq!(g("localhost:0"), None);
+        assert_eq!(g("::1:80"), None);
+        assert_eq!(g("http://x:80"), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! its memory cap, its per-call deadline, and the capture of what it prints.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// A directory a plugin may open.
@@ -24,6 +26,23 @@ pub struct FsGrant {
     pub guest_path: String,
     /// Whether the plugin may create, change and delete files in it.
     pub writable: bool,
+}
+
+/// A `host:port` a plugin may connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetGrant {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for NetGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// Hard limits of one plugin instance.
@@ -48,6 +67,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
     pub fs: Vec<FsGrant>,
+    /// The socket addresses the plugin may connect to over TCP: its `net` grants,
+    /// resolved by the host. Nothing else is reachable, whatever a name resolves to later.
+    pub net: Vec<SocketAddr>,
     /// Granted secrets by name, with their resolved values.
     pub secrets: BTreeMap<String, String>,
     pub limits: Limits,
@@ -107,9 +129,24 @@ pub fn new_store(
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdout(PluginOutput::new(label.clone(), "stdout"))
         .stderr(PluginOutput::new(label.clone(), "stderr"))
-        .allow_tcp(false)
+        .allow_tcp(!grants.net.is_empty())
         .allow_udp(false)
-        .allow_ip_name_lookup(false);
+        .allow_ip_name_lookup(!grants.net.is_empty());
+    let allowed = Arc::new(grants.net.clone());
+    let plugin = label.clone();
+    wasi.socket_addr_check(move |addr, used| {
+        let permitted = match used {
+            // Connecting binds the wildcard address first; binding anything else would
+            // let the plugin listen.
+            SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+            SocketAddrUse::TcpConnect => allowed.contains(&addr),
+            _ => false,
+        };
+        if !permitted && !matches!(used, SocketAddrUse::TcpBind) {
+            tracing::warn!(plugin = %plugin, "denied {used:?} to {addr}: not in the plugin's `net` grant");
+        }
+        Box::pin(async move { permitted })
+    });
     for grant in &grants.fs {
         let perms = if grant.writable {
             FsPerms::ReadWrite

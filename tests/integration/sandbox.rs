@@ -155,6 +155,70 @@ fn the_network_is_off() {
 }
 
 #[test]
+fn a_granted_host_and_port_is_reachable_by_address_and_by_name() {
+    let scratch = scratch_with_orders();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stage = hostile(
+        "connect-ok",
+        &format!("net = [\"localhost:{port}\"]\n"),
+        &format!("port = {port}\n"),
+    );
+    let run = run_with(&scratch, &stage, &[]);
+    run.assert_ok();
+    listener.set_nonblocking(true).unwrap();
+    let accepted = std::iter::from_fn(|| listener.accept().ok()).count();
+    assert_eq!(accepted, 2, "both connections reached the granted port");
+}
+
+#[test]
+fn with_a_net_grant_every_other_port_stays_closed() {
+    let scratch = scratch_with_orders();
+    let granted = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let (granted_port, other_port) = (
+        granted.local_addr().unwrap().port(),
+        other.local_addr().unwrap().port(),
+    );
+    let stage = hostile(
+        "connect",
+        &format!("net = [\"127.0.0.1:{granted_port}\"]\n"),
+        &format!("port = {other_port}\n"),
+    );
+    let run = run_with(&scratch, &stage, &["--log", "warn"]);
+    assert!(
+        run.stderr.contains("connect: blocked: tcp 127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("not in the plugin's `net` grant"),
+        "the host log names the denied connection: {}",
+        run.stderr
+    );
+    assert_eq!(
+        other.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn a_malformed_net_grant_is_a_config_error_naming_the_entry() {
+    let scratch = scratch_with_orders();
+    let stage = hostile("connect-ok", "net = [\"localhost\"]\n", "");
+    let run = run_with(&scratch, &stage, &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("net grant \"localhost\" is not `host:port`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn an_endless_loop_is_stopped_by_its_deadline() {
     let scratch = scratch_with_orders();
     let attack = Attacking::start(

@@ -152,8 +152,20 @@ fn grants(stage: &Stage, secrets: &BTreeMap<String, String>) -> Result<Grants, R
             })?;
         }
     }
+    let mut net = Vec::new();
+    for grant in &stage.net {
+        use std::net::ToSocketAddrs;
+        let resolved = (grant.host.as_str(), grant.port)
+            .to_socket_addrs()
+            .map_err(|e| RunError::AccessDenied {
+                plugin: stage.label(),
+                message: format!("cannot resolve its net grant {grant}: {e}"),
+            })?;
+        net.extend(resolved);
+    }
     Ok(Grants {
         fs: stage.fs.clone(),
+        net,
         secrets: stage
             .secrets
             .iter()
