@@ -12,18 +12,16 @@
 //! staging area. All paths here are relative to `<path>`, with `/` separators.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
-use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
-use arrow_array::timezone::Tz;
 use arrow_array::types::{
     Date32Type, Date64Type, TimestampMicrosecondType, TimestampMillisecondType,
     TimestampNanosecondType, TimestampSecondType,
 };
-use arrow_array::{make_array, new_empty_array, Array, ArrayRef, RecordBatch, StringArray};
-use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Schema, TimeUnit};
+use ingest_sdk::text::{can_display, to_text};
+pub use ingest_sdk::text::{text_safe, text_safe_type};
 use ingest_sdk::{Error, Result};
 
 use crate::config::{Granularity, Partitioning};
@@ -190,7 +188,7 @@ impl Partitioner {
             _ => Granularity::Value,
         });
         let source = match (granularity, dated) {
-            (Granularity::Value, _) if can_display(&text_safe_type(data_type)) => Source::Value,
+            (Granularity::Value, _) if can_display(data_type) => Source::Value,
             (Granularity::Value, _) => {
                 return Err(Error::config(format!(
                     "file sink, stream `{stream}`: column `{column}` has type {data_type}, which \
@@ -367,57 +365,6 @@ fn group<K: std::hash::Hash + Eq + Copy>(
         }
     }
     rendered
-}
-
-/// `data_type` as it is turned into text: a timestamp in a named time zone, which this
-/// build cannot resolve (arrow's `chrono-tz` feature is off), is rendered at offset `+00:00`;
-/// the instant stays the same.
-pub fn text_safe_type(data_type: &DataType) -> DataType {
-    match data_type {
-        DataType::Timestamp(unit, Some(tz)) if tz.parse::<Tz>().is_err() => {
-            DataType::Timestamp(*unit, Some("+00:00".into()))
-        }
-        other => other.clone(),
-    }
-}
-
-/// `array` relabelled with [`text_safe_type`]: the values are not touched.
-pub fn text_safe(array: &ArrayRef) -> std::result::Result<ArrayRef, String> {
-    let safe = text_safe_type(array.data_type());
-    if &safe == array.data_type() {
-        return Ok(array.clone());
-    }
-    let data = array
-        .to_data()
-        .into_builder()
-        .data_type(safe)
-        .build()
-        .map_err(|e| e.to_string())?;
-    Ok(make_array(data))
-}
-
-/// Whether values of `data_type` can be turned into text by [`to_text`].
-fn can_display(data_type: &DataType) -> bool {
-    ArrayFormatter::try_new(new_empty_array(data_type).as_ref(), &FormatOptions::new()).is_ok()
-}
-
-/// `array` as text, value by value, as arrow-cast displays it (what a cast to `Utf8` gives),
-/// with nulls kept. The formatter, unlike the general `cast` kernel, does not bring every
-/// conversion between every pair of types into the component.
-fn to_text(array: &ArrayRef) -> std::result::Result<StringArray, String> {
-    let array = text_safe(array)?;
-    let formatter = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::new())
-        .map_err(|e| e.to_string())?;
-    let mut out = StringBuilder::with_capacity(array.len(), array.len() * 16);
-    for i in 0..array.len() {
-        if array.is_null(i) {
-            out.append_null();
-        } else {
-            write!(out, "{}", formatter.value(i)).map_err(|e| e.to_string())?;
-            out.append_value("");
-        }
-    }
-    Ok(out.finish())
 }
 
 /// Whether `value` starts with an ISO 8601 calendar date `YYYY-MM-DD` (month 01-12, day

@@ -4,14 +4,11 @@
 //! Masked columns become nullable `Utf8` (other types are turned into text first, as
 //! arrow-cast displays them); all other columns pass through as the very same arrays.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
-use arrow_array::builder::StringBuilder;
-use arrow_array::timezone::Tz;
-use arrow_array::{make_array, new_empty_array, Array, ArrayRef, RecordBatch, StringArray};
-use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use ingest_sdk::text::{can_display, to_text};
 use ingest_sdk::transform::{Output, Transform};
 use ingest_sdk::{host, Error, Result};
 
@@ -205,49 +202,6 @@ fn resolve<'c>(config: &'c MaskConfig, input: &Schema) -> Result<Vec<(usize, &'c
         problems.join("; "),
         have.join(", ")
     )))
-}
-
-/// `data_type` as it is turned into text: a timestamp in a named time zone, which this
-/// build cannot resolve (arrow's `chrono-tz` feature is off), is rendered at offset `+00:00`
-/// (as `...Z`); the instant stays the same.
-fn text_safe_type(data_type: &DataType) -> DataType {
-    match data_type {
-        DataType::Timestamp(unit, Some(tz)) if tz.parse::<Tz>().is_err() => {
-            DataType::Timestamp(*unit, Some("+00:00".into()))
-        }
-        other => other.clone(),
-    }
-}
-
-/// Whether values of `data_type` can be turned into text by [`to_text`].
-fn can_display(data_type: &DataType) -> bool {
-    let safe = text_safe_type(data_type);
-    ArrayFormatter::try_new(new_empty_array(&safe).as_ref(), &FormatOptions::new()).is_ok()
-}
-
-/// `array` as text, value by value, as arrow-cast displays it (what a cast to `Utf8` gives),
-/// with nulls kept. The formatter, unlike the general `cast` kernel, does not bring every
-/// conversion between every pair of types into the component.
-fn to_text(array: &ArrayRef) -> std::result::Result<StringArray, String> {
-    let safe = text_safe_type(array.data_type());
-    let array = if &safe == array.data_type() {
-        array.clone()
-    } else {
-        let data = array.to_data().into_builder().data_type(safe).build();
-        make_array(data.map_err(|e| e.to_string())?)
-    };
-    let formatter = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::new())
-        .map_err(|e| e.to_string())?;
-    let mut out = StringBuilder::with_capacity(array.len(), array.len() * 16);
-    for i in 0..array.len() {
-        if array.is_null(i) {
-            out.append_null();
-        } else {
-            write!(out, "{}", formatter.value(i)).map_err(|e| e.to_string())?;
-            out.append_value("");
-        }
-    }
-    Ok(out.finish())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod host;
 pub mod ipc;
 pub mod sink;
 pub mod source;
+pub mod text;
 pub mod transform;
 
 pub use arrow_array::RecordBatch;
