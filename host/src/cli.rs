@@ -339,12 +339,10 @@ fn inspect(target: &str) -> Result<(), Failure> {
             bytes,
         )
     };
-    let info = plugin::inspect(&runtime, &label, &bytes)
-        .map_err(|e| Failure {
-            code: 2,
-            error: e.into(),
-        })
-        .context_failure("cannot inspect the plugin")?;
+    let info = plugin::inspect(&runtime, &label, &bytes).map_err(|e| Failure {
+        code: 2,
+        error: anyhow::Error::from(e).context("cannot inspect the plugin"),
+    })?;
     println!("plugin:  {label}");
     println!("size:    {} bytes", info.size);
     println!("sha256:  {}", info.sha256);
@@ -366,19 +364,6 @@ fn inspect(target: &str) -> Result<(), Failure> {
         println!("  {i}");
     }
     Ok(())
-}
-
-trait FailureContext<T> {
-    fn context_failure(self, what: &'static str) -> Result<T, Failure>;
-}
-
-impl<T> FailureContext<T> for Result<T, Failure> {
-    fn context_failure(self, what: &'static str) -> Result<T, Failure> {
-        self.map_err(|f| Failure {
-            code: f.code,
-            error: f.error.context(what),
-        })
-    }
 }
 
 fn state_show(path: &Path) -> Result<(), Failure> {

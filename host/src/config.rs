@@ -213,6 +213,8 @@ pub struct Pipeline {
     pub name: String,
     /// The pipeline file, for messages.
     pub file: PathBuf,
+    /// The text of the pipeline file, to point at the line of a key a plugin refused.
+    pub text: String,
     pub state_dir: PathBuf,
     pub dlq_dir: PathBuf,
     pub checkpoint: CheckpointPolicy,
@@ -475,6 +477,7 @@ fn validate(
     Some(Pipeline {
         name,
         file: file.to_path_buf(),
+        text: text.to_string(),
         state_dir,
         dlq_dir,
         checkpoint,

@@ -91,10 +91,7 @@ fn with_a_dead_letter_queue_bad_rows_are_set_aside_and_the_rest_arrives() {
 fn config_error(pipeline: &str, data: bool) -> Output {
     let scratch = Scratch::new();
     if data {
-        scratch.write(
-            "data/orders.csv",
-            format!("{ORDERS_HEADER}{}", orders_csv(&orders(1, 5))),
-        );
+        scratch.write_orders(&orders(1, 5));
     }
     scratch.write("pipeline.toml", pipeline);
     let run = scratch.host(&["run", "pipeline.toml"]);

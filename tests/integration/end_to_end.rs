@@ -177,10 +177,7 @@ fn example_01_masks_email_and_phone_and_keeps_everything_else() {
 fn two_hundred_thousand_rows_arrive_exactly_once_and_a_rerun_writes_nothing() {
     let scratch = Scratch::new();
     let expected = orders(1, 200_000);
-    scratch.write(
-        "data/orders.csv",
-        format!("{ORDERS_HEADER}{}", orders_csv(&expected)),
-    );
+    scratch.write_orders(&expected);
     let spec = PipelineSpec {
         every_rows: 50_000,
         ..PipelineSpec::default()
@@ -218,10 +215,7 @@ fn two_hundred_thousand_rows_arrive_exactly_once_and_a_rerun_writes_nothing() {
 fn rows_appended_to_the_input_are_the_only_ones_a_rerun_adds() {
     let scratch = Scratch::new();
     let mut expected = orders(1, 3_000);
-    scratch.write(
-        "data/orders.csv",
-        format!("{ORDERS_HEADER}{}", orders_csv(&expected)),
-    );
+    scratch.write_orders(&expected);
     scratch.write("pipeline.toml", PipelineSpec::default().render());
     scratch.host(&["run", "pipeline.toml"]).assert_ok();
 
@@ -243,10 +237,7 @@ fn rows_appended_to_the_input_are_the_only_ones_a_rerun_adds() {
 fn our_own_zstd_parquet_output_reads_back_through_the_file_source() {
     let scratch = Scratch::new();
     let expected = orders(1, 20_000);
-    scratch.write(
-        "data/orders.csv",
-        format!("{ORDERS_HEADER}{}", orders_csv(&expected)),
-    );
+    scratch.write_orders(&expected);
     scratch.write("pipeline.toml", PipelineSpec::default().render());
     scratch.host(&["run", "pipeline.toml"]).assert_ok();
 

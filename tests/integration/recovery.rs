@@ -3,23 +3,29 @@
 
 use crate::support::*;
 
-fn trap_transform(after_rows: u64) -> String {
+/// The `flaky` stage: the trap-transform fixture with `config` (one `key = value` line).
+fn flaky_stage(config: &str) -> String {
     let fixture = fixture("trap_transform");
     format!(
-        "[[transform]]\nname = \"flaky\"\nplugin = \"{}\"\nsha256 = \"{}\"\n[transform.config]\ntrap_after_rows = {after_rows}\n",
+        "[[transform]]\nname = \"flaky\"\nplugin = \"{}\"\nsha256 = \"{}\"\n[transform.config]\n{config}\n",
         fixture.display(),
         sha256_file(&fixture)
     )
+}
+
+fn trap_transform(after_rows: u64) -> String {
+    flaky_stage(&format!("trap_after_rows = {after_rows}"))
+}
+
+fn trap_at_random(probability: f64) -> String {
+    flaky_stage(&format!("trap_probability = {probability}"))
 }
 
 #[test]
 fn a_trap_mid_run_keeps_committed_epochs_and_the_next_run_resumes_after_them() {
     let scratch = Scratch::new();
     let expected = orders(1, 50_000);
-    scratch.write(
-        "data/orders.csv",
-        format!("{ORDERS_HEADER}{}", orders_csv(&expected)),
-    );
+    scratch.write_orders(&expected);
     let trapping = trap_transform(25_000);
     let spec = PipelineSpec {
         every_rows: 10_000,
@@ -64,10 +70,7 @@ fn retries_start_again_from_the_last_checkpoint_on_a_fresh_instance() {
     // before it does, so three attempts carry 50,000 rows through.
     let scratch = Scratch::new();
     let expected = orders(1, 50_000);
-    scratch.write(
-        "data/orders.csv",
-        format!("{ORDERS_HEADER}{}", orders_csv(&expected)),
-    );
+    scratch.write_orders(&expected);
     let trapping = trap_transform(25_000);
     let spec = PipelineSpec {
         every_rows: 10_000,
@@ -83,24 +86,12 @@ fn retries_start_again_from_the_last_checkpoint_on_a_fresh_instance() {
     assert_output_matches(&scratch.path("out"), &expected);
 }
 
-fn trap_at_random(probability: f64) -> String {
-    let fixture = fixture("trap_transform");
-    format!(
-        "[[transform]]\nname = \"flaky\"\nplugin = \"{}\"\nsha256 = \"{}\"\n[transform.config]\ntrap_probability = {probability}\n",
-        fixture.display(),
-        sha256_file(&fixture)
-    )
-}
-
 #[test]
 fn a_crash_at_any_point_of_the_commit_protocol_loses_nothing_and_publishes_nothing_twice() {
     let expected = orders(1, 30_000);
     for point in ingest_host::fault::POINTS {
         let scratch = Scratch::new();
-        scratch.write(
-            "data/orders.csv",
-            format!("{ORDERS_HEADER}{}", orders_csv(&expected)),
-        );
+        scratch.write_orders(&expected);
         let spec = PipelineSpec {
             every_rows: 10_000,
             batch_rows: 5_000,
@@ -228,10 +219,7 @@ fn killed_fifty_times_at_random_moments_every_row_arrives_exactly_once() {
 #[test]
 fn resetting_the_state_needs_confirmation_and_then_reads_from_the_start() {
     let scratch = Scratch::new();
-    scratch.write(
-        "data/orders.csv",
-        format!("{ORDERS_HEADER}{}", orders_csv(&orders(1, 100))),
-    );
+    scratch.write_orders(&orders(1, 100));
     scratch.write("pipeline.toml", PipelineSpec::default().render());
     scratch.host(&["run", "pipeline.toml"]).assert_ok();
 
@@ -257,10 +245,7 @@ fn resetting_the_state_needs_confirmation_and_then_reads_from_the_start() {
 #[test]
 fn a_truncated_state_file_stops_the_run_with_a_clear_error_and_writes_nothing() {
     let scratch = Scratch::new();
-    scratch.write(
-        "data/orders.csv",
-        format!("{ORDERS_HEADER}{}", orders_csv(&orders(1, 100))),
-    );
+    scratch.write_orders(&orders(1, 100));
     scratch.write("pipeline.toml", PipelineSpec::default().render());
     scratch.host(&["run", "pipeline.toml"]).assert_ok();
     let files = parquet_files(&scratch.path("out"));

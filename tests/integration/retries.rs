@@ -52,10 +52,7 @@ fn committed_epochs(scratch: &Scratch) -> Vec<(u64, u64)> {
 #[test]
 fn a_sink_that_fails_transiently_three_times_succeeds_on_the_fourth_attempt() {
     let scratch = Scratch::new();
-    scratch.write(
-        "data/orders.csv",
-        format!("{ORDERS_HEADER}{}", orders_csv(&orders(1, 3_000))),
-    );
+    scratch.write_orders(&orders(1, 3_000));
     scratch.write("pipeline.toml", pipeline(3, None));
     let run = scratch.host(&["run", "pipeline.toml"]);
     run.assert_ok();
@@ -88,10 +85,7 @@ fn a_sink_that_fails_transiently_three_times_succeeds_on_the_fourth_attempt() {
 #[test]
 fn a_sink_that_fails_permanently_stops_the_run_at_the_last_good_epoch() {
     let scratch = Scratch::new();
-    scratch.write(
-        "data/orders.csv",
-        format!("{ORDERS_HEADER}{}", orders_csv(&orders(1, 3_000))),
-    );
+    scratch.write_orders(&orders(1, 3_000));
     scratch.write("pipeline.toml", pipeline(0, Some(2)));
     let run = scratch.host(&["run", "pipeline.toml"]);
     assert_eq!(run.code, 1, "{run:?}");

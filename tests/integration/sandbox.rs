@@ -15,10 +15,7 @@ const ROWS: usize = 100;
 /// A scratch directory with `ROWS` orders in `data/orders.csv`.
 fn scratch_with_orders() -> Scratch {
     let scratch = Scratch::new();
-    scratch.write(
-        "data/orders.csv",
-        format!("{ORDERS_HEADER}{}", orders_csv(&orders(1, ROWS))),
-    );
+    scratch.write_orders(&orders(1, ROWS));
     scratch
 }
 

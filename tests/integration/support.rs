@@ -60,6 +60,14 @@ impl Scratch {
         path
     }
 
+    /// Write `orders` as `data/orders.csv`, the input of the standard test pipeline.
+    pub fn write_orders(&self, orders: &[Order]) -> PathBuf {
+        self.write(
+            "data/orders.csv",
+            format!("{ORDERS_HEADER}{}", orders_csv(orders)),
+        )
+    }
+
     /// Run `host ARGS...` in this directory with the mask key in the environment.
     pub fn host(&self, args: &[&str]) -> Output {
         host_in(self.dir.path(), args)

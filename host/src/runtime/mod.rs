@@ -176,7 +176,8 @@ fn grants(stage: &Stage, secrets: &BTreeMap<String, String>) -> Result<Grants, R
 }
 
 /// Add where in the pipeline file a key the plugin complains about is.
-fn locate(pipeline: &Pipeline, text: &str, stage: &Stage, error: RunError) -> RunError {
+fn locate(pipeline: &Pipeline, stage: &Stage, error: RunError) -> RunError {
+    let text = pipeline.text.as_str();
     let RunError::InvalidConfig { plugin, message } = error else {
         return error;
     };
@@ -214,7 +215,6 @@ pub async fn prepare(
                 .join("; "),
         )
     })?;
-    let text = std::fs::read_to_string(&pipeline.file).unwrap_or_default();
     let mut linker = Linker::new(&runtime.engine);
     capabilities::add_to_linker(&mut linker).map_err(|e| RunError::Fatal {
         plugin: "host".into(),
@@ -257,23 +257,23 @@ pub async fn prepare(
     instance
         .check()
         .await
-        .map_err(|e| locate(pipeline, &text, &pipeline.source, e))?;
+        .map_err(|e| locate(pipeline, &pipeline.source, e))?;
     let streams = instance
         .discover()
         .await
-        .map_err(|e| locate(pipeline, &text, &pipeline.source, e))?;
+        .map_err(|e| locate(pipeline, &pipeline.source, e))?;
     for t in &transforms {
         let mut instance = t.start(runtime, &cancel).await?;
         instance
             .check()
             .await
-            .map_err(|e| locate(pipeline, &text, &t.stage, e))?;
+            .map_err(|e| locate(pipeline, &t.stage, e))?;
     }
     let mut instance = sink.start(runtime, &cancel).await?;
     instance
         .check()
         .await
-        .map_err(|e| locate(pipeline, &text, &pipeline.sink, e))?;
+        .map_err(|e| locate(pipeline, &pipeline.sink, e))?;
 
     Ok(Prepared {
         pipeline: pipeline.clone(),
