@@ -1,6 +1,6 @@
 //! What the host itself reads from the Arrow IPC streams plugins exchange: the schema and
 //! row count of a batch (to check a plugin's output against the contract and to count
-//! rows), and single rows as JSON for the dead-letter queue.
+//! rows), and single rows as JSON for the dead-letter queue and back for its replay.
 
 use std::io::Cursor;
 
@@ -55,6 +55,31 @@ pub fn describe(schema: &Schema) -> String {
         .map(|f| format!("{}: {}", f.name(), f.data_type()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Encode one batch as a one-batch IPC stream.
+pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
+    let mut out = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+/// Rows given as JSON objects (as [`row_as_json`] writes them), as one batch of `schema`
+/// encoded as an IPC stream.
+pub fn from_json_rows(schema: &SchemaRef, rows: &[&str]) -> Result<Vec<u8>, ArrowError> {
+    let text = rows.join("\n");
+    let mut reader = arrow::json::ReaderBuilder::new(schema.clone())
+        .with_strict_mode(true)
+        .with_batch_size(rows.len().max(1))
+        .build(Cursor::new(text.as_bytes()))?;
+    let batch = reader
+        .next()
+        .transpose()?
+        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
+    encode(&batch)
 }
 
 /// Row `row` of `batch` as one JSON object.

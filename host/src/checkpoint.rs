@@ -28,6 +28,10 @@ pub struct State {
     pub schemas: BTreeMap<String, SchemaRecord>,
     /// Totals over all epochs, for `state show`.
     pub totals: Totals,
+    /// What stateful transforms checkpointed with `epoch`: by transform name, then stream,
+    /// as hex of the opaque bytes.
+    #[serde(default)]
+    pub transforms: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A sink's prepared epoch for one stream.

@@ -1,4 +1,5 @@
-//! The command line: `host run`, `host check`, `host plugins inspect`, `host state show`.
+//! The command line: `host run`, `host check`, `host plugins inspect|list`,
+//! `host state show|reset`, `host dlq show|replay`.
 //! Exit codes: 0 success, 1 the run failed, 2 a usage or configuration error.
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,21 @@ pub enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Look at or replay a pipeline's dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Count the dead letters of each stream, by plugin and reason.
+    Show { pipeline: PathBuf },
+    /// Send the dead letters through the pipeline again (e.g. after its config was fixed)
+    /// as one new epoch; what passes is written to the sink and leaves the queue, what
+    /// fails again stays with its new reason.
+    Replay { pipeline: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,7 +156,96 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::State {
             command: StateCommand::Reset { pipeline, yes },
         } => state_reset(&pipeline, yes),
+        Command::Dlq {
+            command: DlqCommand::Show { pipeline },
+        } => dlq_show(&pipeline),
+        Command::Dlq {
+            command: DlqCommand::Replay { pipeline },
+        } => dlq_replay(&pipeline).await,
     }
+}
+
+fn dlq_show(path: &Path) -> Result<(), Failure> {
+    let pipeline = config::load(path)?;
+    let failed = |e: crate::dlq::DlqError| Failure {
+        code: 1,
+        error: e.into(),
+    };
+    let dir = &pipeline.dlq_dir;
+    let mut streams: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| !name.starts_with('.'))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    streams.sort();
+    let mut total = 0;
+    for stream in streams {
+        let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for file in crate::dlq::published_files(dir, &stream).map_err(failed)? {
+            for letter in crate::dlq::read(&file).map_err(failed)? {
+                // Group reasons by their kind, not by the value they quote.
+                let reason = letter
+                    .reason
+                    .split('`')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join("`");
+                *counts.entry((letter.plugin, reason)).or_default() += 1;
+            }
+        }
+        let n: u64 = counts.values().sum();
+        if n == 0 {
+            continue;
+        }
+        total += n;
+        println!(
+            "stream {stream}: {n} dead letter{}",
+            if n == 1 { "" } else { "s" }
+        );
+        for ((plugin, reason), count) in counts {
+            println!("  {count:>8}  {plugin}: {reason}…");
+        }
+    }
+    println!(
+        "pipeline {}: {total} dead letter{} in {}",
+        pipeline.name,
+        if total == 1 { "" } else { "s" },
+        dir.display()
+    );
+    Ok(())
+}
+
+async fn dlq_replay(path: &Path) -> Result<(), Failure> {
+    let pipeline = config::load(path)?;
+    let runtime = new_runtime()?;
+    let cancel = cancel_on_signal();
+    let prepared = runtime::prepare(&pipeline, &runtime, cancel)
+        .await
+        .map_err(run_failure)?;
+    let s = runtime::replay(Arc::new(prepared))
+        .await
+        .map_err(run_failure)?;
+    let epoch = match s.epoch {
+        Some(e) => format!("epoch {e} committed"),
+        None => "nothing to replay".to_string(),
+    };
+    println!(
+        "{}",
+        redact(&format!(
+            "pipeline {}: {} dead letters replayed, {} rows written, {} still failing (kept in the queue), {} file{} published; {epoch}",
+            pipeline.name,
+            s.letters,
+            s.rows_written,
+            s.still_failing,
+            s.published,
+            if s.published == 1 { "" } else { "s" },
+        ))
+    );
+    Ok(())
 }
 
 fn new_runtime() -> Result<Runtime, Failure> {

@@ -82,6 +82,8 @@ struct RawDlq {
 #[serde(deny_unknown_fields)]
 struct RawSchema {
     on_change: Option<crate::schema::OnChange>,
+    /// Accept a column of any type becoming text as a safe change under `evolve`.
+    widen_to_text: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +223,8 @@ pub struct Pipeline {
     pub retry: RetryPolicy,
     /// What to do when a stream's schema changed since the recorded version.
     pub on_schema_change: crate::schema::OnChange,
+    /// Whether a column of any type becoming text is a safe change.
+    pub widen_to_text: bool,
     pub secrets: BTreeMap<String, SecretSource>,
     pub source: Stage,
     pub transforms: Vec<Stage>,
@@ -483,6 +487,7 @@ fn validate(
         checkpoint,
         retry,
         on_schema_change: raw.schema.on_change.unwrap_or_default(),
+        widen_to_text: raw.schema.widen_to_text.unwrap_or(false),
         secrets,
         source,
         transforms,

@@ -38,11 +38,63 @@ pub struct DlqError {
     source: std::io::Error,
 }
 
-/// What `commit` needs to publish one epoch's dead letters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What `commit` needs to publish one epoch's dead letters: the staged file to publish,
+/// and (after a replay) the published files the epoch replaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Token {
-    staged: PathBuf,
-    published: PathBuf,
+    #[serde(default)]
+    staged: Option<PathBuf>,
+    #[serde(default)]
+    published: Option<PathBuf>,
+    #[serde(default)]
+    remove: Vec<PathBuf>,
+}
+
+impl Token {
+    /// Also remove `files` when the epoch commits: they were replayed.
+    pub fn replacing(mut self, files: Vec<PathBuf>) -> Self {
+        self.remove.extend(files);
+        self
+    }
+}
+
+/// The published dead-letter files of `stream`, oldest first.
+pub fn published_files(dir: &Path, stream: &str) -> Result<Vec<PathBuf>, DlqError> {
+    let dir = dir.join(stream);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(err("list", &dir)(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(err("list", &dir))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("epoch-") && name.ends_with(".jsonl") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The dead letters in one published file.
+pub fn read(path: &Path) -> Result<Vec<DeadLetter>, DlqError> {
+    let text = std::fs::read_to_string(path).map_err(err("read", path))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| DlqError {
+                action: "read",
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("line {} is not a dead letter: {e}", i + 1),
+                ),
+            })
+        })
+        .collect()
 }
 
 /// Writes dead letters of the open epoch for one stream.
@@ -118,11 +170,13 @@ impl DeadLetters {
         std::fs::rename(&current, &staged).map_err(err("stage", &staged))?;
         sync_dir(staged.parent().unwrap()).map_err(err("sync", &staged))?;
         Ok(Some(Token {
-            staged,
-            published: self
-                .dir
-                .join(&self.stream)
-                .join(format!("epoch-{epoch:010}.jsonl")),
+            staged: Some(staged),
+            published: Some(
+                self.dir
+                    .join(&self.stream)
+                    .join(format!("epoch-{epoch:010}.jsonl")),
+            ),
+            remove: Vec::new(),
         }))
     }
 
@@ -134,23 +188,32 @@ impl DeadLetters {
     }
 }
 
-/// Publish a prepared epoch's dead letters; a repeat is a no-op.
+/// Publish a prepared epoch's dead letters and remove the files it replaces; a repeat is a
+/// no-op.
 pub fn commit(token: &Token) -> Result<(), DlqError> {
-    if token.staged.exists() {
-        let dir = token.published.parent().unwrap();
-        std::fs::create_dir_all(dir).map_err(err("create", dir))?;
-        std::fs::rename(&token.staged, &token.published)
-            .map_err(err("publish", &token.published))?;
-        sync_dir(dir).map_err(err("sync", dir))?;
-    } else if !token.published.exists() {
-        return Err(DlqError {
-            action: "publish",
-            path: token.staged.clone(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "staged dead letters are missing",
-            ),
-        });
+    if let (Some(staged), Some(published)) = (&token.staged, &token.published) {
+        if staged.exists() {
+            let dir = published.parent().unwrap();
+            std::fs::create_dir_all(dir).map_err(err("create", dir))?;
+            std::fs::rename(staged, published).map_err(err("publish", published))?;
+            sync_dir(dir).map_err(err("sync", dir))?;
+        } else if !published.exists() {
+            return Err(DlqError {
+                action: "publish",
+                path: staged.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "staged dead letters are missing",
+                ),
+            });
+        }
+    }
+    for path in &token.remove {
+        match std::fs::remove_file(path) {
+            Ok(()) => sync_dir(path.parent().unwrap()).map_err(err("sync", path))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err("remove the replayed", path)(e)),
+        }
     }
     Ok(())
 }

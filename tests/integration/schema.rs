@@ -111,3 +111,114 @@ fn freeze_refuses_any_change_with_a_readable_diff() {
         state.stdout
     );
 }
+
+/// The JSON lines published for the stream, in file order.
+fn published(scratch: &Scratch) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(scratch.path("out/prices"))
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn quarantined(scratch: &Scratch) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(scratch.path(".state/prices/dlq/prices")) else {
+        return Vec::new();
+    };
+    entries
+        .flat_map(|f| {
+            std::fs::read_to_string(f.unwrap().path())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn quarantine_keeps_the_schema_and_sends_only_rows_that_do_not_fit_to_the_queue() {
+    let scratch = setup();
+    scratch.write("pipeline.toml", pipeline("data/v1.csv", "quarantine"));
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+
+    // v2: amount widened to float64 and a discount column appeared. D (40, no discount)
+    // fits version 1; C (30.5 with a discount) does not.
+    scratch.write("pipeline.toml", pipeline("data/v2.csv", "quarantine"));
+    let run = scratch.host(&["run", "pipeline.toml"]);
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .contains("1 rejected (1 to the dead-letter queue)"),
+        "{}",
+        run.stdout
+    );
+    let rows = published(&scratch);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[2]["sku"], "D");
+    assert_eq!(rows[2]["amount"], 40, "written in the recorded type, int64");
+    assert!(rows[2].get("discount").is_none(), "no new column appears");
+    let letters = quarantined(&scratch);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("`amount`") || reason.contains("`discount`"),
+        "{reason}"
+    );
+    assert!(letters[0]["record"].as_str().unwrap().contains("\"C\""));
+
+    // v3: amount became text; `n/a` fits no int64.
+    scratch.write("pipeline.toml", pipeline("data/v3.csv", "quarantine"));
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    assert_eq!(published(&scratch).len(), 3);
+    assert_eq!(quarantined(&scratch).len(), 2);
+    let state = scratch.host(&["state", "show", "pipeline.toml"]);
+    assert!(
+        state.stdout.contains("schema version 1"),
+        "quarantine never changes the recorded schema: {}",
+        state.stdout
+    );
+}
+
+#[test]
+fn quarantined_rows_move_on_when_replayed_after_the_policy_accepts_the_change() {
+    let scratch = setup();
+    scratch.write("pipeline.toml", pipeline("data/v1.csv", "quarantine"));
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    scratch.write("pipeline.toml", pipeline("data/v2.csv", "quarantine"));
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    assert_eq!(quarantined(&scratch).len(), 1);
+
+    scratch.write("pipeline.toml", pipeline("data/v2.csv", "evolve"));
+    let replay = scratch.host(&["dlq", "replay", "pipeline.toml"]);
+    replay.assert_ok();
+    assert!(
+        replay
+            .stdout
+            .contains("1 dead letters replayed, 1 rows written, 0 still failing"),
+        "{}",
+        replay.stdout
+    );
+    assert!(quarantined(&scratch).is_empty());
+    let rows = published(&scratch);
+    assert_eq!(rows.len(), 4);
+    let c = rows.iter().find(|r| r["sku"] == "C").unwrap();
+    assert_eq!(c["amount"], 30.5);
+    assert_eq!(c["discount"], 0.1);
+    let state = scratch.host(&["state", "show", "pipeline.toml"]);
+    assert!(
+        state.stdout.contains("schema version 2"),
+        "{}",
+        state.stdout
+    );
+}

@@ -12,7 +12,8 @@ use super::RunError;
 use crate::config::Stage;
 use crate::plugin::bindings::sink::{SinkPlugin, SinkPluginPre};
 use crate::plugin::bindings::source::{
-    exports::ingest::plugin::source::Chunk, SourcePlugin, SourcePluginPre,
+    exports::ingest::plugin::source::{Chunk, Replayed},
+    SourcePlugin, SourcePluginPre,
 };
 use crate::plugin::bindings::transform::exports::ingest::plugin::transform::Output;
 use crate::plugin::bindings::transform::{TransformPlugin, TransformPluginPre};
@@ -189,6 +190,17 @@ impl Instance<SourcePlugin> {
         outcome(&self.label, r)
     }
 
+    /// Parse again records the source rejected earlier.
+    pub async fn replay(&mut self, stream: &str, records: &[String]) -> Result<Replayed, RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_source()
+            .call_replay(&mut self.store, &self.config, stream, records)
+            .await;
+        outcome(&self.label, r)
+    }
+
     pub async fn open(
         &mut self,
         stream: &str,
@@ -254,11 +266,23 @@ impl Instance<TransformPlugin> {
         outcome(&self.label, r)
     }
 
-    /// Open a transformer for `schema`; returns it with its declared output schema.
-    pub async fn open(&mut self, schema: &Vec<u8>) -> Result<(ResourceAny, Vec<u8>), RunError> {
+    /// Open a transformer for `schema`, resuming from `state` (what `checkpoint` returned at
+    /// the last committed epoch); returns it with its declared output schema.
+    pub async fn open(
+        &mut self,
+        schema: &Vec<u8>,
+        state: Option<&Vec<u8>>,
+    ) -> Result<(ResourceAny, Vec<u8>), RunError> {
         sandbox::arm(&mut self.store);
         let api = self.plugin.ingest_plugin_transform().transformer();
-        let r = api.call_open(&mut self.store, &self.config, schema).await;
+        let r = api
+            .call_open(
+                &mut self.store,
+                &self.config,
+                schema,
+                state.map(Vec::as_slice),
+            )
+            .await;
         let handle = outcome(&self.label, r)?;
         sandbox::arm(&mut self.store);
         let r = api.call_output_schema(&mut self.store, handle).await;
@@ -287,6 +311,18 @@ impl Instance<TransformPlugin> {
             .ingest_plugin_transform()
             .transformer()
             .call_flush(&mut self.store, handle)
+            .await;
+        outcome(&self.label, r)
+    }
+
+    /// The state to keep with the epoch being closed.
+    pub async fn checkpoint(&mut self, handle: ResourceAny) -> Result<Vec<u8>, RunError> {
+        sandbox::arm(&mut self.store);
+        let r = self
+            .plugin
+            .ingest_plugin_transform()
+            .transformer()
+            .call_checkpoint(&mut self.store, handle)
             .await;
         outcome(&self.label, r)
     }

@@ -11,6 +11,7 @@
 
 mod channel;
 mod instances;
+mod replay;
 mod stages;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use crate::sandbox::{Grants, SandboxError};
 use crate::{batch, capabilities, config};
 
 pub use instances::{LoadedSink, LoadedSource, LoadedTransform};
+pub use replay::{replay, ReplaySummary};
 
 /// Why a run (or a check) failed.
 #[derive(Debug, thiserror::Error)]

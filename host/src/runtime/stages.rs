@@ -26,6 +26,9 @@ const CHANNEL_BYTES: usize = 64 << 20;
 /// Positions by stream, then split, as hex.
 type Positions = BTreeMap<String, BTreeMap<String, String>>;
 
+/// Transform states by transform name, then stream, as hex.
+type TransformStates = BTreeMap<String, BTreeMap<String, String>>;
+
 /// What travels between stages: data and control in one ordered stream.
 enum Message {
     /// A stream begins; its schema as the receiving stage will see it.
@@ -38,8 +41,13 @@ enum Message {
     Data { batch: Vec<u8>, rows: u64 },
     /// Records a plugin rejected, to be routed by its `on_error` policy.
     Rejects(RejectBatch),
-    /// Close `epoch`: everything before this message belongs to it.
-    Barrier { epoch: u64, positions: Positions },
+    /// Close `epoch`: everything before this message belongs to it. Each transform adds
+    /// the state it checkpointed, if any.
+    Barrier {
+        epoch: u64,
+        positions: Positions,
+        transforms: TransformStates,
+    },
     /// End of input.
     End,
 }
@@ -68,7 +76,7 @@ struct SinkStats {
     last_epoch: u64,
 }
 
-fn hex_decode(plugin: &str, text: &str) -> Result<Vec<u8>, RunError> {
+pub(super) fn hex_decode(plugin: &str, text: &str) -> Result<Vec<u8>, RunError> {
     hex::decode(text).map_err(|e| RunError::Fatal {
         plugin: plugin.to_string(),
         message: format!("stored position is not hex ({e}); the state file was edited by hand?"),
@@ -110,8 +118,15 @@ pub async fn attempt(prepared: Arc<Prepared>, summary: &mut Summary) -> Result<(
     let mut transform_tasks = Vec::new();
     for (t, loaded) in transforms.into_iter().zip(&prepared.transforms) {
         let (tx, rx) = channel::channel::<Message>(CHANNEL_BYTES);
+        let states = state
+            .transforms
+            .get(&loaded.stage.name)
+            .cloned()
+            .unwrap_or_default();
         transform_tasks.push(tokio::spawn(transform_stage(
             t,
+            loaded.stage.name.clone(),
+            states,
             loaded.stage.on_error,
             next_rx,
             tx,
@@ -186,7 +201,7 @@ pub async fn attempt(prepared: Arc<Prepared>, summary: &mut Summary) -> Result<(
 
 /// Finish an epoch that was prepared but whose commit was not recorded: commit it again
 /// (commit is idempotent) before anything new is read.
-async fn recover(
+pub(super) async fn recover(
     prepared: &Prepared,
     store: &impl StateStore,
     state: &mut State,
@@ -285,6 +300,7 @@ impl EpochClock {
         let barrier = Message::Barrier {
             epoch: self.epoch,
             positions: positions.clone(),
+            transforms: TransformStates::new(),
         };
         tx.send(barrier, 0).await.map_err(closed)?;
         *self = EpochClock::new(self.epoch + 1);
@@ -408,6 +424,8 @@ async fn source_stage(
 /// Passes every message through one transform plugin.
 async fn transform_stage(
     mut transform: Transform,
+    stage: String,
+    mut states: BTreeMap<String, String>,
     on_error: OnError,
     mut rx: Receiver<Message>,
     tx: Sender<Message>,
@@ -431,7 +449,11 @@ async fn transform_stage(
                 if let Some((handle, _, _)) = open.take() {
                     transform.close(handle).await?;
                 }
-                let (handle, output) = transform.open(&schema).await?;
+                let state = match states.get(&name) {
+                    Some(hex) => Some(hex_decode(&label, hex)?),
+                    None => None,
+                };
+                let (handle, output) = transform.open(&schema, state.as_ref()).await?;
                 let declared = batch::decode_schema(&output).map_err(|e| RunError::Contract {
                     plugin: label.to_string(),
                     message: format!("declared an unreadable output schema: {e}"),
@@ -469,14 +491,30 @@ async fn transform_stage(
                 )
                 .await?;
             }
-            Message::Barrier { epoch, positions } => {
+            Message::Barrier {
+                epoch,
+                positions,
+                mut transforms,
+            } => {
                 if let Some((handle, declared, stream)) = &open {
                     let output = transform.flush(*handle).await?;
                     forward(&label, on_error, stream, declared, output, None, &tx).await?;
+                    let state = transform.checkpoint(*handle).await?;
+                    if state.is_empty() {
+                        states.remove(stream);
+                    } else {
+                        states.insert(stream.clone(), hex::encode(state));
+                    }
                 }
-                tx.send(Message::Barrier { epoch, positions }, 0)
-                    .await
-                    .map_err(closed)?;
+                if !states.is_empty() {
+                    transforms.insert(stage.clone(), states.clone());
+                }
+                let barrier = Message::Barrier {
+                    epoch,
+                    positions,
+                    transforms,
+                };
+                tx.send(barrier, 0).await.map_err(closed)?;
             }
             Message::Rejects(r) => tx.send(Message::Rejects(r), 0).await.map_err(closed)?,
             Message::End => {
@@ -553,25 +591,29 @@ struct OpenStream {
     name: String,
     writer: ResourceAny,
     dead_letters: DeadLetters,
+    /// Under `[schema] on_change = "quarantine"`: the recorded schema rows must fit.
+    conform: Option<arrow::datatypes::SchemaRef>,
 }
 
 /// Record the schema `name` opens with, after checking a change against the pipeline's
 /// `[schema] on_change` policy. The new version is made durable with the next epoch.
-fn evolve_schema(
+/// Under `quarantine` a changed stream keeps its recorded schema, returned here: its rows
+/// are to be conformed to it one batch at a time.
+pub(super) fn evolve_schema(
     prepared: &Prepared,
     state: &mut State,
     name: &str,
     schema: &[u8],
-) -> Result<(), RunError> {
+) -> Result<Option<arrow::datatypes::SchemaRef>, RunError> {
     let ipc = hex::encode(schema);
     let Some(record) = state.schemas.get_mut(name) else {
         state
             .schemas
             .insert(name.to_string(), SchemaRecord { version: 1, ipc });
-        return Ok(());
+        return Ok(None);
     };
     if record.ipc == ipc {
-        return Ok(());
+        return Ok(None);
     }
     let unreadable = |e: arrow::error::ArrowError| RunError::Fatal {
         plugin: "host".into(),
@@ -583,13 +625,25 @@ fn evolve_schema(
     if changes.is_empty() {
         // Only metadata differs: same columns, same version.
         record.ipc = ipc;
-        return Ok(());
+        return Ok(None);
     }
     let described: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    let policy = prepared.pipeline.on_schema_change;
+    if policy == schema::OnChange::Quarantine {
+        tracing::warn!(
+            stream = name,
+            version = record.version,
+            "schema changed ({}); keeping version {} and sending rows that do not fit it to the dead-letter queue",
+            described.join(", "),
+            record.version
+        );
+        return Ok(Some(old));
+    }
     schema::check(
         name,
         record.version,
-        prepared.pipeline.on_schema_change,
+        policy,
+        prepared.pipeline.widen_to_text,
         changes,
     )?;
     record.version += 1;
@@ -600,7 +654,44 @@ fn evolve_schema(
         "schema evolved: {}",
         described.join(", ")
     );
-    Ok(())
+    Ok(None)
+}
+
+/// The plugin name dead letters of a quarantined schema carry.
+pub(super) const QUARANTINE: &str = "host ([schema] on_change = \"quarantine\")";
+
+/// Bring a batch to the recorded schema of a quarantined stream: the rows that fit, as IPC
+/// with their count, and the rows that do not, as dead letters.
+pub(super) fn quarantine(
+    pipeline: &str,
+    stream: &str,
+    target: &arrow::datatypes::SchemaRef,
+    ipc: &[u8],
+) -> Result<(Vec<u8>, u64, Vec<DeadLetter>), RunError> {
+    let failed = |e: arrow::error::ArrowError| RunError::Fatal {
+        plugin: QUARANTINE.into(),
+        message: format!(
+            "cannot check a batch of stream `{stream}` against its recorded schema: {e}"
+        ),
+    };
+    let data = batch::decode(ipc).map_err(failed)?;
+    let conformed = schema::conform(&data, target).map_err(failed)?;
+    let letters = conformed
+        .misfits
+        .into_iter()
+        .map(|(row, reason)| DeadLetter {
+            time: dlq::now_rfc3339(),
+            pipeline: pipeline.to_string(),
+            plugin: QUARANTINE.to_string(),
+            stream: stream.to_string(),
+            location: None,
+            reason,
+            record: batch::row_as_json(&data, row),
+        })
+        .collect();
+    let rows = conformed.batch.num_rows() as u64;
+    let out = batch::encode(&conformed.batch).map_err(failed)?;
+    Ok((out, rows, letters))
 }
 
 /// Writes batches, routes rejects, and runs the commit protocol at every barrier.
@@ -655,10 +746,14 @@ async fn sink_loop(
                 if let Some(previous) = open.take() {
                     sink.close(previous.writer).await?;
                 }
-                evolve_schema(prepared, state, &name, &schema)?;
+                let conform = evolve_schema(prepared, state, &name, &schema)?;
+                let schema = match &conform {
+                    Some(recorded) => batch::encode_schema(recorded),
+                    None => schema,
+                };
                 let info = StreamInfo {
                     name: name.clone(),
-                    schema: schema.clone(),
+                    schema,
                     primary_key,
                     cursor_field: None,
                     sync_modes: Vec::new(),
@@ -672,15 +767,32 @@ async fn sink_loop(
                     name,
                     writer,
                     dead_letters,
+                    conform,
                 });
             }
             Message::Data { batch, rows } => {
-                let stream = open.as_ref().ok_or_else(|| RunError::Fatal {
+                let stream = open.as_mut().ok_or_else(|| RunError::Fatal {
                     plugin: "host".into(),
                     message: "data before a stream".into(),
                 })?;
-                sink.write(stream.writer, &batch).await?;
+                let Some(target) = &stream.conform else {
+                    sink.write(stream.writer, &batch).await?;
+                    epoch_rows += rows;
+                    continue;
+                };
+                let (fitting, rows, letters) =
+                    quarantine(&prepared.pipeline.name, &stream.name, target, &batch)?;
+                if rows > 0 {
+                    sink.write(stream.writer, &fitting).await?;
+                }
                 epoch_rows += rows;
+                let n = letters.len() as u64;
+                for letter in &letters {
+                    stream.dead_letters.write(letter)?;
+                }
+                stats.dead_lettered += n;
+                stats.rejected += n;
+                epoch_rejected += n;
             }
             Message::Rejects(rejects) => {
                 let n = rejects.letters.len() as u64;
@@ -721,7 +833,11 @@ async fn sink_loop(
                 epoch_rejected += n;
                 stats.rejected += n;
             }
-            Message::Barrier { epoch, positions } => {
+            Message::Barrier {
+                epoch,
+                positions,
+                transforms,
+            } => {
                 let stream = open.as_mut().ok_or_else(|| RunError::Fatal {
                     plugin: "host".into(),
                     message: "a barrier before any stream".into(),
@@ -734,6 +850,7 @@ async fn sink_loop(
                 state.epoch = epoch;
                 state.committed = false;
                 state.positions = positions;
+                state.transforms = transforms;
                 state.pending = vec![PendingCommit {
                     stream: stream.name.clone(),
                     token: hex::encode(&token),

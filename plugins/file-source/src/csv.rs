@@ -12,7 +12,7 @@ use std::io::{self, Read};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use csv_core::ReadRecordResult;
-use ingest_sdk::source::Chunk;
+use ingest_sdk::source::{Chunk, Replayed};
 use ingest_sdk::{Reject, Result};
 
 use crate::config::{CsvDialect, Settings};
@@ -79,6 +79,18 @@ pub struct Framer<R> {
 impl<R: Read> Framer<R> {
     /// Frame records from `src`, whose first byte is at `offset` on line `line` of the file.
     pub fn new(src: R, dialect: &CsvDialect, offset: u64, line: u64) -> Self {
+        Self::with_buffer(src, dialect, offset, line, READ_BUFFER)
+    }
+
+    /// As [`Framer::new`], reading `buffer` bytes at a time (the buffer grows for longer
+    /// records).
+    pub fn with_buffer(
+        src: R,
+        dialect: &CsvDialect,
+        offset: u64,
+        line: u64,
+        buffer: usize,
+    ) -> Self {
         let mut core = csv_core::ReaderBuilder::new()
             .delimiter(dialect.delimiter)
             .quote(dialect.quote)
@@ -90,7 +102,7 @@ impl<R: Read> Framer<R> {
             src,
             core,
             comment: dialect.comment,
-            buf: vec![0; READ_BUFFER],
+            buf: vec![0; buffer.max(64)],
             lo: 0,
             hi: 0,
             base: offset,
@@ -338,13 +350,14 @@ pub fn infer(path: &str, settings: &Settings) -> Result<Vec<Column>> {
         .collect())
 }
 
-/// Reads one CSV file into batches of the stream's schema.
-pub struct CsvReader {
+/// Reads one CSV file (or, for a replay, records held in memory) into batches of the
+/// stream's schema.
+pub struct CsvReader<R: Read = File> {
     path: String,
     settings: Settings,
     columns: Vec<Column>,
     schema: SchemaRef,
-    framer: Framer<File>,
+    framer: Framer<R>,
     rows: u64,
     done: bool,
     has_text: bool,
@@ -383,7 +396,61 @@ impl CsvReader {
         }
         Ok(reader)
     }
+}
 
+/// Parse again records rejected earlier, each on its own: the rows that parse now, and the
+/// records that still fail with their index in `records`.
+pub fn replay(
+    settings: &Settings,
+    columns: Vec<Column>,
+    schema: SchemaRef,
+    records: Vec<String>,
+) -> Result<Replayed> {
+    let mut builders: Vec<ColumnBuilder> = columns
+        .iter()
+        .map(|c| ColumnBuilder::new(c.ty, records.len()))
+        .collect();
+    let has_text = columns.iter().any(|c| c.ty == ColumnType::Utf8);
+    let mut reader = CsvReader {
+        path: "dead-letter queue".to_string(),
+        settings: settings.clone(),
+        cells: Vec::with_capacity(columns.len()),
+        columns,
+        schema,
+        framer: Framer::with_buffer(io::Cursor::new(Vec::new()), &settings.csv, 0, 1, 64),
+        rows: 0,
+        done: false,
+        has_text,
+    };
+    let mut rows = 0;
+    let mut rejects = Vec::new();
+    for (i, record) in records.into_iter().enumerate() {
+        let mut bytes = record.clone().into_bytes();
+        if !bytes.ends_with(b"\n") {
+            bytes.push(b'\n');
+        }
+        let len = bytes.len();
+        reader.framer = Framer::with_buffer(io::Cursor::new(bytes), &settings.csv, 0, 1, len);
+        let parsed = match reader.read_record() {
+            Ok(true) => reader.append_row(&mut builders),
+            Ok(false) => Err("the record is empty".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match parsed {
+            Ok(()) => rows += 1,
+            Err(reason) => rejects.push(Reject {
+                row: Some(i as u32),
+                original: Some(record),
+                location: None,
+                reason,
+            }),
+        }
+    }
+    let batch = finish_batch(&reader.schema, &mut builders, rows)?;
+    Ok(Replayed { batch, rejects })
+}
+
+impl<R: Read> CsvReader<R> {
     fn read_record(&mut self) -> Result<bool> {
         let (path, quote) = (&self.path, self.settings.csv.quote);
         self.framer.read().map_err(|e| e.into_error(path, quote))

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 
 use arrow_schema::SchemaRef;
-use ingest_sdk::source::Chunk;
+use ingest_sdk::source::{Chunk, Replayed};
 use ingest_sdk::{Error, Reject, Result};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
@@ -229,24 +229,68 @@ impl JsonlReader {
         }))
     }
 
-    /// Parse one line into `builders`, all or nothing; the reason when it does not fit.
     fn append_row(&self, text: &[u8], builders: &mut [ColumnBuilder]) -> Result<(), String> {
+        append_row(&self.columns, &self.index, text, builders)
+    }
+}
+
+/// Parse again lines rejected earlier, each on its own: the rows that parse now, and the
+/// lines that still fail with their index in `records`.
+pub fn replay(columns: Vec<Column>, schema: SchemaRef, records: Vec<String>) -> Result<Replayed> {
+    let index = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.clone(), i))
+        .collect();
+    let mut builders: Vec<ColumnBuilder> = columns
+        .iter()
+        .map(|c| ColumnBuilder::new(c.ty, records.len()))
+        .collect();
+    let mut rows = 0;
+    let mut rejects = Vec::new();
+    for (i, record) in records.into_iter().enumerate() {
+        let parsed = match content(record.as_bytes()) {
+            Some(text) => append_row(&columns, &index, text, &mut builders),
+            None => Err("the line is empty".to_string()),
+        };
+        match parsed {
+            Ok(()) => rows += 1,
+            Err(reason) => rejects.push(Reject {
+                row: Some(i as u32),
+                original: Some(record),
+                location: None,
+                reason,
+            }),
+        }
+    }
+    let batch = finish_batch(&schema, &mut builders, rows)?;
+    Ok(Replayed { batch, rejects })
+}
+
+/// Parse one line into `builders`, all or nothing; the reason when it does not fit.
+fn append_row(
+    columns: &[Column],
+    index: &HashMap<String, usize>,
+    text: &[u8],
+    builders: &mut [ColumnBuilder],
+) -> Result<(), String> {
+    {
         let Object(entries) = serde_json::from_slice::<Object>(text)
             .map_err(|e| format!("not a JSON object: {e}"))?;
-        let mut slots: Vec<Slot> = (0..self.columns.len()).map(|_| Slot::Null).collect();
+        let mut slots: Vec<Slot> = (0..columns.len()).map(|_| Slot::Null).collect();
         for (key, value) in &entries {
-            let Some(&i) = self.index.get(key) else {
+            let Some(&i) = index.get(key) else {
                 return Err(format!(
                     "key `{key}` is not a column of the stream (columns: {}); raise \
                      `infer_rows` if it appears only later in the first file",
-                    self.columns
+                    columns
                         .iter()
                         .map(|c| c.name.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));
             };
-            let column = &self.columns[i];
+            let column = &columns[i];
             slots[i] = slot(column.ty, value).ok_or_else(|| {
                 format!(
                     "column `{}`: `{}` is not {}",

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use arrow_array::{RecordBatch, RecordBatchOptions};
 use arrow_schema::{Field, Schema, SchemaRef};
-use ingest_sdk::source::{Chunk, Reader, Source, Split, StreamInfo, SyncMode};
+use ingest_sdk::source::{Chunk, Reader, Replayed, Source, Split, StreamInfo, SyncMode};
 use ingest_sdk::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -205,6 +205,25 @@ impl Source for FileSource {
                 position,
             )?)),
         })
+    }
+
+    fn replay(config: &str, stream: &str, records: Vec<String>) -> Result<Replayed> {
+        FileSource::replay_records(config, stream, records)
+    }
+}
+
+impl FileSource {
+    /// Records rejected earlier, parsed again with the current config.
+    fn replay_records(config: &str, stream: &str, records: Vec<String>) -> Result<Replayed> {
+        let plan = plan(config)?;
+        plan.check_stream(stream)?;
+        match plan.settings.format {
+            Format::Csv => csv::replay(&plan.settings, plan.columns, plan.schema, records),
+            Format::Jsonl => jsonl::replay(plan.columns, plan.schema, records),
+            Format::Parquet => Err(Error::fatal(
+                "Parquet files have no records to parse again: the file source rejects none",
+            )),
+        }
     }
 }
 

@@ -37,6 +37,14 @@ pub struct Chunk {
     pub rejects: Vec<Reject>,
 }
 
+/// Records parsed again by [`Source::replay`]: the rows that parse now, and the records
+/// that still fail with [`Reject::row`] set to their index in the input.
+#[derive(Debug)]
+pub struct Replayed {
+    pub batch: RecordBatch,
+    pub rejects: Vec<Reject>,
+}
+
 /// A source connector. Every function receives the plugin's config as JSON; parse it with
 /// [`crate::config::parse`].
 pub trait Source: 'static {
@@ -57,6 +65,13 @@ pub trait Source: 'static {
         split: Split,
         position: Option<Vec<u8>>,
     ) -> Result<Self::Reader>;
+    /// Parse again, with the current config, records this source rejected earlier (as it
+    /// gave them in [`Reject::original`]). By default a source cannot.
+    fn replay(_config: &str, stream: &str, _records: Vec<String>) -> Result<Replayed> {
+        Err(crate::Error::fatal(format!(
+            "this source cannot parse records of stream `{stream}` from the dead-letter queue again"
+        )))
+    }
 }
 
 /// Reads one split.
@@ -107,6 +122,18 @@ impl<S: Source> wit::Guest for Adapter<S> {
                 descriptor: s.descriptor,
             })
             .collect())
+    }
+
+    fn replay(
+        config: String,
+        stream: String,
+        records: Vec<String>,
+    ) -> Result<wit::Replayed, wit_types::Error> {
+        let replayed = S::replay(&config, &stream, records)?;
+        Ok(wit::Replayed {
+            batch: ipc::encode_batch(&replayed.batch)?,
+            rejects: replayed.rejects.into_iter().map(Into::into).collect(),
+        })
     }
 }
 

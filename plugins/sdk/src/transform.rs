@@ -45,6 +45,16 @@ pub trait Transform: Sized + 'static {
     fn flush(&mut self) -> Result<Output> {
         Ok(Output::default())
     }
+    /// The state to keep with the epoch being closed, taken right after [`Transform::flush`];
+    /// a stateless transform keeps none.
+    fn checkpoint(&mut self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    /// Resume from what [`Transform::checkpoint`] returned at the last committed epoch;
+    /// called right after [`Transform::open`] when there is such state.
+    fn restore(&mut self, _state: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[doc(hidden)]
@@ -80,9 +90,16 @@ impl<T: Transform> wit::Guest for Adapter<T> {
 }
 
 impl<T: Transform> wit::GuestTransformer for TransformerAdapter<T> {
-    fn open(config: String, input_schema: Vec<u8>) -> Result<wit::Transformer, wit_types::Error> {
+    fn open(
+        config: String,
+        input_schema: Vec<u8>,
+        state: Option<Vec<u8>>,
+    ) -> Result<wit::Transformer, wit_types::Error> {
         let schema = ipc::decode_schema(&input_schema)?;
-        let t = T::open(&config, schema.clone())?;
+        let mut t = T::open(&config, schema.clone())?;
+        if let Some(state) = state.filter(|s| !s.is_empty()) {
+            t.restore(&state)?;
+        }
         Ok(wit::Transformer::new(TransformerAdapter {
             inner: RefCell::new(t),
             input_schema: schema,
@@ -103,6 +120,10 @@ impl<T: Transform> wit::GuestTransformer for TransformerAdapter<T> {
     fn flush(&self) -> Result<wit::Output, wit_types::Error> {
         let out = self.inner.borrow_mut().flush()?;
         Ok(encode(out)?)
+    }
+
+    fn checkpoint(&self) -> Result<Vec<u8>, wit_types::Error> {
+        Ok(self.inner.borrow_mut().checkpoint()?)
     }
 }
 
