@@ -22,7 +22,6 @@ function settings(config) {
 
 function tidyName(name) {
   return name
-    .normalize('NFC')
     .trim()
     .split(/\s+/)
     .map((word) => word.charAt(0).toUpperCase() + word.slice(1).toLowerCase())

@@ -5,6 +5,7 @@ mod bad_input;
 mod dlq;
 mod end_to_end;
 mod inspect;
+mod javascript;
 mod recovery;
 mod retries;
 mod sandbox;

@@ -298,7 +298,10 @@ export function normaliseColumn(field, values) {
         if (typeof v !== 'string') bad(i, v, 'a string');
         break;
       case 'binary': case 'large_binary':
-        if (!(v instanceof Uint8Array)) bad(i, v, 'a Uint8Array');
+        if (!(v instanceof Uint8Array)) {
+          if (!ArrayBuffer.isView(v)) bad(i, v, 'a Uint8Array');
+          v = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+        }
         break;
       default: {
         // int64, uint64, dates and times: integers, some as BigInt.

@@ -302,8 +302,10 @@ function readBatch(schema, t, body) {
 }
 
 /** Read a whole IPC stream: `{ schema, batches }`. */
-export function readStream(bytes) {
-  if (!(bytes instanceof Uint8Array)) throw new TypeError('an IPC stream is a Uint8Array');
+export function readStream(input) {
+  // Bytes from the component's bindings are typed arrays of another realm: accept any view.
+  if (!ArrayBuffer.isView(input)) throw new TypeError('an IPC stream is a Uint8Array');
+  const bytes = input instanceof Uint8Array ? input : new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
   let schema = null;
   const batches = [];
   for (const m of messages(bytes)) {

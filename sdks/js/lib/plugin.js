@@ -39,7 +39,7 @@ export function toJson(value) {
 /** A value carried as opaque bytes (position, split descriptor, token, state) as JSON. */
 function packJson(value, what) {
   if (value === undefined) return new Uint8Array(0);
-  if (value instanceof Uint8Array) {
+  if (ArrayBuffer.isView(value)) {
     throw new TypeError(`a ${what} is a JSON value in the JavaScript SDK (got a Uint8Array); encode bytes as a string`);
   }
   return ENCODER.encode(toJson(value));

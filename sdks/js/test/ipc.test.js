@@ -40,7 +40,8 @@ test('golden values have the documented JavaScript types', () => {
   assert.equal(typeof row.ts_ns, 'bigint');
   assert.equal(typeof row.t64_us, 'number');
   assert.equal(typeof row.dur_ns, 'bigint');
-  assert.equal(batches[0].column('f32')[3], null);
+  assert.equal(batches[0].column('f32')[3], Infinity);
+  assert.equal(batches[0].column('f32')[4], null);
   assert.ok(Number.isNaN(batches[0].column('f64')[2]));
   assert.ok(Object.is(batches[1].column('f64')[0], -0));
   const field = batches[0].schema.field('ts_ns');
@@ -62,12 +63,12 @@ function messages(bytes) {
       assert.equal(at + 8, bytes.length, 'end of stream is the last 8 bytes');
       return out;
     }
-    // bodyLength is the 4th field of Message; decode the stream instead of the flatbuffer
-    // and take the next continuation marker as the end of the body.
-    let next = at + 8 + len;
-    while (next < bytes.length && dv.getInt32(next, true) !== -1) next += 8;
-    out.push([at, len, next - at - 8 - len]);
-    at = next;
+    // Message.bodyLength: field 3 of the root table, read from its vtable.
+    const root = at + 8 + dv.getUint32(at + 8, true);
+    const vtable = root - dv.getInt32(root, true);
+    const body = Number(dv.getBigInt64(root + dv.getUint16(vtable + 4 + 3 * 2, true), true));
+    out.push([at, len, body]);
+    at += 8 + len + body;
   }
 }
 
