@@ -40,6 +40,7 @@ fn every_numbered_example_runs_and_a_second_run_changes_nothing() {
         );
         let scratch = Scratch::new();
         copy_dir(&dir, &scratch.path(&name));
+        crate::python::build_example_plugins(&scratch.path(&name));
         crate::javascript::prepare_example(&scratch.path(&name));
         let pipeline = format!("{name}/pipeline.toml");
         let first = scratch.host(&["run", &pipeline]);

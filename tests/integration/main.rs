@@ -5,6 +5,7 @@ mod bad_input;
 mod dlq;
 mod end_to_end;
 mod inspect;
+mod python;
 mod javascript;
 mod recovery;
 mod retries;
