@@ -14,7 +14,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-import ingest_plugin  # noqa: E402
 from ingest_plugin import (  # noqa: E402
     AccessDenied,
     Batch,
@@ -43,6 +42,7 @@ def fake_wit_types():
 
 
 def load(path, name):
+    sys.dont_write_bytecode = True  # no __pycache__ in the templates
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
