@@ -200,6 +200,25 @@ function bitSet(bytes, i) {
   return (bytes[i >> 3] >> (i & 7)) & 1;
 }
 
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
+  throw new Error('this Arrow IPC codec runs on little-endian platforms only (as WebAssembly is)');
+}
+
+/** `count` elements of `Ctor` over `bytes`, without a copy when the bytes are aligned. */
+function typed(Ctor, bytes, count) {
+  if (bytes.byteOffset % Ctor.BYTES_PER_ELEMENT === 0) return new Ctor(bytes.buffer, bytes.byteOffset, count);
+  return new Ctor(bytes.slice(0, count * Ctor.BYTES_PER_ELEMENT).buffer);
+}
+
+const TYPED = {
+  int8: Int8Array, int16: Int16Array, int32: Int32Array, uint8: Uint8Array, uint16: Uint16Array,
+  uint32: Uint32Array, int64: BigInt64Array, uint64: BigUint64Array, float32: Float32Array,
+  float64: Float64Array, date32: Int32Array, time32: Int32Array,
+};
+const TWO_32 = 4294967296;
+// The high word of a 64-bit integer whose value is within ±2^53.
+const SAFE_HIGH = 2097152;
+
 function readColumn(field, length, nodes, buffers, body) {
   const node = nodes.next().value;
   if (!node) throw new IpcError(`record batch has no node for column ${field.name}`);
@@ -212,70 +231,96 @@ function readColumn(field, length, nodes, buffers, body) {
   const { type } = field;
   const out = new Array(length);
   if (type.id === 'null') return out.fill(null);
-  const validityBytes = take();
-  const valid = node.nullCount > 0 && validityBytes.length > 0 ? (i) => bitSet(validityBytes, i) : () => 1;
+  const validity = take();
+  const nulls = node.nullCount > 0 && validity.length > 0;
+  if (nulls && validity.length < Math.ceil(length / 8)) throw new IpcError(`column ${field.name}: validity bitmap too short`);
   const values = take();
-  const dv = new DataView(values.buffer, values.byteOffset, values.byteLength);
   const need = (bytes) => {
     if (values.length < bytes) throw new IpcError(`column ${field.name}: values buffer of ${values.length} bytes is too short for ${length} rows`);
-  };
-  const exact = (v, i) => {
-    if (v > Number.MAX_SAFE_INTEGER || v < Number.MIN_SAFE_INTEGER) {
-      throw new IpcError(`column ${field.name} (${typeName(type)}), row ${i}: ${v} is beyond the exact range of a JavaScript number`);
-    }
-    return Number(v);
   };
   switch (type.id) {
     case 'bool':
       need(Math.ceil(length / 8));
-      for (let i = 0; i < length; i++) out[i] = valid(i) ? bitSet(values, i) === 1 : null;
+      for (let i = 0; i < length; i++) out[i] = nulls && !bitSet(validity, i) ? null : bitSet(values, i) === 1;
       return out;
     case 'utf8': case 'binary': case 'large_utf8': case 'large_binary': {
       const large = type.id.startsWith('large');
       const data = take();
-      const text = type.id.endsWith('utf8');
-      if (length > 0) need((length + 1) * (large ? 8 : 4));
+      if (length === 0) return out;
+      need((length + 1) * (large ? 8 : 4));
+      // Offsets as numbers; 64-bit ones from their two 32-bit halves.
+      const offsets = new Array(length + 1);
+      if (large) {
+        const words = typed(Int32Array, values, (length + 1) * 2);
+        for (let i = 0; i <= length; i++) offsets[i] = words[2 * i + 1] * TWO_32 + (words[2 * i] >>> 0);
+      } else {
+        const words = typed(Int32Array, values, length + 1);
+        for (let i = 0; i <= length; i++) offsets[i] = words[i];
+      }
       for (let i = 0; i < length; i++) {
-        if (!valid(i)) {
+        if (offsets[i] < 0 || offsets[i + 1] < offsets[i] || offsets[i + 1] > data.length) {
+          throw new IpcError(`column ${field.name}, row ${i}: offsets ${offsets[i]}..${offsets[i + 1]} lie outside the data`);
+        }
+      }
+      if (!type.id.endsWith('utf8')) {
+        for (let i = 0; i < length; i++) out[i] = nulls && !bitSet(validity, i) ? null : data.slice(offsets[i], offsets[i + 1]);
+        return out;
+      }
+      // Decode the data once; when every byte is one character (ASCII), byte offsets are
+      // character offsets and each value is a slice of that one string.
+      let all = null;
+      try {
+        all = UTF8_DECODER.decode(data);
+      } catch {
+        all = null;
+      }
+      if (all !== null && all.length === data.length) {
+        for (let i = 0; i < length; i++) out[i] = nulls && !bitSet(validity, i) ? null : all.slice(offsets[i], offsets[i + 1]);
+        return out;
+      }
+      for (let i = 0; i < length; i++) {
+        if (nulls && !bitSet(validity, i)) {
           out[i] = null;
           continue;
         }
-        const start = large ? Number(dv.getBigInt64(i * 8, true)) : dv.getInt32(i * 4, true);
-        const end = large ? Number(dv.getBigInt64(i * 8 + 8, true)) : dv.getInt32(i * 4 + 4, true);
-        if (start < 0 || end < start || end > data.length) {
-          throw new IpcError(`column ${field.name}, row ${i}: offsets ${start}..${end} lie outside the data`);
-        }
-        const slice = data.subarray(start, end);
-        if (text) {
-          try {
-            out[i] = UTF8_DECODER.decode(slice);
-          } catch {
-            throw new IpcError(`column ${field.name}, row ${i}: not valid UTF-8`);
-          }
-        } else {
-          out[i] = slice.slice();
+        try {
+          out[i] = UTF8_DECODER.decode(data.subarray(offsets[i], offsets[i + 1]));
+        } catch {
+          throw new IpcError(`column ${field.name}, row ${i}: not valid UTF-8`);
         }
       }
       return out;
     }
   }
-  const read = {
-    int8: [1, (i) => dv.getInt8(i)],
-    int16: [2, (i) => dv.getInt16(i * 2, true)],
-    int32: [4, (i) => dv.getInt32(i * 4, true)],
-    uint8: [1, (i) => dv.getUint8(i)],
-    uint16: [2, (i) => dv.getUint16(i * 2, true)],
-    uint32: [4, (i) => dv.getUint32(i * 4, true)],
-    int64: [8, (i) => dv.getBigInt64(i * 8, true)],
-    uint64: [8, (i) => dv.getBigUint64(i * 8, true)],
-    float32: [4, (i) => dv.getFloat32(i * 4, true)],
-    float64: [8, (i) => dv.getFloat64(i * 8, true)],
-    date32: [4, (i) => dv.getInt32(i * 4, true)],
-    date64: [8, (i) => exact(dv.getBigInt64(i * 8, true), i)],
-    time32: [4, (i) => dv.getInt32(i * 4, true)],
-  }[type.id] ?? [8, isBigIntType(type) ? (i) => dv.getBigInt64(i * 8, true) : (i) => exact(dv.getBigInt64(i * 8, true), i)];
-  need(read[0] * length);
-  for (let i = 0; i < length; i++) out[i] = valid(i) ? read[1](i) : null;
+  const Ctor = TYPED[type.id];
+  if (Ctor && !(isBigIntType(type) && Ctor !== BigInt64Array && Ctor !== BigUint64Array)) {
+    need(Ctor.BYTES_PER_ELEMENT * length);
+    const v = typed(Ctor, values, length);
+    if (nulls) for (let i = 0; i < length; i++) out[i] = bitSet(validity, i) ? v[i] : null;
+    else for (let i = 0; i < length; i++) out[i] = v[i];
+    return out;
+  }
+  // 64-bit times: BigInt for nanoseconds, otherwise numbers from the two 32-bit halves
+  // (no BigInt per value), refused beyond the exact range of a number.
+  need(8 * length);
+  if (isBigIntType(type)) {
+    const v = typed(BigInt64Array, values, length);
+    for (let i = 0; i < length; i++) out[i] = nulls && !bitSet(validity, i) ? null : v[i];
+    return out;
+  }
+  const words = typed(Int32Array, values, length * 2);
+  for (let i = 0; i < length; i++) {
+    if (nulls && !bitSet(validity, i)) {
+      out[i] = null;
+      continue;
+    }
+    const high = words[2 * i + 1];
+    if (high >= SAFE_HIGH || high < -SAFE_HIGH) {
+      const exact = typed(BigInt64Array, values, length)[i];
+      throw new IpcError(`column ${field.name} (${typeName(type)}), row ${i}: ${exact} is beyond the exact range of a JavaScript number`);
+    }
+    out[i] = high * TWO_32 + (words[2 * i] >>> 0);
+  }
   return out;
 }
 
@@ -578,6 +623,57 @@ class Body {
   }
 }
 
+/** UTF-8 length of a string, as TextEncoder encodes it (a lone surrogate is 3 bytes). */
+function utf8Length(s) {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+
+const ASCII = /^[\x00-\x7f]*$/;
+
+/** Offsets and data of a utf8 column: one encode of all values, one offset per value. */
+function encodeText(values) {
+  const n = values.length;
+  const joined = values.join('');
+  const data = UTF8_ENCODER.encode(joined);
+  const lengths = new Array(n);
+  if (data.length === joined.length) {
+    for (let i = 0; i < n; i++) lengths[i] = values[i] === null ? 0 : values[i].length;
+  } else {
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      const v = values[i];
+      lengths[i] = v === null ? 0 : ASCII.test(v) ? v.length : utf8Length(v);
+      total += lengths[i];
+    }
+    // Joining can pair surrogates that were lone in their own values: encode one by one.
+    if (total !== data.length) return encodeBinary(values.map((v) => (v === null ? null : UTF8_ENCODER.encode(v))));
+  }
+  return [lengths, data];
+}
+
+function encodeBinary(values) {
+  const lengths = values.map((v) => (v === null ? 0 : v.length));
+  const data = new Uint8Array(lengths.reduce((a, b) => a + b, 0));
+  let at = 0;
+  for (const v of values) {
+    if (v !== null) {
+      data.set(v, at);
+      at += v.length;
+    }
+  }
+  return [lengths, data];
+}
+
 function writeColumn(body, field, values) {
   const n = values.length;
   const { type } = field;
@@ -604,45 +700,45 @@ function writeColumn(body, field, values) {
     }
     case 'utf8': case 'large_utf8': case 'binary': case 'large_binary': {
       const large = type.id.startsWith('large');
-      const text = type.id.endsWith('utf8');
-      const encoded = values.map((v) => (v === null ? null : text ? UTF8_ENCODER.encode(v) : v));
-      let total = 0;
-      for (const e of encoded) if (e) total += e.length;
-      if (!large && total > 0x7fffffff) throw new IpcError(`column ${field.name} holds more than 2 GiB of data; use large_${type.id}`);
-      const offsets = new Uint8Array((n + 1) * (large ? 8 : 4));
-      const ov = new DataView(offsets.buffer);
-      const data = new Uint8Array(total);
+      const [lengths, data] = type.id.endsWith('utf8') ? encodeText(values) : encodeBinary(values);
+      if (!large && data.length > 0x7fffffff) throw new IpcError(`column ${field.name} holds more than 2 GiB of data; use large_${type.id}`);
+      const offsets = large ? new Int32Array((n + 1) * 2) : new Int32Array(n + 1);
       let at = 0;
       for (let i = 0; i < n; i++) {
-        if (encoded[i]) {
-          data.set(encoded[i], at);
-          at += encoded[i].length;
-        }
-        if (large) ov.setBigInt64((i + 1) * 8, BigInt(at), true);
-        else ov.setInt32((i + 1) * 4, at, true);
+        at += lengths[i];
+        if (large) {
+          offsets[2 * i + 2] = at % TWO_32;
+          offsets[2 * i + 3] = Math.floor(at / TWO_32);
+        } else offsets[i + 1] = at;
       }
-      body.push(offsets);
+      body.push(new Uint8Array(offsets.buffer));
       body.push(data);
       return;
     }
   }
-  const write = {
-    int8: [1, (dv, i, v) => dv.setInt8(i, v)],
-    int16: [2, (dv, i, v) => dv.setInt16(i * 2, v, true)],
-    int32: [4, (dv, i, v) => dv.setInt32(i * 4, v, true)],
-    uint8: [1, (dv, i, v) => dv.setUint8(i, v)],
-    uint16: [2, (dv, i, v) => dv.setUint16(i * 2, v, true)],
-    uint32: [4, (dv, i, v) => dv.setUint32(i * 4, v, true)],
-    uint64: [8, (dv, i, v) => dv.setBigUint64(i * 8, v, true)],
-    float32: [4, (dv, i, v) => dv.setFloat32(i * 4, v, true)],
-    float64: [8, (dv, i, v) => dv.setFloat64(i * 8, v, true)],
-    date32: [4, (dv, i, v) => dv.setInt32(i * 4, v, true)],
-    time32: [4, (dv, i, v) => dv.setInt32(i * 4, v, true)],
-  }[type.id] ?? [8, (dv, i, v) => dv.setBigInt64(i * 8, BigInt(v), true)];
-  const bytes = new Uint8Array(write[0] * n);
-  const dv = new DataView(bytes.buffer);
-  for (let i = 0; i < n; i++) if (values[i] !== null) write[1](dv, i, values[i]);
-  body.push(bytes);
+  const Ctor = TYPED[type.id];
+  if (Ctor && !(isBigIntType(type) && Ctor !== BigInt64Array && Ctor !== BigUint64Array)) {
+    const v = new Ctor(n);
+    for (let i = 0; i < n; i++) if (values[i] !== null) v[i] = values[i];
+    body.push(new Uint8Array(v.buffer));
+    return;
+  }
+  if (isBigIntType(type)) {
+    const v = new BigInt64Array(n);
+    for (let i = 0; i < n; i++) if (values[i] !== null) v[i] = values[i];
+    body.push(new Uint8Array(v.buffer));
+    return;
+  }
+  // 64-bit times held as numbers: written as two 32-bit halves.
+  const words = new Int32Array(n * 2);
+  for (let i = 0; i < n; i++) {
+    const v = values[i];
+    if (v === null) continue;
+    const high = Math.floor(v / TWO_32);
+    words[2 * i] = v - high * TWO_32;
+    words[2 * i + 1] = high;
+  }
+  body.push(new Uint8Array(words.buffer));
 }
 
 function structs(pairs) {
