@@ -177,34 +177,38 @@ pub fn build_python_plugin(app_dir: &Path, kind: &str) -> PathBuf {
 }
 
 /// Build the Python plugins of the example in `dir` (a copy): each stage whose
-/// `plugin = "X.wasm"` has its source in `X/app.py` gets the component at `X.wasm` and its
-/// pin rewritten. Examples without Python plugins are left alone.
+/// `plugin = "X.wasm"` has its source in `X/app.py` gets the component at `X.wasm`, pinned
+/// in the pipeline by the SDK's own pinning (what `sdks/python/build.sh` does after a
+/// build). Examples without Python plugins are left alone.
 pub fn build_example_plugins(dir: &Path) {
-    let pipeline_path = dir.join("pipeline.toml");
-    let mut text = std::fs::read_to_string(&pipeline_path).unwrap();
+    let text = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
     let pipeline: toml::Table = toml::from_str(&text).unwrap();
     for kind in ["source", "transform", "sink"] {
         let Some(stages) = pipeline.get(kind).and_then(|s| s.as_array()) else {
             continue;
         };
         for stage in stages {
-            let Some(plugin) = stage.get("plugin").and_then(|p| p.as_str()) else {
-                continue;
-            };
-            let Some(stem) = plugin.strip_suffix(".wasm") else {
+            let Some(stem) = stage
+                .get("plugin")
+                .and_then(|p| p.as_str())
+                .and_then(|p| p.strip_suffix(".wasm"))
+            else {
                 continue;
             };
             let app_dir = dir.join(stem);
             if !app_dir.join("app.py").is_file() {
                 continue;
             }
-            let built = build_python_plugin(&app_dir, kind);
-            std::fs::copy(&built, dir.join(plugin)).unwrap();
-            let old = stage["sha256"].as_str().expect("a file plugin is pinned");
-            text = text.replace(old, &sha256_file(&built));
+            let wasm = format!("{stem}.wasm");
+            std::fs::copy(build_python_plugin(&app_dir, kind), dir.join(&wasm)).unwrap();
+            let mut pin = Command::new("python3");
+            pin.args(["-m", "ingest_plugin.pin", "pipeline.toml", &wasm])
+                .current_dir(dir)
+                .env("PYTHONPATH", root().join("sdks/python"))
+                .env("PYTHONDONTWRITEBYTECODE", "1");
+            run(pin, &format!("pinning {wasm}"));
         }
     }
-    std::fs::write(&pipeline_path, text).unwrap();
 }
 
 fn copy_tree(from: &Path, to: &Path, name: Option<&str>) {
