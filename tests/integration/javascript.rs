@@ -1232,3 +1232,22 @@ fn a_javascript_plugin_starts_from_the_compile_cache() {
         "a cached JavaScript plugin adds {plugin_start:?} to a start"
     );
 }
+
+#[test]
+fn a_javascript_component_asks_for_no_network() {
+    let wasm = build_app(&root().join("examples/04-js-transform"), "transform");
+    let out = host_in(&root(), &["plugins", "inspect", wasm.to_str().unwrap()]);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("ingest:plugin/transform@0.1.0"),
+        "{}",
+        out.stdout
+    );
+    for denied in ["wasi:http", "wasi:sockets"] {
+        assert!(
+            !out.stdout.contains(denied),
+            "the component imports {denied}:\n{}",
+            out.stdout
+        );
+    }
+}
