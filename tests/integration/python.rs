@@ -1117,12 +1117,19 @@ class Failing(Transform):
 "#;
 
 fn failing_transform() -> PathBuf {
-    let dir = polyglot_dir().join("failing-transform");
-    std::fs::create_dir_all(&dir).unwrap();
-    if std::fs::read_to_string(dir.join("app.py")).ok().as_deref() != Some(FAILING_TRANSFORM) {
-        std::fs::write(dir.join("app.py"), FAILING_TRANSFORM).unwrap();
-    }
-    build_python_plugin(&dir, "transform")
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = polyglot_dir().join("failing-transform");
+            std::fs::create_dir_all(&dir).unwrap();
+            if std::fs::read_to_string(dir.join("app.py")).ok().as_deref()
+                != Some(FAILING_TRANSFORM)
+            {
+                std::fs::write(dir.join("app.py"), FAILING_TRANSFORM).unwrap();
+            }
+            build_python_plugin(&dir, "transform")
+        })
+        .clone()
 }
 
 fn failing_pipeline(scratch: &Scratch, config: &str) {
