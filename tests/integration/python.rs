@@ -944,6 +944,17 @@ fn example_05_python_source_reads_the_log_and_dead_letters_lines_that_do_not_par
     );
     assert!(letters[0]["record"].as_str().unwrap().len() > 10);
 
+    // A replay hands the lines back to the plugin, which still cannot parse them.
+    let replay = scratch.host(&["dlq", "replay", "ex/pipeline.toml"]);
+    replay.assert_ok();
+    assert!(
+        replay
+            .stdout
+            .contains("2 dead letters replayed, 0 rows written, 2 still failing"),
+        "{}",
+        replay.stdout
+    );
+
     // Lines appended to the log are the only ones the next run reads.
     let mut log = std::fs::OpenOptions::new()
         .append(true)

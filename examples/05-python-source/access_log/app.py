@@ -5,14 +5,15 @@ directory of the source's `fs` grant). Each line becomes a row (ip, user, at, me
 path, status, bytes); a line that does not parse is rejected with its line number, and the
 host sends it to the dead-letter queue. The position after each chunk is the byte offset
 and line number reached, so a later run reads only lines appended since; a last line
-without its newline (still being written) is left for the next run.
+without its newline (still being written) is left for the next run. `host dlq replay`
+hands rejected lines back to `replay`, which parses them again.
 """
 
 import datetime
 import json
 import re
 
-from ingest_plugin import Batch, Chunk, Field, InvalidConfig, Reject, Schema, Source, Stream
+from ingest_plugin import Batch, Chunk, Field, InvalidConfig, Reject, Replayed, Schema, Source, Stream
 
 SCHEMA = Schema(
     [
@@ -77,6 +78,16 @@ class AccessLog(Source):
     @classmethod
     def discover(cls, config):
         return [Stream(config.get("stream", "access_log"), SCHEMA)]
+
+    @classmethod
+    def replay(cls, config, stream, records):
+        rows, rejects = [], []
+        for index, text in enumerate(records):
+            try:
+                rows.append(parse(text))
+            except ValueError as e:
+                rejects.append(Reject(str(e), row=index, original=text))
+        return Replayed(Batch.from_rows(rows, SCHEMA), rejects)
 
     def __init__(self, config, stream, split, position):
         super().__init__(config, stream, split, position)
