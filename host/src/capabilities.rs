@@ -193,6 +193,8 @@ pub fn add_to_linker(
     linker: &mut wasmtime::component::Linker<PluginState>,
 ) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    // Outgoing HTTP, allowed per plugin by its `http` grants (see `sandbox::HttpPolicy`).
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     host::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(linker, |s| s)?;
     types::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(linker, |s| s)?;
     Ok(())

@@ -221,7 +221,7 @@ fn dlq_show(path: &Path) -> Result<(), Failure> {
 
 async fn dlq_replay(path: &Path) -> Result<(), Failure> {
     let pipeline = config::load(path)?;
-    let runtime = new_runtime()?;
+    let runtime = new_runtime(Some(&pipeline))?;
     let cancel = cancel_on_signal();
     let prepared = runtime::prepare(&pipeline, &runtime, cancel)
         .await
@@ -248,8 +248,11 @@ async fn dlq_replay(path: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-fn new_runtime() -> Result<Runtime, Failure> {
-    Runtime::new(plugin::default_cache_dir()).map_err(|e| Failure {
+/// The engine for `pipeline` (fuel metering on when a plugin has a `fuel` limit), or for
+/// no pipeline.
+fn new_runtime(pipeline: Option<&config::Pipeline>) -> Result<Runtime, Failure> {
+    let fuel = pipeline.is_some_and(|p| p.stages().any(|s| s.limits.fuel.is_some()));
+    Runtime::new(plugin::default_cache_dir(), fuel).map_err(|e| Failure {
         code: 1,
         error: anyhow::anyhow!("cannot create the WebAssembly engine: {e}"),
     })
@@ -288,7 +291,7 @@ fn cancel_on_signal() -> Arc<AtomicBool> {
 
 async fn run(path: &Path) -> Result<(), Failure> {
     let pipeline = config::load(path)?;
-    let runtime = new_runtime()?;
+    let runtime = new_runtime(Some(&pipeline))?;
     let cancel = cancel_on_signal();
     let prepared = runtime::prepare(&pipeline, &runtime, cancel)
         .await
@@ -356,7 +359,7 @@ fn human_bytes(n: u64) -> String {
 
 async fn check(path: &Path) -> Result<(), Failure> {
     let pipeline = config::load(path)?;
-    let runtime = new_runtime()?;
+    let runtime = new_runtime(Some(&pipeline))?;
     let prepared = runtime::prepare(&pipeline, &runtime, Arc::new(AtomicBool::new(false)))
         .await
         .map_err(run_failure)?;
@@ -391,7 +394,7 @@ async fn check(path: &Path) -> Result<(), Failure> {
 }
 
 fn inspect(target: &str) -> Result<(), Failure> {
-    let runtime = new_runtime()?;
+    let runtime = new_runtime(None)?;
     let (label, bytes) = if let Some(name) = target.strip_prefix("builtin:") {
         let found = [Kind::Source, Kind::Transform, Kind::Sink]
             .into_iter()

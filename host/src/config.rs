@@ -106,8 +106,18 @@ struct RawStage {
     net: Vec<String>,
     #[serde(default)]
     secrets: Vec<String>,
+    /// URL prefixes for outgoing `wasi:http` requests.
+    #[serde(default)]
+    http: Vec<String>,
+    /// Names of host environment variables the plugin sees.
+    #[serde(default)]
+    env: Vec<String>,
     memory: Option<ByteSize>,
     deadline: Option<DurationStr>,
+    /// Fuel per call.
+    fuel: Option<u64>,
+    /// Largest batch the plugin may return.
+    max_batch: Option<ByteSize>,
     on_error: Option<OnError>,
     /// Sources only: rows per chunk.
     batch_rows: Option<u32>,
@@ -231,6 +241,15 @@ pub struct Pipeline {
     pub sink: Stage,
 }
 
+impl Pipeline {
+    /// Every stage, source first.
+    pub fn stages(&self) -> impl Iterator<Item = &Stage> {
+        std::iter::once(&self.source)
+            .chain(&self.transforms)
+            .chain(std::iter::once(&self.sink))
+    }
+}
+
 /// When an epoch closes (whichever comes first), and always at end of input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointPolicy {
@@ -261,6 +280,10 @@ pub struct Stage {
     pub fs: Vec<FsGrant>,
     /// `host:port` the plugin may connect to over TCP.
     pub net: Vec<NetGrant>,
+    /// URL prefixes the plugin may send HTTP requests to.
+    pub http: Vec<String>,
+    /// Environment variables the plugin sees, with their values.
+    pub env: Vec<(String, String)>,
     pub secrets: Vec<String>,
     pub limits: Limits,
     pub on_error: OnError,
@@ -607,6 +630,28 @@ fn validate_stage(
             )),
         }
     }
+    let mut http = Vec::new();
+    for grant in &raw.http {
+        match parse_http_grant(grant) {
+            Some(prefix) => http.push(prefix),
+            None => problems.push(format!(
+                "{at}: http grant {grant:?} is not a URL prefix; write e.g. \"https://api.example.com/v1/\" or \"http://127.0.0.1:8080/\""
+            )),
+        }
+    }
+    let mut env = Vec::new();
+    for name in &raw.env {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            problems.push(format!("{at}: env grant {name:?} is not a variable name"));
+            continue;
+        }
+        match std::env::var(name) {
+            Ok(value) => env.push((name.clone(), value)),
+            Err(_) => problems.push(format!(
+                "{at}: env grant `{name}`: the variable is not set (or not UTF-8) in the host's environment"
+            )),
+        }
+    }
     for secret in &raw.secrets {
         if !secrets.contains_key(secret) {
             let known: Vec<&str> = secrets.keys().map(String::as_str).collect();
@@ -628,6 +673,21 @@ fn validate_stage(
     }
     if let Some(deadline) = raw.deadline {
         limits.call_timeout = deadline.0;
+    }
+    if let Some(fuel) = raw.fuel {
+        if fuel == 0 {
+            problems.push(format!("{at}: fuel = 0 lets no call run; give a positive number of units (about one per instruction)"));
+        }
+        limits.fuel = Some(fuel);
+    }
+    if let Some(max) = raw.max_batch {
+        if max.0 < 1024 {
+            problems.push(format!(
+                "{at}: max_batch = {} bytes is too small; give at least 1KiB",
+                max.0
+            ));
+        }
+        limits.max_batch_bytes = max.0 as usize;
     }
     if kind != Kind::Source && raw.batch_rows.is_some() {
         problems.push(format!("{at}: `batch_rows` applies to sources only"));
@@ -674,12 +734,36 @@ fn validate_stage(
         config_span,
         fs,
         net,
+        http,
+        env,
         secrets: raw.secrets,
         limits,
         on_error: raw.on_error.unwrap_or(on_error),
         batch_rows: raw.batch_rows.unwrap_or(65_536).max(1),
         write_mode,
     })
+}
+
+/// An `http://` or `https://` URL with a host, as the prefix requests must start with;
+/// the scheme and host are lower-cased as request URLs are.
+fn parse_http_grant(text: &str) -> Option<String> {
+    let text = text.trim();
+    let (scheme, rest) = text.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
+        return None;
+    }
+    let host = authority.to_ascii_lowercase();
+    // A request URL always has a path: `http://h` means `http://h/`.
+    let path = if path.is_empty() { "/" } else { path };
+    Some(format!("{scheme}://{host}{path}"))
 }
 
 /// `host:port` with a port from 1 to 65535; IPv6 addresses in brackets.

@@ -223,11 +223,14 @@ impl Runtime {
     /// An engine with the component model, async calls (so a long call yields and can be
     /// cancelled) and epoch interruption (deadlines). Compiled components are cached under
     /// `cache_dir` when given.
-    pub fn new(cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
+    /// `fuel` meters every instruction (some plugin has a `fuel` limit); it costs time, so
+    /// it is on only when asked for.
+    pub fn new(cache_dir: Option<PathBuf>, fuel: bool) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.parallel_compilation(true);
+        config.consume_fuel(fuel);
         let engine = Engine::new(&config)?;
         start_epoch_ticker(&engine);
         let mut hasher = DefaultHasher::new();

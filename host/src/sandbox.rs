@@ -1,6 +1,7 @@
-//! The sandbox of one plugin instance: its grants (preopened directories, secrets) turned
-//! into a WASI context with nothing else — no environment, no network, no inherited stdio —
-//! its memory cap, its per-call deadline, and the capture of what it prints.
+//! The sandbox of one plugin instance: its grants (preopened directories, `host:port`
+//! connections, HTTP URL prefixes, environment variables, secrets) turned into a WASI
+//! context with nothing else — no other environment, network or inherited stdio — its
+//! memory cap, its per-call deadline and fuel, and the capture of what it prints.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -52,6 +53,11 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Longest a single call into the plugin may run.
     pub call_timeout: Duration,
+    /// Most WebAssembly fuel (about one unit per instruction) a single call may burn; none
+    /// when the deadline alone bounds a call.
+    pub fuel: Option<u64>,
+    /// Largest Arrow IPC batch the plugin may hand to the host in one call, in bytes.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for Limits {
@@ -59,7 +65,28 @@ impl Default for Limits {
         Limits {
             memory_bytes: 1 << 30,
             call_timeout: Duration::from_secs(60),
+            fuel: None,
+            max_batch_bytes: 256 << 20,
         }
+    }
+}
+
+/// How a byte count reads in messages: `64 MiB`.
+pub fn show_bytes(n: usize) -> String {
+    const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() != 0.0 {
+        if unit == 0 {
+            return format!("{n} bytes");
+        }
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value} {}", UNITS[unit])
     }
 }
 
@@ -70,9 +97,58 @@ pub struct Grants {
     /// The socket addresses the plugin may connect to over TCP: its `net` grants,
     /// resolved by the host. Nothing else is reachable, whatever a name resolves to later.
     pub net: Vec<SocketAddr>,
+    /// URL prefixes the plugin may send `wasi:http` requests to.
+    pub http: Vec<String>,
+    /// Environment variables the plugin sees, with their values.
+    pub env: Vec<(String, String)>,
     /// Granted secrets by name, with their resolved values.
     pub secrets: BTreeMap<String, String>,
     pub limits: Limits,
+}
+
+/// Whether `url` lies under the granted `prefix`: the same scheme and authority, and a path
+/// that continues the prefix at a segment boundary (`http://h/api` covers `http://h/api/x`
+/// and `http://h/api?q`, not `http://h/apix`).
+pub fn url_allowed(prefix: &str, url: &str) -> bool {
+    let Some(rest) = url.strip_prefix(prefix) else {
+        return false;
+    };
+    prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?', '#'])
+}
+
+/// The `wasi:http` policy of one plugin: requests go out only under its `http` grants.
+pub struct HttpPolicy {
+    label: Arc<str>,
+    allowed: Arc<Vec<String>>,
+}
+
+impl wasmtime_wasi_http::WasiHttpHooks for HttpPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<
+                            dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                                + Send,
+                        >,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let url = request.uri().to_string();
+        if !self.allowed.iter().any(|p| url_allowed(p, &url)) {
+            tracing::warn!(plugin = %self.label, "denied an HTTP request to {url}: not under the plugin's `http` grant");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
+    }
 }
 
 /// Why a call was interrupted by the host.
@@ -90,8 +166,12 @@ pub struct PluginState {
     pub label: Arc<str>,
     pub secrets: BTreeMap<String, String>,
     wasi: WasiCtx,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    http_policy: HttpPolicy,
     pub table: ResourceTable,
     limits: StoreLimits,
+    /// The limits the instance runs under, for messages.
+    pub granted: Limits,
     call_timeout: Duration,
     deadline: Option<Instant>,
     cancel: Arc<AtomicBool>,
@@ -103,6 +183,16 @@ impl WasiView for PluginState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for PluginState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
         }
     }
 }
@@ -132,6 +222,9 @@ pub fn new_store(
         .allow_tcp(!grants.net.is_empty())
         .allow_udp(false)
         .allow_ip_name_lookup(!grants.net.is_empty());
+    for (name, value) in &grants.env {
+        wasi.env(name, value);
+    }
     let allowed = Arc::new(grants.net.clone());
     let plugin = label.clone();
     wasi.socket_addr_check(move |addr, used| {
@@ -167,11 +260,17 @@ pub fn new_store(
         .instances(64)
         .build();
     let state = PluginState {
-        label,
+        label: label.clone(),
         secrets: grants.secrets.clone(),
         wasi: wasi.build(),
+        http: wasmtime_wasi_http::WasiHttpCtx::new(),
+        http_policy: HttpPolicy {
+            label: label.clone(),
+            allowed: Arc::new(grants.http.clone()),
+        },
         table: ResourceTable::new(),
         limits,
+        granted: grants.limits,
         call_timeout: grants.limits.call_timeout,
         deadline: None,
         cancel,
@@ -179,6 +278,11 @@ pub fn new_store(
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
+    if store.get_fuel().is_ok() {
+        // The engine meters fuel (some plugin of the pipeline has a `fuel` limit): the
+        // others get all they want.
+        let _ = store.set_fuel(grants.limits.fuel.unwrap_or(u64::MAX));
+    }
     // Every epoch tick (see `plugin::Runtime`) a running call yields to the scheduler, so
     // other stages progress and a cancelled run stops; past its deadline the call traps.
     store.epoch_deadline_callback(|ctx| {
@@ -204,6 +308,10 @@ pub fn arm(store: &mut Store<PluginState>) {
     let timeout = store.data().call_timeout;
     store.data_mut().deadline = Some(Instant::now() + timeout);
     store.set_epoch_deadline(1);
+    if let Some(fuel) = store.data().granted.fuel {
+        // Fuel is per call, like the deadline.
+        let _ = store.set_fuel(fuel);
+    }
 }
 
 /// Lines a plugin may log per second before the host drops the rest.

@@ -245,8 +245,8 @@ fn unbounded_allocation_is_stopped_by_the_memory_limit() {
     let run = attack.finish(Duration::from_secs(10));
     let took = started.elapsed();
     assert!(
-        run.stderr.contains("hit its memory limit"),
-        "{}",
+        run.stderr.contains("hit its memory limit of 64 MiB"),
+        "the error names the limit: {}",
         run.stderr
     );
     assert!(
@@ -345,8 +345,9 @@ fn sigterm_stops_an_endless_loop_long_before_its_deadline() {
     assert!(took < Duration::from_secs(2), "took {took:?} after SIGTERM");
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
-        run.stderr.contains("error: the run was cancelled"),
-        "{}",
+        run.stderr
+            .contains("error: the run was cancelled while transform \"hostile\""),
+        "the error names the plugin that was running: {}",
         run.stderr
     );
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
@@ -355,6 +356,236 @@ fn sigterm_stops_an_endless_loop_long_before_its_deadline() {
     let clean = run_with(&scratch, "", &[]);
     clean.assert_ok();
     assert_output_matches(&scratch.path("out"), &orders(1, ROWS));
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let scratch = scratch_with_orders();
+    // A plugin that ignores cancellation would need its deadline to pass; the second
+    // signal does not wait for anything.
+    let attack = Attacking::start(
+        &scratch,
+        &hostile("infinite-loop", "deadline = \"60s\"\n", ""),
+    );
+    let pid = attack.child.id().to_string();
+    let signalled = Instant::now();
+    for _ in 0..2 {
+        let kill = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let run = attack.finish(Duration::from_secs(10));
+    assert!(signalled.elapsed() < Duration::from_secs(2));
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(parquet_files(&scratch.path("out")).is_empty());
+    let clean = run_with(&scratch, "", &[]);
+    clean.assert_ok();
+    assert_output_matches(&scratch.path("out"), &orders(1, ROWS));
+}
+
+#[test]
+fn fuel_bounds_the_instructions_of_one_call() {
+    let scratch = scratch_with_orders();
+    let attack = Attacking::start(
+        &scratch,
+        &hostile("infinite-loop", "fuel = 200000000\n", ""),
+    );
+    let run = attack.finish(Duration::from_secs(20));
+    assert!(
+        run.stderr
+            .contains("ran out of its fuel of 200000000 units for one call"),
+        "{}",
+        run.stderr
+    );
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn a_batch_over_the_size_limit_breaks_the_contract() {
+    let scratch = scratch_with_orders();
+    let stage = hostile("big-batch", "max_batch = \"4MiB\"\n", "mib = 8\n");
+    let run = run_with(&scratch, &stage, &[]);
+    assert!(
+        run.stderr.contains("over its `max_batch` limit of 4 MiB"),
+        "{}",
+        run.stderr
+    );
+    assert_contained(&scratch, &run);
+}
+
+/// A loopback HTTP server answering 200 to every request; counts the requests it served.
+struct HttpServer {
+    port: u16,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HttpServer {
+    fn start() -> Self {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                // Read the request head.
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+        });
+        HttpServer { port, served }
+    }
+
+    fn served(&self) -> usize {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn http_requests_go_only_under_a_granted_url_prefix() {
+    let scratch = scratch_with_orders();
+    let server = HttpServer::start();
+    let port = server.port;
+    // No http grant at all: nothing goes out.
+    let stage = hostile(
+        "http",
+        "",
+        &format!("urls = [\"http://127.0.0.1:{port}/api/orders\"]\n"),
+    );
+    let run = run_with(&scratch, &stage, &[]);
+    assert!(
+        run.stderr.contains("http: blocked: GET http://127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("HttpRequestDenied"), "{}", run.stderr);
+    assert_eq!(server.served(), 0);
+    assert_contained(&scratch, &run);
+
+    // A grant for /api/ does not open /admin, nor a look-alike path, nor another port.
+    let scratch = scratch_with_orders();
+    let stage = hostile(
+        "http",
+        &format!("http = [\"http://127.0.0.1:{port}/api/\"]\n"),
+        &format!(
+            "urls = [\"http://127.0.0.1:{port}/admin\", \"http://127.0.0.1:{port}/apix\", \"http://127.0.0.1:1/api/x\"]\n"
+        ),
+    );
+    let run = run_with(&scratch, &stage, &["--log", "warn"]);
+    assert!(run.stderr.contains("http: blocked: "), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not under the plugin's `http` grant"),
+        "the host log names the denied request: {}",
+        run.stderr
+    );
+    assert_eq!(server.served(), 0);
+    assert_contained(&scratch, &run);
+}
+
+#[test]
+fn a_granted_url_prefix_answers() {
+    let scratch = scratch_with_orders();
+    let server = HttpServer::start();
+    let port = server.port;
+    let stage = hostile(
+        "http-ok",
+        &format!("http = [\"http://127.0.0.1:{port}/api\"]\n"),
+        &format!(
+            "urls = [\"http://127.0.0.1:{port}/api\", \"http://127.0.0.1:{port}/api/orders?page=2\"]\n"
+        ),
+    );
+    run_with(&scratch, &stage, &[]).assert_ok();
+    assert_eq!(server.served(), 2);
+    assert_output_matches(&scratch.path("out"), &orders(1, ROWS));
+}
+
+#[test]
+fn an_env_grant_shows_exactly_the_named_variable() {
+    let scratch = scratch_with_orders();
+    let stage = hostile(
+        "env-ok",
+        "env = [\"INGEST_TEST_REGION\"]\n",
+        "var = \"INGEST_TEST_REGION\"\n",
+    );
+    let spec = PipelineSpec {
+        extra_transform: &stage,
+        ..PipelineSpec::default()
+    };
+    scratch.write("pipeline.toml", spec.render());
+    let mut command = scratch.command(&["run", "pipeline.toml", "--log", "info"]);
+    command.env("INGEST_TEST_REGION", "eu-west-3");
+    let run = output(command);
+    run.assert_ok();
+    assert!(
+        run.stderr
+            .contains("env-ok: INGEST_TEST_REGION has 9 bytes"),
+        "{}",
+        run.stderr
+    );
+
+    // Still nothing else: the read-env attack with the same grant sees no HOME or PATH.
+    let scratch = scratch_with_orders();
+    let stage = hostile("read-env", "env = [\"INGEST_TEST_REGION\"]\n", "");
+    let spec = PipelineSpec {
+        extra_transform: &stage,
+        ..PipelineSpec::default()
+    };
+    scratch.write("pipeline.toml", spec.render());
+    let mut command = scratch.command(&["run", "pipeline.toml"]);
+    command.env("INGEST_TEST_REGION", "eu-west-3");
+    let run = output(command);
+    assert!(
+        run.stderr.contains("HOME: environment variable not found"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("PATH=/"), "{}", run.stderr);
+
+    // A variable the host does not have is a config error naming the entry.
+    let mut command = scratch.command(&["run", "pipeline.toml"]);
+    command.env_remove("INGEST_TEST_REGION");
+    let run = output(command);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("env grant `INGEST_TEST_REGION`: the variable is not set"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_grant_the_plugin_cannot_use_is_refused_before_anything_runs() {
+    let scratch = scratch_with_orders();
+    let spec = PipelineSpec::default().render().replace(
+        "plugin = \"builtin:pii-mask\"\n",
+        "plugin = \"builtin:pii-mask\"\nnet = [\"127.0.0.1:5432\"]\n",
+    );
+    scratch.write("pipeline.toml", spec);
+    let check = scratch.host(&["check", "pipeline.toml"]);
+    assert_eq!(check.code, 2, "{check:?}");
+    assert!(
+        check.stderr.contains("transform \"mask\" (builtin:pii-mask): invalid config: unused grant: `net` is granted but the plugin does not import wasi:sockets"),
+        "{}",
+        check.stderr
+    );
+    let run = scratch.host(&["run", "pipeline.toml"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(!scratch.path("out").exists() || parquet_files(&scratch.path("out")).is_empty());
 }
 
 /// A run of the pipeline with `stage` in it, caught in the act: the plugin has logged

@@ -23,32 +23,47 @@ use crate::sandbox::{self, Grants, Interrupted, PluginState};
 
 /// Turn the outcome of a call into our error: the outer layer is a trap or interruption,
 /// the inner one the plugin's own error.
-fn outcome<T>(label: &str, result: wasmtime::Result<Result<T, WitError>>) -> Result<T, RunError> {
+fn outcome<T>(
+    state: &PluginState,
+    result: wasmtime::Result<Result<T, WitError>>,
+) -> Result<T, RunError> {
     match result {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(RunError::from_plugin(label, e)),
-        Err(e) => Err(trapped(label, e)),
+        Ok(Err(e)) => Err(RunError::from_plugin(&state.label, e)),
+        Err(e) => Err(trapped(state, e)),
     }
 }
 
-fn unit(label: &str, result: wasmtime::Result<()>) -> Result<(), RunError> {
-    result.map_err(|e| trapped(label, e))
+fn unit(state: &PluginState, result: wasmtime::Result<()>) -> Result<(), RunError> {
+    result.map_err(|e| trapped(state, e))
 }
 
-/// Describe why a plugin instance died.
-pub fn trapped(label: &str, error: wasmtime::Error) -> RunError {
+/// Describe why a plugin instance died, naming the limit it hit.
+pub fn trapped(state: &PluginState, error: wasmtime::Error) -> RunError {
+    let label = state.label.as_ref();
+    let limits = state.granted;
     if let Some(interrupted) = error.downcast_ref::<Interrupted>() {
         return match interrupted {
-            Interrupted::Cancelled => RunError::Cancelled,
+            Interrupted::Cancelled => RunError::Cancelled {
+                plugin: Some(label.to_string()),
+            },
             Interrupted::Deadline(_) => RunError::Trapped {
                 plugin: label.to_string(),
-                what: interrupted.to_string(),
+                what: format!("{interrupted} (raise `deadline` to allow longer calls)"),
             },
         };
     }
     let text = format!("{error:#}");
     let what = if text.contains("forcing trap when growing memory") {
-        "hit its memory limit".to_string()
+        format!(
+            "hit its memory limit of {} (raise `memory` to allow more)",
+            sandbox::show_bytes(limits.memory_bytes)
+        )
+    } else if let Some(wasmtime::Trap::OutOfFuel) = error.downcast_ref::<wasmtime::Trap>() {
+        format!(
+            "ran out of its fuel of {} units for one call (raise `fuel` to allow more)",
+            limits.fuel.unwrap_or_default()
+        )
     } else if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         // The first line of `text` is the header of the wasm backtrace, not the cause;
         // the backtrace itself is for plugin authors.
@@ -128,7 +143,7 @@ macro_rules! loaded {
                     .pre
                     .instantiate_async(&mut store)
                     .await
-                    .map_err(|e| trapped(&self.label, e))?;
+                    .map_err(|e| trapped(store.data(), e))?;
                 Ok(Instance {
                     label: self.label.clone(),
                     config: self.stage.config_json.clone(),
@@ -152,6 +167,13 @@ pub struct Instance<P> {
     plugin: P,
 }
 
+impl<P> Instance<P> {
+    /// The limits the instance runs under.
+    pub fn limits(&self) -> sandbox::Limits {
+        self.store.data().granted
+    }
+}
+
 pub type LoadedSource = Loaded<SourcePluginPre<PluginState>>;
 pub type LoadedTransform = Loaded<TransformPluginPre<PluginState>>;
 pub type LoadedSink = Loaded<SinkPluginPre<PluginState>>;
@@ -167,7 +189,7 @@ impl Instance<SourcePlugin> {
             .ingest_plugin_source()
             .call_check(&mut self.store, &self.config)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     pub async fn discover(&mut self) -> Result<Vec<StreamInfo>, RunError> {
@@ -177,7 +199,7 @@ impl Instance<SourcePlugin> {
             .ingest_plugin_source()
             .call_discover(&mut self.store, &self.config)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     pub async fn splits(&mut self, stream: &str) -> Result<Vec<Split>, RunError> {
@@ -187,7 +209,7 @@ impl Instance<SourcePlugin> {
             .ingest_plugin_source()
             .call_splits(&mut self.store, &self.config, stream)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     /// Parse again records the source rejected earlier.
@@ -198,7 +220,7 @@ impl Instance<SourcePlugin> {
             .ingest_plugin_source()
             .call_replay(&mut self.store, &self.config, stream, records)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     pub async fn open(
@@ -214,7 +236,7 @@ impl Instance<SourcePlugin> {
             .reader()
             .call_open(&mut self.store, &self.config, stream, split, position)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     pub async fn next(
@@ -229,7 +251,7 @@ impl Instance<SourcePlugin> {
             .reader()
             .call_next(&mut self.store, reader, max_rows)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     pub async fn ack(&mut self, reader: ResourceAny, position: &Vec<u8>) -> Result<(), RunError> {
@@ -240,15 +262,15 @@ impl Instance<SourcePlugin> {
             .reader()
             .call_ack(&mut self.store, reader, position)
             .await;
-        unit(&self.label, r)
+        unit(self.store.data(), r)
     }
 
     pub async fn close(&mut self, reader: ResourceAny) -> Result<(), RunError> {
         sandbox::arm(&mut self.store);
-        unit(
-            &self.label,
-            reader.resource_drop_async(&mut self.store).await,
-        )
+        {
+            let r = reader.resource_drop_async(&mut self.store).await;
+            unit(self.store.data(), r)
+        }
     }
 }
 
@@ -263,7 +285,7 @@ impl Instance<TransformPlugin> {
             .ingest_plugin_transform()
             .call_check(&mut self.store, &self.config)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     /// Open a transformer for `schema`, resuming from `state` (what `checkpoint` returned at
@@ -283,10 +305,10 @@ impl Instance<TransformPlugin> {
                 state.map(Vec::as_slice),
             )
             .await;
-        let handle = outcome(&self.label, r)?;
+        let handle = outcome(self.store.data(), r)?;
         sandbox::arm(&mut self.store);
         let r = api.call_output_schema(&mut self.store, handle).await;
-        Ok((handle, outcome(&self.label, r)?))
+        Ok((handle, outcome(self.store.data(), r)?))
     }
 
     pub async fn process(
@@ -301,7 +323,7 @@ impl Instance<TransformPlugin> {
             .transformer()
             .call_process(&mut self.store, handle, batch)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     pub async fn flush(&mut self, handle: ResourceAny) -> Result<Output, RunError> {
@@ -312,7 +334,7 @@ impl Instance<TransformPlugin> {
             .transformer()
             .call_flush(&mut self.store, handle)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     /// The state to keep with the epoch being closed.
@@ -324,15 +346,15 @@ impl Instance<TransformPlugin> {
             .transformer()
             .call_checkpoint(&mut self.store, handle)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     pub async fn close(&mut self, handle: ResourceAny) -> Result<(), RunError> {
         sandbox::arm(&mut self.store);
-        unit(
-            &self.label,
-            handle.resource_drop_async(&mut self.store).await,
-        )
+        {
+            let r = handle.resource_drop_async(&mut self.store).await;
+            unit(self.store.data(), r)
+        }
     }
 }
 
@@ -347,7 +369,7 @@ impl Instance<SinkPlugin> {
             .ingest_plugin_sink()
             .call_check(&mut self.store, &self.config)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     pub async fn open(
@@ -362,7 +384,7 @@ impl Instance<SinkPlugin> {
             .writer()
             .call_open(&mut self.store, &self.config, stream, mode)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     pub async fn write(&mut self, writer: ResourceAny, batch: &Vec<u8>) -> Result<(), RunError> {
@@ -373,7 +395,7 @@ impl Instance<SinkPlugin> {
             .writer()
             .call_write(&mut self.store, writer, batch)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     pub async fn prepare(&mut self, writer: ResourceAny, epoch: u64) -> Result<Vec<u8>, RunError> {
@@ -384,7 +406,7 @@ impl Instance<SinkPlugin> {
             .writer()
             .call_prepare(&mut self.store, writer, epoch)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     /// Publish `epoch`; returns the names of what was published.
@@ -401,7 +423,7 @@ impl Instance<SinkPlugin> {
             .writer()
             .call_commit(&mut self.store, writer, epoch, token)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     pub async fn abort(&mut self, writer: ResourceAny, epoch: u64) -> Result<(), RunError> {
@@ -412,14 +434,14 @@ impl Instance<SinkPlugin> {
             .writer()
             .call_abort(&mut self.store, writer, epoch)
             .await;
-        outcome(&self.label, r)
+        outcome(self.store.data(), r)
     }
 
     pub async fn close(&mut self, writer: ResourceAny) -> Result<(), RunError> {
         sandbox::arm(&mut self.store);
-        unit(
-            &self.label,
-            writer.resource_drop_async(&mut self.store).await,
-        )
+        {
+            let r = writer.resource_drop_async(&mut self.store).await;
+            unit(self.store.data(), r)
+        }
     }
 }

@@ -71,8 +71,9 @@ pub enum RunError {
     Schema(#[from] crate::schema::Refused),
     #[error("{0}")]
     Secrets(String),
-    #[error("the run was cancelled")]
-    Cancelled,
+    /// A signal stopped the run; `plugin` was inside a call at that moment, if any.
+    #[error("the run was cancelled{}; the open epoch was aborted and the state stays at the last commit", .plugin.as_ref().map(|p| format!(" while {p} was running")).unwrap_or_default())]
+    Cancelled { plugin: Option<String> },
     /// A stage stopped because a neighbouring stage failed; never the cause itself.
     #[error("a neighbouring stage stopped")]
     Stopped,
@@ -168,6 +169,8 @@ fn grants(stage: &Stage, secrets: &BTreeMap<String, String>) -> Result<Grants, R
     Ok(Grants {
         fs: stage.fs.clone(),
         net,
+        http: stage.http.clone(),
+        env: stage.env.clone(),
         secrets: stage
             .secrets
             .iter()
@@ -175,6 +178,49 @@ fn grants(stage: &Stage, secrets: &BTreeMap<String, String>) -> Result<Grants, R
             .collect(),
         limits: stage.limits,
     })
+}
+
+/// Refuse a grant the plugin cannot use because it does not import the interface the grant
+/// opens: a grant nobody needs is a mistake in the pipeline or a sign the plugin is not the
+/// one the operator meant to grant.
+fn check_grants_used(
+    runtime: &Runtime,
+    stage: &Stage,
+    component: &wasmtime::component::Component,
+) -> Result<(), RunError> {
+    let imports: Vec<String> = component
+        .component_type()
+        .imports(&runtime.engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let imports_any = |prefix: &str| imports.iter().any(|i| i.starts_with(prefix));
+    let mut unused = Vec::new();
+    let grants: [(&str, bool, &str); 5] = [
+        ("fs", !stage.fs.is_empty(), "wasi:filesystem/"),
+        ("net", !stage.net.is_empty(), "wasi:sockets/"),
+        ("http", !stage.http.is_empty(), "wasi:http/outgoing-handler"),
+        ("env", !stage.env.is_empty(), "wasi:cli/environment"),
+        ("secrets", !stage.secrets.is_empty(), "ingest:plugin/host"),
+    ];
+    for (key, granted, interface) in grants {
+        if granted && !imports_any(interface) {
+            unused.push(format!(
+                "`{key}` is granted but the plugin does not import {}",
+                interface.trim_end_matches('/')
+            ));
+        }
+    }
+    if unused.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::InvalidConfig {
+            plugin: stage.label(),
+            message: format!(
+                "unused grant: {}; remove the grant (see `host plugins inspect` for what the plugin imports)",
+                unused.join("; ")
+            ),
+        })
+    }
 }
 
 /// Add where in the pipeline file a key the plugin complains about is.
@@ -228,6 +274,7 @@ pub async fn prepare(
         let bytes = crate::plugin::read(&stage.plugin, stage.kind)?;
         let component = runtime.compile(&label, &bytes)?;
         runtime.check_kind(&label, &component, stage.kind)?;
+        check_grants_used(runtime, stage, &component)?;
         Ok(component)
     };
 
@@ -328,7 +375,7 @@ pub async fn run(prepared: Arc<Prepared>) -> Result<Summary, RunError> {
             }
             Err(e) if e.is_retryable() && attempt < policy.max_attempts => {
                 if prepared.cancel.load(Ordering::Relaxed) {
-                    return Err(RunError::Cancelled);
+                    return Err(RunError::Cancelled { plugin: None });
                 }
                 let delay = backoff(&policy, attempt, &e);
                 tracing::warn!(

@@ -144,6 +144,10 @@ pub async fn attempt(prepared: Arc<Prepared>, summary: &mut Summary) -> Result<(
             let replace = match &cause {
                 None => true,
                 Some(RunError::Stopped) => !matches!(e, RunError::Stopped),
+                // Say which plugin a signal interrupted, when a stage knows.
+                Some(RunError::Cancelled { plugin: None }) => {
+                    matches!(e, RunError::Cancelled { plugin: Some(_) })
+                }
                 Some(_) => false,
             };
             if replace {
@@ -256,13 +260,29 @@ pub(super) async fn recover(
     Ok(())
 }
 
+/// A batch over the plugin's `max_batch` limit breaks the contract.
+fn check_size<P>(plugin: &super::instances::Instance<P>, bytes: usize) -> Result<(), RunError> {
+    let max = plugin.limits().max_batch_bytes;
+    if bytes > max {
+        return Err(RunError::Contract {
+            plugin: plugin.label.to_string(),
+            message: format!(
+                "returned a batch of {}, over its `max_batch` limit of {}; return smaller batches (or raise `max_batch`)",
+                crate::sandbox::show_bytes(bytes),
+                crate::sandbox::show_bytes(max)
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn closed(_: channel::Closed) -> RunError {
     RunError::Stopped
 }
 
 fn cancelled(prepared: &Prepared) -> Result<(), RunError> {
     if prepared.cancel.load(Ordering::Relaxed) {
-        Err(RunError::Cancelled)
+        Err(RunError::Cancelled { plugin: None })
     } else {
         Ok(())
     }
@@ -360,6 +380,7 @@ async fn source_stage(
                 let Some(chunk) = source.next(reader, batch_rows).await? else {
                     break;
                 };
+                check_size(&source, chunk.batch.len())?;
                 let data = batch::decode(&chunk.batch).map_err(|e| {
                     contract(format!("returned a chunk that is not valid Arrow IPC: {e}"))
                 })?;
@@ -438,7 +459,7 @@ async fn transform_stage(
             return Err(RunError::Stopped);
         };
         if cancel.load(Ordering::Relaxed) {
-            return Err(RunError::Cancelled);
+            return Err(RunError::Cancelled { plugin: None });
         }
         match message {
             Message::Stream {
@@ -480,6 +501,9 @@ async fn transform_stage(
                 };
                 let output = transform.process(*handle, &input).await?;
                 drop(permit);
+                for out in &output.batches {
+                    check_size(&transform, out.len())?;
+                }
                 forward(
                     &label,
                     on_error,
@@ -498,6 +522,9 @@ async fn transform_stage(
             } => {
                 if let Some((handle, declared, stream)) = &open {
                     let output = transform.flush(*handle).await?;
+                    for out in &output.batches {
+                        check_size(&transform, out.len())?;
+                    }
                     forward(&label, on_error, stream, declared, output, None, &tx).await?;
                     let state = transform.checkpoint(*handle).await?;
                     if state.is_empty() {
