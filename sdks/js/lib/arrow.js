@@ -327,15 +327,42 @@ export function normaliseColumn(field, values) {
 }
 
 /**
+ * A column as it arrived over IPC, decoded on first use: a batch that passes a column on
+ * untouched sends its bytes back as they came, without decoding or encoding a value.
+ * `raw` is `{ nullCount, buffers }` in the IPC layout of the column's type.
+ */
+export class LazyColumn {
+  #decode;
+  #values = null;
+
+  constructor(length, decode, raw) {
+    this.length = length;
+    this.#decode = decode;
+    this.raw = raw;
+  }
+
+  /** The values, decoded once (batches made by `select` or `withColumn` share a column). */
+  decode() {
+    this.#values ??= this.#decode();
+    return this.#values;
+  }
+}
+
+/**
  * A record batch: a schema and one array of values per column, all of `numRows` length.
- * Batches are immutable; `withColumn`, `select`, `filter` and `slice` return new ones.
+ * Batches are immutable (do not change the arrays in place); `withColumn`, `select`,
+ * `filter`, `take` and `slice` return new ones. Columns that arrived over IPC are decoded
+ * when first read.
  */
 export class Batch {
+  #columns;
+
   /**
    * @param {Schema} schema
    * @param {Array<Array>} columns one array per field, in schema order
-   * @param {{trusted?: boolean}} [options] `trusted` skips the value checks (the IPC reader
-   *   uses it; plugin code should not)
+   * @param {{trusted?: boolean, numRows?: number}} [options] `trusted` skips the value checks
+   *   (the IPC reader uses it, with LazyColumns; plugin code should not); `numRows` is the
+   *   row count of a batch without columns
    */
   constructor(schema, columns, options = {}) {
     if (!(schema instanceof Schema)) schema = new Schema(schema);
@@ -346,13 +373,15 @@ export class Batch {
     }
     const numRows = columns.length ? columns[0].length : options.numRows ?? 0;
     columns.forEach((c, i) => {
-      if (!Array.isArray(c)) throw new TypeError(`column ${schema.fields[i].name} is not an array`);
+      if (!Array.isArray(c) && !(options.trusted && c instanceof LazyColumn)) {
+        throw new TypeError(`column ${schema.fields[i].name} is not an array`);
+      }
       if (c.length !== numRows) {
         throw new TypeError(`column ${schema.fields[i].name} has ${c.length} values, column ${schema.fields[0].name} has ${numRows}`);
       }
     });
     this.schema = schema;
-    this.columns = Object.freeze(options.trusted ? columns : columns.map((c, i) => normaliseColumn(schema.fields[i], c)));
+    this.#columns = options.trusted ? [...columns] : columns.map((c, i) => normaliseColumn(schema.fields[i], c));
     this.numRows = numRows;
     Object.freeze(this);
   }
@@ -388,29 +417,51 @@ export class Batch {
   }
 
   get numColumns() {
-    return this.columns.length;
+    return this.#columns.length;
+  }
+
+  /** Every column's values, in schema order. */
+  get columns() {
+    return this.#columns.map((_, i) => this.column(i));
   }
 
   /** The values of column `name` (or of the column at index `name`). */
   column(name) {
     const i = typeof name === 'number' ? name : this.schema.indexOf(name);
-    if (i < 0 || i >= this.columns.length) {
+    if (i < 0 || i >= this.#columns.length) {
       throw new TypeError(`no column ${name}; the batch has ${this.schema.names.join(', ')}`);
     }
-    return this.columns[i];
+    const c = this.#columns[i];
+    if (c instanceof LazyColumn) {
+      this.#columns[i] = c.decode();
+      return this.#columns[i];
+    }
+    return c;
+  }
+
+  /** The IPC bytes of column `i` when it was never decoded (for the IPC writer), else null. */
+  rawColumn(i) {
+    const c = this.#columns[i];
+    return c instanceof LazyColumn ? c.raw : null;
   }
 
   /** Row `i` as an object `{ name: value }`. */
   row(i) {
     const out = {};
     const { fields } = this.schema;
-    for (let c = 0; c < fields.length; c++) out[fields[c].name] = this.columns[c][i];
+    for (let c = 0; c < fields.length; c++) out[fields[c].name] = this.column(c)[i];
     return out;
   }
 
   /** Every row as an object, in order. */
   *rows() {
-    for (let i = 0; i < this.numRows; i++) yield this.row(i);
+    const columns = this.columns;
+    const names = this.schema.names;
+    for (let i = 0; i < this.numRows; i++) {
+      const out = {};
+      for (let c = 0; c < names.length; c++) out[names[c]] = columns[c][i];
+      yield out;
+    }
   }
 
   [Symbol.iterator]() {
@@ -429,23 +480,22 @@ export class Batch {
    */
   withColumn(field, values) {
     const f = field instanceof Field ? field : new Field(...field);
-    const vals = typeof values === 'function' ? Array.from({ length: this.numRows }, (_, i) => values(this.row(i), i)) : values;
-    const schema = this.schema.with(f);
-    const columns = [...this.columns];
-    const i = this.schema.indexOf(f.name);
+    const vals = typeof values === 'function' ? Array.from(this.rows(), (row, i) => values(row, i)) : values;
     const checked = normaliseColumn(f, vals);
     if (checked.length !== this.numRows) {
       throw new TypeError(`column ${f.name} has ${checked.length} values, the batch has ${this.numRows} rows`);
     }
+    const columns = [...this.#columns];
+    const i = this.schema.indexOf(f.name);
     if (i < 0) columns.push(checked);
     else columns[i] = checked;
-    return new Batch(schema, columns, { trusted: true });
+    return new Batch(this.schema.with(f), columns, { trusted: true, numRows: this.numRows });
   }
 
   /** Only the named columns, in the order given. */
   select(names) {
     const schema = this.schema.select(names);
-    return new Batch(schema, names.map((n) => this.column(n)), { trusted: true, numRows: this.numRows });
+    return new Batch(schema, names.map((n) => this.#columns[this.schema.indexOf(n)]), { trusted: true, numRows: this.numRows });
   }
 
   /** Rows `start` (inclusive) to `end` (exclusive). */
@@ -459,12 +509,17 @@ export class Batch {
   /** The rows for which `keep(row object, index)` is true. */
   filter(keep) {
     const rows = [];
-    for (let i = 0; i < this.numRows; i++) if (keep(this.row(i), i)) rows.push(i);
+    let i = 0;
+    for (const row of this.rows()) {
+      if (keep(row, i)) rows.push(i);
+      i++;
+    }
     return this.take(rows);
   }
 
   /** The rows at the given indices, in that order. */
   take(indices) {
+    if (indices.length === this.numRows && indices.every((r, i) => r === i)) return this;
     return new Batch(this.schema, this.columns.map((c) => indices.map((i) => c[i])), {
       trusted: true,
       numRows: indices.length,

@@ -9,7 +9,7 @@
  * LSB-first. Compressed bodies and dictionary-encoded columns are refused.
  */
 
-import { Batch, Field, Schema, Type, intInfo, isBigIntType, typeName } from './arrow.js';
+import { Batch, Field, LazyColumn, Schema, Type, intInfo, isBigIntType, typeName } from './arrow.js';
 
 const UTF8_DECODER = new TextDecoder('utf-8', { fatal: true });
 const UTF8_ENCODER = new TextEncoder();
@@ -219,15 +219,30 @@ const TWO_32 = 4294967296;
 // The high word of a 64-bit integer whose value is within ±2^53.
 const SAFE_HIGH = 2097152;
 
+/** How many body buffers a column of `type` has. */
+function bufferCount(type) {
+  if (type.id === 'null') return 0;
+  return ['utf8', 'large_utf8', 'binary', 'large_binary'].includes(type.id) ? 3 : 2;
+}
+
+/** Column `field` of a record batch, decoded when first read (see LazyColumn). */
 function readColumn(field, length, nodes, buffers, body) {
   const node = nodes.next().value;
   if (!node) throw new IpcError(`record batch has no node for column ${field.name}`);
-  const take = () => {
+  if (node.length !== length) throw new IpcError(`column ${field.name} has ${node.length} rows, its batch ${length}`);
+  const bufs = [];
+  for (let i = 0; i < bufferCount(field.type); i++) {
     const b = buffers.next().value;
     if (!b) throw new IpcError(`record batch lacks a buffer of column ${field.name}`);
-    if (b.offset + b.length > body.length) throw new IpcError(`buffer of column ${field.name} lies outside the body`);
-    return body.subarray(b.offset, b.offset + b.length);
-  };
+    if (b.offset < 0 || b.offset + b.length > body.length) throw new IpcError(`buffer of column ${field.name} lies outside the body`);
+    bufs.push(body.subarray(b.offset, b.offset + b.length));
+  }
+  return new LazyColumn(length, () => decodeColumn(field, length, node, bufs), { nullCount: node.nullCount, buffers: bufs });
+}
+
+function decodeColumn(field, length, node, bufs) {
+  let next = 0;
+  const take = () => bufs[next++];
   const { type } = field;
   const out = new Array(length);
   if (type.id === 'null') return out.fill(null);
@@ -674,7 +689,13 @@ function encodeBinary(values) {
   return [lengths, data];
 }
 
-function writeColumn(body, field, values) {
+function writeColumn(body, field, values, raw) {
+  if (raw) {
+    // A column passed on untouched: its bytes as they came.
+    body.nodes.push([values.length, raw.nullCount]);
+    for (const b of raw.buffers) body.push(b);
+    return;
+  }
   const n = values.length;
   const { type } = field;
   let nulls = 0;
@@ -753,7 +774,10 @@ function structs(pairs) {
 
 function batchMessage(batch) {
   const body = new Body();
-  batch.schema.fields.forEach((f, i) => writeColumn(body, f, batch.columns[i]));
+  batch.schema.fields.forEach((f, i) => {
+    const raw = batch.rawColumn(i);
+    writeColumn(body, f, raw ? { length: batch.numRows } : batch.column(i), raw);
+  });
   const header = [
     [0, 'i64', batch.numRows],
     [1, 'vec_struct', structs(body.nodes)],

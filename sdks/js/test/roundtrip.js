@@ -2,7 +2,9 @@
 // `javascript::ipc_round_trip_js_rust_js_is_exact`:
 //
 //   node roundtrip.js encode OUT_DIR   writes OUT_DIR/NAME.arrow for every golden fixture,
-//                                      encoded by the JavaScript writer from NAME.json
+//                                      encoded by the JavaScript writer from NAME.json, and
+//                                      OUT_DIR/NAME.passthrough.arrow: the fixture's stream
+//                                      read and written again without a value decoded
 //   node roundtrip.js check IN_DIR     reads IN_DIR/NAME.arrow (written back by arrow-rs)
 //                                      and exits 1 listing every value that differs
 
@@ -18,6 +20,8 @@ if (mode === 'encode') {
   for (const name of fixtureNames()) {
     const { schema, batches } = expected(name);
     writeFileSync(join(dir, `${name}.arrow`), writeStream(schema, batches));
+    const read = readStream(readFixture(name));
+    writeFileSync(join(dir, `${name}.passthrough.arrow`), writeStream(read.schema, read.batches));
   }
 } else if (mode === 'check') {
   let failed = 0;
