@@ -1256,3 +1256,117 @@ fn a_javascript_component_asks_for_no_network() {
         );
     }
 }
+
+/// A JavaScript transform that exercises the host's imports and the error cases, by mode.
+const PROBE_APP: &str = r#"
+import { defineTransform, secret, log, Transient } from './lib/ingest.js';
+
+export const transform = defineTransform({
+  open(config) {
+    if (config.mode === 'secret') {
+      const value = secret(config.name);
+      log('info', `the secret has ${value.length} characters`);
+      console.log(`printing it by mistake: ${value}`);
+    }
+    return {
+      process(batch) {
+        if (config.mode === 'transient') throw new Transient('upstream busy', 5);
+        if (config.mode === 'crash') return batch.column('nope');
+        return batch;
+      },
+    };
+  },
+});
+"#;
+
+#[test]
+fn javascript_host_imports_and_errors_reach_the_host_as_the_contract_says() {
+    let scratch = Scratch::new();
+    scratch.write("probe/app.js", PROBE_APP);
+    let wasm = build_app(&scratch.path("probe"), "transform");
+    scratch.write("data/rows.csv", "id,name\n1,a\n2,b\n");
+    let pipeline = |mode: &str, grant: &str| {
+        format!(
+            r#"[pipeline]
+name = "probe-{mode}"
+[retry]
+max_attempts = 2
+initial_backoff = "10ms"
+[secrets]
+token = {{ env = "TEST_MASK_KEY" }}
+[[source]]
+plugin = "builtin:file"
+fs = ["data"]
+[source.config]
+path = "data/rows.csv"
+stream = "rows"
+[[transform]]
+name = "probe"
+plugin = "{wasm}"
+sha256 = "{sha}"
+secrets = [{grant}]
+[transform.config]
+mode = "{mode}"
+name = "token"
+[[sink]]
+plugin = "builtin:file"
+fs = ["out-{mode}:rw"]
+[sink.config]
+path = "out-{mode}"
+format = "jsonl"
+"#,
+            wasm = wasm.display(),
+            sha = sha256_file(&wasm),
+        )
+    };
+    let run = |mode: &str, grant: &str| {
+        scratch.write(&format!("{mode}.toml"), pipeline(mode, grant));
+        let mut command = scratch.command(&["run", &format!("{mode}.toml")]);
+        command.env("INGEST_LOG", "info");
+        output(command)
+    };
+
+    // log and secret: the value reaches the plugin; what it prints is redacted.
+    let granted = run("secret", "\"token\"");
+    granted.assert_ok();
+    assert!(
+        granted.stderr.contains("the secret has 32 characters"),
+        "{}",
+        granted.stderr
+    );
+    assert!(
+        granted
+            .stderr
+            .contains("printing it by mistake: [redacted]")
+            && !granted.stderr.contains(MASK_KEY),
+        "{}",
+        granted.stderr
+    );
+
+    let denied = run("secret", "");
+    assert_ne!(denied.code, 0);
+    assert!(
+        denied.stderr.contains("access denied")
+            && denied.stderr.contains("secret `token` is not granted"),
+        "{}",
+        denied.stderr
+    );
+
+    // Transient: retried, then reported with its message.
+    let transient = run("transient", "");
+    assert_eq!(transient.code, 1, "{transient:?}");
+    assert!(
+        transient.stderr.contains("retrying") && transient.stderr.contains("upstream busy"),
+        "{}",
+        transient.stderr
+    );
+
+    // Any other exception: fatal, with the JavaScript error's message.
+    let crash = run("crash", "");
+    assert_eq!(crash.code, 1, "{crash:?}");
+    assert!(
+        crash.stderr.contains("\"probe\"") && crash.stderr.contains("no column nope"),
+        "{}",
+        crash.stderr
+    );
+}
