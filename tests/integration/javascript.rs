@@ -1259,7 +1259,7 @@ fn a_javascript_component_asks_for_no_network() {
 
 /// A JavaScript transform that exercises the host's imports and the error cases, by mode.
 const PROBE_APP: &str = r#"
-import { defineTransform, secret, log, Transient } from './lib/ingest.js';
+import { defineTransform, secret, log, parquetEncoder, Transient } from './lib/ingest.js';
 
 export const transform = defineTransform({
   open(config) {
@@ -1272,6 +1272,14 @@ export const transform = defineTransform({
       process(batch) {
         if (config.mode === 'transient') throw new Transient('upstream busy', 5);
         if (config.mode === 'crash') return batch.column('nope');
+        if (config.mode === 'parquet') {
+          const encoder = parquetEncoder(batch.schema, { compression: 'snappy' });
+          const head = encoder.write(batch);
+          const tail = encoder.finish();
+          const file = new Uint8Array([...head, ...tail]);
+          const magic = String.fromCharCode(...file.slice(0, 4), ...file.slice(-4));
+          log('info', `parquet: ${file.length} bytes, ${magic}`);
+        }
         return batch;
       },
     };
@@ -1350,6 +1358,15 @@ format = "jsonl"
             && denied.stderr.contains("secret `token` is not granted"),
         "{}",
         denied.stderr
+    );
+
+    // The host's Parquet encoder, a resource of the host interface.
+    let parquet = run("parquet", "");
+    parquet.assert_ok();
+    assert!(
+        parquet.stderr.contains("bytes, PAR1PAR1"),
+        "{}",
+        parquet.stderr
     );
 
     // Transient: retried, then reported with its message.
