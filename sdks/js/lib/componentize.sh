@@ -76,14 +76,24 @@ EOF
 
 mkdir -p "$(dirname "$out")"
 out_abs=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
-started=$(date +%s%N)
+# Milliseconds now (whole seconds where `date` has no %N).
+now_ms() {
+    local n
+    n=$(date +%s%N)
+    if [[ $n =~ ^[0-9]+$ ]]; then echo $((n / 1000000)); else echo $(($(date +%s) * 1000)); fi
+}
+started=$(now_ms)
 (
     cd "$stage"
     node "$cli" app.js --wit .wit --world-name "$world-plugin" -d http -d fetch-event -o "$out_abs"
 )
-elapsed_ms=$((($(date +%s%N) - started) / 1000000))
-digest=$(sha256sum "$out_abs" | cut -d' ' -f1)
-echo "componentize: built $out ($(stat -c %s "$out_abs") bytes) in $((elapsed_ms / 1000)).$((elapsed_ms % 1000 / 100)) s; sha256 $digest"
+elapsed_ms=$(($(now_ms) - started))
+if command -v sha256sum >/dev/null; then
+    digest=$(sha256sum "$out_abs" | cut -d' ' -f1)
+else
+    digest=$(shasum -a 256 "$out_abs" | cut -d' ' -f1)
+fi
+echo "componentize: built $out ($(wc -c <"$out_abs" | tr -d ' ') bytes) in $((elapsed_ms / 1000)).$((elapsed_ms % 1000 / 100)) s; sha256 $digest"
 
 if [[ -n $pin ]]; then
     # Set the sha256 in the table whose plugin is ".../OUT.wasm" (first pass: find that
