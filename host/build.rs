@@ -113,6 +113,65 @@ fn main() {
         "cargo:rustc-env=INGEST_FIXTURES_DIR={}",
         artefacts.display()
     );
+
+    scaffold_files(root, &out_dir);
+}
+
+/// What `host new plugin` writes, embedded: the project templates of every language and
+/// kind, each language's SDK, and the contract.
+const SCAFFOLD: &[&str] = &[
+    "wit/plugin.wit",
+    "templates",
+    "sdks/python/ingest_plugin",
+    "sdks/js/lib",
+    "plugins/sdk/src",
+];
+
+fn scaffold_files(root: &Path, out_dir: &Path) {
+    let mut files = Vec::new();
+    for input in SCAFFOLD {
+        let path = root.join(input);
+        println!("cargo:rerun-if-changed={}", path.display());
+        collect(&path, &mut files);
+    }
+    files.sort();
+    let mut table = String::from(
+        "/// Files `host new plugin` writes from: (path in the repository, bytes).
+",
+    );
+    table.push_str("pub static FILES: &[(&str, &[u8])] = &[\n");
+    for file in files {
+        let relative = file
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        writeln!(
+            table,
+            "    ({relative:?}, include_bytes!({:?})),",
+            file.display().to_string()
+        )
+        .unwrap();
+    }
+    table.push_str("];\n");
+    fs::write(out_dir.join("scaffold.rs"), table).unwrap();
+}
+
+/// Every file under `path`, leaving out what tools leave behind.
+fn collect(path: &Path, files: &mut Vec<PathBuf>) {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if ["__pycache__", "node_modules", ".venv", "target", ".tools"].contains(&name)
+        || name.ends_with(".pyc")
+    {
+        return;
+    }
+    if path.is_dir() {
+        for entry in fs::read_dir(path).unwrap() {
+            collect(&entry.unwrap().path(), files);
+        }
+    } else if path.is_file() {
+        files.push(path.to_path_buf());
+    }
 }
 
 fn copy(from: &Path, to: &Path) {

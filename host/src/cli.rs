@@ -52,6 +52,30 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Start something new.
+    New {
+        #[command(subcommand)]
+        command: NewCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NewCommand {
+    /// Write a ready plugin project: code, build script (`./build.sh`), a test pipeline
+    /// with its input, the contract and the SDK.
+    Plugin {
+        /// The language to write it in.
+        #[arg(long, value_enum)]
+        lang: crate::scaffold::Lang,
+        /// What the plugin does in a pipeline.
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// The plugin's name (lower case, digits, dashes); also the project directory.
+        name: String,
+        /// Where to create the project directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +97,11 @@ pub enum PluginsCommand {
     },
     /// List the built-in plugins.
     List,
+    /// Compile a component into the cache now, so that runs start it in milliseconds.
+    Compile {
+        /// A `.wasm` file.
+        plugin: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +188,30 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Dlq {
             command: DlqCommand::Show { pipeline },
         } => dlq_show(&pipeline),
+        Command::New {
+            command:
+                NewCommand::Plugin {
+                    lang,
+                    kind,
+                    name,
+                    dir,
+                },
+        } => {
+            let project =
+                crate::scaffold::new_plugin(lang, kind, &name, &dir).map_err(|e| Failure {
+                    code: 2,
+                    error: e.into(),
+                })?;
+            println!(
+                "created {}: a {kind} plugin in {lang:?}\n\n    cd {}\n    ./build.sh               # builds {name}.wasm and pins it in pipeline.toml\n    host run pipeline.toml   # runs it on the sample input",
+                project.display(),
+                project.display()
+            );
+            Ok(())
+        }
+        Command::Plugins {
+            command: PluginsCommand::Compile { plugin },
+        } => compile(&plugin),
         Command::Dlq {
             command: DlqCommand::Replay { pipeline },
         } => dlq_replay(&pipeline).await,
@@ -215,6 +268,37 @@ fn dlq_show(path: &Path) -> Result<(), Failure> {
         pipeline.name,
         if total == 1 { "" } else { "s" },
         dir.display()
+    );
+    Ok(())
+}
+
+/// Compile a component into the cache (`host plugins compile`).
+fn compile(path: &Path) -> Result<(), Failure> {
+    let failed = |code, error: anyhow::Error| Failure { code, error };
+    let runtime = new_runtime(None)?;
+    if runtime.cache_dir().is_none() {
+        return Err(failed(
+            2,
+            anyhow::anyhow!("no cache directory: set INGEST_CACHE_DIR or HOME"),
+        ));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| failed(2, anyhow::anyhow!("cannot read {}: {e}", path.display())))?;
+    let plugin = plugin::PluginBytes::new(bytes);
+    let label = path.display().to_string();
+    let started = std::time::Instant::now();
+    let (_, cached) = runtime
+        .compile_cached(&label, &plugin)
+        .map_err(|e| failed(1, e.into()))?;
+    println!(
+        "{label}: sha256 {}; {} in {:.2} s",
+        plugin.sha256,
+        if cached {
+            "already in the cache"
+        } else {
+            "compiled into the cache"
+        },
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -11,5 +11,6 @@ pub mod fault;
 pub mod plugin;
 pub mod runtime;
 pub mod sandbox;
+pub mod scaffold;
 pub mod schema;
 pub mod secrets;

@@ -60,7 +60,7 @@ mod builtins {
 }
 
 /// The three roles a plugin can play; each maps to one world of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Kind {
     Source,
     Transform,
@@ -164,6 +164,16 @@ pub struct PluginBytes {
     pub sha256: String,
 }
 
+impl PluginBytes {
+    /// Bytes read from somewhere, with their digest.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        PluginBytes {
+            sha256: sha256_hex(&bytes),
+            bytes: bytes.into(),
+        }
+    }
+}
+
 /// Read a plugin's bytes and check its pinned digest.
 pub fn read(plugin: &PluginRef, kind: Kind) -> Result<PluginBytes, LoadError> {
     match plugin {
@@ -246,6 +256,21 @@ impl Runtime {
     /// Compile a component, or load it from the cache (keyed by engine configuration and
     /// component digest). A cache entry the engine refuses is recompiled and replaced.
     pub fn compile(&self, label: &str, plugin: &PluginBytes) -> Result<Component, LoadError> {
+        self.compile_cached(label, plugin)
+            .map(|(component, _)| component)
+    }
+
+    /// Where compiled components are cached, if anywhere.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache_dir.as_deref()
+    }
+
+    /// As [`Runtime::compile`]; also says whether the component came from the cache.
+    pub fn compile_cached(
+        &self,
+        label: &str,
+        plugin: &PluginBytes,
+    ) -> Result<(Component, bool), LoadError> {
         let cached = self
             .cache_dir
             .as_ref()
@@ -256,7 +281,7 @@ impl Runtime {
                 // `Component::serialize` of this same engine configuration (the key says
                 // so); wasmtime still validates the header and refuses a mismatch.
                 match unsafe { Component::deserialize_file(&self.engine, path) } {
-                    Ok(component) => return Ok(component),
+                    Ok(component) => return Ok((component, true)),
                     Err(e) => tracing::warn!(
                         plugin = label,
                         cache = %path.display(),
@@ -279,7 +304,7 @@ impl Runtime {
         if let Some(path) = &cached {
             store_in_cache(&component, path);
         }
-        Ok(component)
+        Ok((component, false))
     }
 
     /// Check that a compiled component exports the interface its kind needs.

@@ -655,6 +655,7 @@ impl Attacking {
             std::thread::sleep(Duration::from_millis(10));
         };
         seen.push_str(&rest.join().unwrap().unwrap());
+        assert_no_secret(&seen);
         Output {
             code: status.code().unwrap_or(-1),
             stdout: String::new(),

@@ -101,14 +101,26 @@ pub fn host_in(dir: &Path, args: &[&str]) -> Output {
     output(host_command(dir, args))
 }
 
-/// Run a prepared command and collect what it printed.
+/// Run a prepared command and collect what it printed. Whatever the test, the secret every
+/// test pipeline holds must never appear in what the host printed.
 pub fn output(mut command: Command) -> Output {
     let out = command.output().expect("the host binary runs");
-    Output {
+    let output = Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    };
+    assert_no_secret(&output.stdout);
+    assert_no_secret(&output.stderr);
+    output
+}
+
+/// The test secret does not appear in `captured`.
+pub fn assert_no_secret(captured: &str) {
+    assert!(
+        !captured.contains(MASK_KEY),
+        "the secret leaked into the host's output:\n{captured}"
+    );
 }
 
 /// One generated order, as the CSV holds it.
