@@ -13,6 +13,7 @@ use std::process::Command;
 const BUILTINS: &[(&str, &str, &str)] = &[
     ("source", "file", "file_source"),
     ("transform", "pii-mask", "pii_mask"),
+    ("transform", "dedupe", "dedupe"),
     ("sink", "file", "file_sink"),
 ];
 
@@ -24,6 +25,7 @@ const INPUTS: &[&str] = &[
     "plugins/sdk",
     "plugins/file-source",
     "plugins/pii-mask",
+    "plugins/dedupe",
     "plugins/file-sink",
     "plugins/zstd-shim",
     "tests/fixtures",
