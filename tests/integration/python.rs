@@ -211,46 +211,38 @@ pub fn build_example_plugins(dir: &Path) {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path, name: Option<&str>) {
+fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let path = entry.unwrap().path();
-        let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let file_name = path.file_name().unwrap();
         if file_name == "__pycache__" {
             continue;
         }
-        let target_name = match name {
-            Some(n) => file_name.replace("{{name}}", n),
-            None => file_name,
-        };
-        let target = to.join(target_name);
+        let target = to.join(file_name);
         if path.is_dir() {
-            copy_tree(&path, &target, name);
-            continue;
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
         }
-        let bytes = std::fs::read(&path).unwrap();
-        match (name, String::from_utf8(bytes.clone())) {
-            (Some(n), Ok(text)) => std::fs::write(&target, text.replace("{{name}}", n)).unwrap(),
-            _ => std::fs::write(&target, bytes).unwrap(),
-        }
-        let mode = std::fs::metadata(&path).unwrap().permissions();
-        std::fs::set_permissions(&target, mode).unwrap();
     }
 }
 
-/// What `host new plugin --lang python --kind KIND NAME` makes in `dest`: the template
-/// with NAME in place of `{{name}}`, the contract at `wit/plugin.wit` and the SDK package at
-/// `ingest_plugin/`.
+/// `host new plugin --lang python --kind KIND NAME`, making the project `dest` (whose last
+/// component is NAME): the template with NAME in place of `{{name}}`, the contract at
+/// `wit/plugin.wit` and the SDK package at `ingest_plugin/`.
 pub fn instantiate_python_template(kind: &str, name: &str, dest: &Path) {
-    let root = root();
-    copy_tree(&root.join("templates/python").join(kind), dest, Some(name));
-    std::fs::create_dir_all(dest.join("wit")).unwrap();
-    std::fs::copy(root.join("wit/plugin.wit"), dest.join("wit/plugin.wit")).unwrap();
-    copy_tree(
-        &root.join("sdks/python/ingest_plugin"),
-        &dest.join("ingest_plugin"),
-        None,
-    );
+    assert_eq!(dest.file_name().unwrap(), name);
+    let parent = dest.parent().unwrap();
+    std::fs::create_dir_all(parent).unwrap();
+    host_in(
+        parent,
+        &[
+            "new", "plugin", "--lang", "python", "--kind", kind, name, "--dir", ".",
+        ],
+    )
+    .assert_ok();
+    assert!(dest.join("ingest_plugin").is_dir() && dest.join("wit/plugin.wit").is_file());
 }
 
 /// Build a project made from a template with its own `build.sh` (with the test's
@@ -767,7 +759,7 @@ fn python_sdk_ipc_codec_agrees_with_arrow_rs_both_ways() {
 /// A copy of example `name` in the scratch directory at `ex/`, its Python plugins built.
 fn example(scratch: &Scratch, name: &str) -> PathBuf {
     let dir = scratch.path("ex");
-    copy_tree(&root().join("examples").join(name), &dir, None);
+    copy_tree(&root().join("examples").join(name), &dir);
     for leftover in ["out", ".state"] {
         let _ = std::fs::remove_dir_all(dir.join(leftover));
     }
