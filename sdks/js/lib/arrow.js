@@ -99,7 +99,10 @@ export function sameType(a, b) {
  * `time32[ms]`... Also accepts a type object, returned unchanged.
  */
 export function parseType(name) {
-  if (typeof name === 'object' && name !== null && typeof name.id === 'string') return name;
+  if (typeof name === 'object' && name !== null && typeof name.id === 'string') {
+    // A type object: checked (and frozen) by way of its name.
+    return parseType(typeName(name));
+  }
   const text = String(name).trim();
   const m = /^(timestamp|time32|time64|duration)\[\s*(\w+)\s*(?:,\s*(.+?)\s*)?\]$/.exec(text);
   if (m) {
@@ -142,7 +145,11 @@ export class Field {
   constructor(name, type, nullable = true, metadata = new Map()) {
     if (typeof name !== 'string') throw new TypeError('a field name is a string');
     this.name = name;
-    this.type = parseType(type);
+    try {
+      this.type = parseType(type);
+    } catch (e) {
+      throw new TypeError(`column ${name}: ${e.message}`);
+    }
     this.nullable = Boolean(nullable);
     this.metadata = metadata instanceof Map ? metadata : new Map(Object.entries(metadata ?? {}));
     Object.freeze(this);

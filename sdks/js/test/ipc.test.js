@@ -133,7 +133,7 @@ test('values that do not fit their column are refused with column, row and value
   assert.throws(() => Batch.fromRows(schema, [{ n: 1 }, { n: 300 }]), /column n \(int8\), row 1: 300 is not an integer in -128\.\.127/);
   assert.throws(() => new Batch(new Schema([['s', 'utf8', false]]), [[null]]), /column s \(utf8\) is not nullable, but row 0 is null/);
   assert.throws(() => Batch.fromRows(new Schema([['x', 'int64']]), [{ x: 2 ** 60 }]), /column x \(int64\), row 0/);
-  assert.throws(() => new Field('x', 'decimal128'), /unknown Arrow type "decimal128"/);
+  assert.throws(() => new Field('price', 'decimal128'), /column price: unknown Arrow type "decimal128"/);
 });
 
 test('a malformed stream is an error, not garbage', () => {
