@@ -11,5 +11,6 @@ mod python;
 mod recovery;
 mod retries;
 mod sandbox;
+mod scaffold;
 mod schema;
 mod support;

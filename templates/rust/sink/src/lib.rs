@@ -30,8 +30,8 @@ const SPEC: &str = r#"{
   "properties": {"path": {"type": "string", "description": "Directory (granted read-write)"}}
 }"#;
 
-fn io(what: &str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    let what = what.to_string();
+/// An I/O error as the host should see it: a missing grant, or worth a retry.
+fn io<'a>(what: &'a str, path: &'a std::path::Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |e| match e.kind() {
         std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => Error::AccessDenied(
             format!("cannot {what} {}: {e}; grant the directory with fs = [\"DIR:rw\"]", path.display()),
