@@ -1,7 +1,8 @@
 //! JavaScript plugins: the SDK's Arrow IPC codec against arrow-rs (golden bytes and a round
-//! trip JS → Rust → JS), example 04 end to end, every `templates/js` kind built and run, the
-//! host's imports and each error case as a JavaScript plugin meets them (a config error is
-//! one at exit code 2), no network in what a component asks for, and the start-up cost.
+//! trip JS → Rust → JS), example 04 end to end, each kind made by `host new plugin --lang js`
+//! built with its build.sh and run, the host's imports and each error case as a JavaScript
+//! plugin meets them (a config error is one at exit code 2), no network in what a component
+//! asks for, and the start-up cost.
 //!
 //! Components are built with `sdks/js/build.sh` (the pinned componentize-js in `.tools/js`,
 //! installed by `scripts/polyglot-tools js` when missing) once per test process, and kept
@@ -996,33 +997,27 @@ fn a_javascript_invalid_config_fails_the_run_as_a_config_error_naming_the_plugin
     );
 }
 
-/// A template of `templates/js` made into a project as `host new plugin` makes it: the
-/// template's files with `{{name}}` replaced, the contract as wit/plugin.wit and the SDK as
-/// lib/.
-fn instantiate_template(kind: &str, name: &str, into: &Path) {
-    fn copy(from: &Path, to: &Path, name: &str) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let path = entry.unwrap().path();
-            let target = to.join(path.file_name().unwrap());
-            if path.is_dir() {
-                copy(&path, &target, name);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                let bytes = match String::from_utf8(bytes) {
-                    Ok(text) => text.replace("{{name}}", name).into_bytes(),
-                    Err(e) => e.into_bytes(),
-                };
-                std::fs::write(&target, bytes).unwrap();
-                let mode = std::fs::metadata(&path).unwrap().permissions();
-                std::fs::set_permissions(&target, mode).unwrap();
-            }
-        }
+/// A project made by `host new plugin --lang js`: the template of `kind` with the name
+/// filled in, the contract as wit/plugin.wit and the SDK as lib/.
+fn new_project(kind: &str, name: &str, parent: &Path) -> PathBuf {
+    host_in(
+        parent,
+        &[
+            "new", "plugin", "--lang", "js", "--kind", kind, name, "--dir", ".",
+        ],
+    )
+    .assert_ok();
+    let project = parent.join(name);
+    for file in [
+        "app.js",
+        "build.sh",
+        "pipeline.toml",
+        "lib/ingest.js",
+        "wit/plugin.wit",
+    ] {
+        assert!(project.join(file).is_file(), "the project has no {file}");
     }
-    copy(&root().join("templates/js").join(kind), into, name);
-    copy(&root().join("sdks/js/lib"), &into.join("lib"), name);
-    std::fs::create_dir_all(into.join("wit")).unwrap();
-    std::fs::copy(root().join("wit/plugin.wit"), into.join("wit/plugin.wit")).unwrap();
+    project
 }
 
 /// Build a template project with its own build.sh (cached like every component), with the
@@ -1091,8 +1086,7 @@ fn jsonl_rows(dir: &Path) -> Vec<Value> {
 #[test]
 fn the_javascript_transform_template_builds_and_runs() {
     let scratch = Scratch::new();
-    let project = scratch.path("shout");
-    instantiate_template("transform", "shout", &project);
+    let project = new_project("transform", "shout", &scratch.path(""));
     build_template("transform", "shout", &project);
     let run = host_in(&project, &["run", "pipeline.toml"]);
     run.assert_ok();
@@ -1114,8 +1108,7 @@ fn the_javascript_transform_template_builds_and_runs() {
 #[test]
 fn the_javascript_source_template_builds_and_runs() {
     let scratch = Scratch::new();
-    let project = scratch.path("tail-logs");
-    instantiate_template("source", "tail-logs", &project);
+    let project = new_project("source", "tail-logs", &scratch.path(""));
     build_template("source", "tail-logs", &project);
     let run = host_in(&project, &["run", "pipeline.toml"]);
     run.assert_ok();
@@ -1162,8 +1155,7 @@ fn the_javascript_source_template_builds_and_runs() {
 #[test]
 fn the_javascript_sink_template_builds_and_runs() {
     let scratch = Scratch::new();
-    let project = scratch.path("to-jsonl");
-    instantiate_template("sink", "to-jsonl", &project);
+    let project = new_project("sink", "to-jsonl", &scratch.path(""));
     build_template("sink", "to-jsonl", &project);
     let run = host_in(&project, &["run", "pipeline.toml"]);
     run.assert_ok();
