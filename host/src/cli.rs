@@ -97,6 +97,10 @@ pub enum PluginsCommand {
     },
     /// List the built-in plugins.
     List,
+    /// Check every plugin of a test pipeline against the contract, call by call: config
+    /// schema, a refused unknown key, reading and resuming, transforms' output, the sink's
+    /// abort and idempotent commit. The sink publishes test epochs: use a test pipeline.
+    Conform { pipeline: PathBuf },
     /// Compile a component into the cache now, so that runs start it in milliseconds.
     Compile {
         /// A `.wasm` file.
@@ -212,6 +216,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Plugins {
             command: PluginsCommand::Compile { plugin },
         } => compile(&plugin),
+        Command::Plugins {
+            command: PluginsCommand::Conform { pipeline },
+        } => conform(&pipeline).await,
         Command::Dlq {
             command: DlqCommand::Replay { pipeline },
         } => dlq_replay(&pipeline).await,
@@ -269,6 +276,33 @@ fn dlq_show(path: &Path) -> Result<(), Failure> {
         if total == 1 { "" } else { "s" },
         dir.display()
     );
+    Ok(())
+}
+
+/// `host plugins conform`: one line per check, exit 1 when any failed.
+async fn conform(path: &Path) -> Result<(), Failure> {
+    let pipeline = config::load(path)?;
+    let runtime = new_runtime(Some(&pipeline))?;
+    let prepared = runtime::prepare(&pipeline, &runtime, cancel_on_signal())
+        .await
+        .map_err(run_failure)?;
+    let findings = runtime::conform(Arc::new(prepared))
+        .await
+        .map_err(run_failure)?;
+    let failed = findings.iter().filter(|f| f.failure.is_some()).count();
+    for f in &findings {
+        match &f.failure {
+            None => println!("ok    {}: {}", f.plugin, f.check),
+            Some(why) => println!("FAIL  {}: {}: {why}", f.plugin, f.check),
+        }
+    }
+    println!("{} checks, {} failed", findings.len(), failed);
+    if failed > 0 {
+        return Err(Failure {
+            code: 1,
+            error: anyhow::anyhow!("{failed} conformance check(s) failed"),
+        });
+    }
     Ok(())
 }
 

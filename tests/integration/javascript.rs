@@ -1103,6 +1103,7 @@ fn the_javascript_transform_template_builds_and_runs() {
     let second = host_in(&project, &["run", "pipeline.toml"]);
     second.assert_ok();
     assert!(second.stdout.contains("no new epoch"), "{}", second.stdout);
+    assert_conforms(&project);
 }
 
 #[test]
@@ -1150,6 +1151,7 @@ fn the_javascript_source_template_builds_and_runs() {
     again.assert_ok();
     assert!(again.stdout.contains("1 rows read"), "{}", again.stdout);
     assert_eq!(jsonl_rows(&project.join("out")).len(), rows.len() + 1);
+    assert_conforms(&project);
 }
 
 #[test]
@@ -1173,6 +1175,7 @@ fn the_javascript_sink_template_builds_and_runs() {
     let again = host_in(&project, &["run", "pipeline.toml"]);
     again.assert_ok();
     assert_eq!(jsonl_rows(&project.join("out")).len(), expected);
+    assert_conforms(&project);
 }
 
 #[test]

@@ -1021,6 +1021,7 @@ fn python_transform_template_builds_and_runs_in_its_pipeline() {
     let letters = dead_letters(&dir, name, "rows");
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["reason"], "city is empty");
+    assert_conforms(&dir);
 }
 
 #[test]
@@ -1047,6 +1048,7 @@ fn python_source_template_builds_and_runs_in_its_pipeline() {
     let letters = dead_letters(&dir, name, "lines");
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["location"], "input/a.txt:3");
+    assert_conforms(&dir);
 }
 
 #[test]
@@ -1076,6 +1078,7 @@ fn python_sink_template_builds_and_publishes_each_epoch_once() {
         0,
         "nothing stays staged"
     );
+    assert_conforms(&dir);
 }
 
 // --- errors and start-up ----------------------------------------------------------------

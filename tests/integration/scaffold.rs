@@ -88,6 +88,7 @@ fn a_new_rust_transform_builds_and_filters_its_sample_input() {
     let rows = json_lines(&dir.join("out/rows"));
     let cities: Vec<&str> = rows.iter().map(|r| r["city"].as_str().unwrap()).collect();
     assert_eq!(cities, ["Lisbon", "Porto"], "the cities with an `o`");
+    assert_conforms(&dir);
 }
 
 #[test]
@@ -99,6 +100,7 @@ fn a_new_rust_source_builds_and_resumes_after_its_committed_position() {
     let rows = json_lines(&dir.join("out/numbers"));
     let ids: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, (0..1000).collect::<Vec<_>>());
+    assert_conforms(&dir);
 }
 
 #[test]
@@ -113,6 +115,7 @@ fn a_new_rust_sink_builds_and_publishes_each_epoch_once() {
         !dir.join("out/rows/.staging/open.jsonl").exists(),
         "nothing is left staged"
     );
+    assert_conforms(&dir);
 }
 
 #[test]

@@ -473,3 +473,16 @@ pub fn assert_output_matches(out_dir: &Path, expected: &[Order]) {
         assert_eq!(get("notes"), notes, "notes of {}", o.order_id);
     }
 }
+
+/// `host plugins conform` passes every check on the pipeline in `dir` (its sink publishes
+/// test epochs, so call it after the output was checked).
+pub fn assert_conforms(dir: &Path) {
+    let out = host_in(dir, &["plugins", "conform", "pipeline.toml"]);
+    assert!(
+        out.code == 0 && out.stdout.contains(" 0 failed"),
+        "the plugins in {} break the contract:\n{}\n{}",
+        dir.display(),
+        out.stdout,
+        out.stderr
+    );
+}

@@ -172,7 +172,34 @@ impl<P> Instance<P> {
     pub fn limits(&self) -> sandbox::Limits {
         self.store.data().granted
     }
+
+    /// The config the instance's calls pass.
+    pub fn config(&self) -> &str {
+        &self.config
+    }
+
+    /// Pass `config` instead from now on (the conformance suite tries a bad one).
+    pub fn set_config(&mut self, config: String) {
+        self.config = config;
+    }
 }
+
+macro_rules! spec {
+    ($plugin:ty, $interface:ident) => {
+        impl Instance<$plugin> {
+            /// The JSON Schema of the plugin's config.
+            pub async fn spec(&mut self) -> Result<String, RunError> {
+                sandbox::arm(&mut self.store);
+                let r = self.plugin.$interface().call_spec(&mut self.store).await;
+                r.map_err(|e| trapped(self.store.data(), e))
+            }
+        }
+    };
+}
+
+spec!(SourcePlugin, ingest_plugin_source);
+spec!(TransformPlugin, ingest_plugin_transform);
+spec!(SinkPlugin, ingest_plugin_sink);
 
 pub type LoadedSource = Loaded<SourcePluginPre<PluginState>>;
 pub type LoadedTransform = Loaded<TransformPluginPre<PluginState>>;

@@ -10,6 +10,7 @@
 //! positions to the source.
 
 mod channel;
+mod conform;
 mod instances;
 mod replay;
 mod stages;
@@ -29,6 +30,7 @@ use crate::plugin::{LoadError, Runtime};
 use crate::sandbox::{Grants, SandboxError};
 use crate::{batch, capabilities, config};
 
+pub use conform::{conform, Finding};
 pub use instances::{LoadedSink, LoadedSource, LoadedTransform};
 pub use replay::{replay, ReplaySummary};
 

@@ -20,7 +20,7 @@ component), so it also runs under plain `python3` for a plugin's own unit tests.
 from . import arrow
 from .arrow import DataType, Field, Schema, UnsupportedType
 from .batch import Batch
-from .errors import AccessDenied, DataError, Fatal, InvalidConfig, PluginError, Transient
+from .errors import AccessDenied, DataError, Fatal, InvalidConfig, PluginError, Transient, expect_keys
 from .host import log, secret
 from .ipc import IpcError
 from .plugin import Chunk, Reject, Replayed, Sink, Source, Split, Stream, Transform, WriteMode

@@ -39,3 +39,17 @@ class DataError(PluginError):
 
 class Fatal(PluginError):
     """Anything else that must stop the run."""
+
+
+def expect_keys(config, required=(), optional=()):
+    """Refuse a config with a key the plugin does not know (usually a typo) or without a
+    required one, as `InvalidConfig` naming the key and listing what is accepted."""
+    known = list(required) + list(optional)
+    unknown = sorted(k for k in config if k not in known)
+    if unknown:
+        raise InvalidConfig(
+            f"unknown key `{unknown[0]}`; accepted: {', '.join(known) or 'none'}"
+        )
+    missing = [k for k in required if k not in config]
+    if missing:
+        raise InvalidConfig(f"missing key `{missing[0]}`")

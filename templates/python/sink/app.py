@@ -19,7 +19,7 @@ import datetime
 import json
 import os
 
-from ingest_plugin import AccessDenied, Fatal, InvalidConfig, Sink
+from ingest_plugin import AccessDenied, Fatal, InvalidConfig, Sink, expect_keys
 
 
 def _json(value):
@@ -48,6 +48,7 @@ class Plugin(Sink):
     @classmethod
     def check(cls, config):
         """Validate the config and check the target is writable with the grants given."""
+        expect_keys(config, required=["dir"])
         directory = config.get("dir")
         if not isinstance(directory, str) or not directory:
             raise InvalidConfig('dir: name the output directory, e.g. dir = "out"')

@@ -13,7 +13,7 @@ source reads; `ingest_plugin/README.md` documents the API.
 import json
 import os
 
-from ingest_plugin import Batch, Chunk, Field, InvalidConfig, Reject, Schema, Source, Split, Stream
+from ingest_plugin import Batch, Chunk, Field, InvalidConfig, Reject, Schema, Source, Split, Stream, expect_keys
 
 SCHEMA = Schema(
     [
@@ -37,6 +37,7 @@ class Plugin(Source):
     @classmethod
     def check(cls, config):
         """Validate the config and reach the input; InvalidConfig stops the run (exit code 2)."""
+        expect_keys(config, required=["dir"])
         directory = config.get("dir")
         if not isinstance(directory, str):
             raise InvalidConfig('dir: name a directory of text files, e.g. dir = "input"')

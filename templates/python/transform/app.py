@@ -8,7 +8,7 @@ Change `process` to do what your transform needs; `ingest_plugin/README.md` docu
 API (Batch, Schema, Field, the errors).
 """
 
-from ingest_plugin import Field, InvalidConfig, Transform, log
+from ingest_plugin import Field, InvalidConfig, Transform, expect_keys, log
 
 
 class Plugin(Transform):
@@ -27,6 +27,7 @@ class Plugin(Transform):
     @classmethod
     def check(cls, config):
         """Validate the config before the run moves data; InvalidConfig stops it (exit code 2)."""
+        expect_keys(config, required=["column"], optional=["contains"])
         if not isinstance(config.get("column"), str):
             raise InvalidConfig('column: name a text column of the input, e.g. column = "city"')
         if not isinstance(config.get("contains", ""), str):
