@@ -999,7 +999,7 @@ fn a_javascript_invalid_config_fails_the_run_as_a_config_error_naming_the_plugin
 
 /// A project made by `host new plugin --lang js`: the template of `kind` with the name
 /// filled in, the contract as wit/plugin.wit and the SDK as lib/.
-fn new_project(kind: &str, name: &str, parent: &Path) -> PathBuf {
+pub fn new_project(kind: &str, name: &str, parent: &Path) -> PathBuf {
     host_in(
         parent,
         &[
@@ -1022,7 +1022,7 @@ fn new_project(kind: &str, name: &str, parent: &Path) -> PathBuf {
 
 /// Build a template project with its own build.sh (cached like every component), with the
 /// repository's installed tools standing in for the ones build.sh would install.
-fn build_template(kind: &str, name: &str, project: &Path) {
+pub fn build_template(kind: &str, name: &str, project: &Path) {
     let mut modules = app_modules(project);
     modules.push(project.join("build.sh"));
     let key = inputs_key(&modules, &format!("template-{kind}"));

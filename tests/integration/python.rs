@@ -972,7 +972,7 @@ fn example_05_python_source_reads_the_log_and_dead_letters_lines_that_do_not_par
 // --- templates --------------------------------------------------------------------------
 
 /// A project made from the Python template of `kind`, built, in `scratch/NAME`.
-fn template_project(scratch: &Scratch, kind: &str) -> (PathBuf, &'static str) {
+pub fn template_project(scratch: &Scratch, kind: &str) -> (PathBuf, &'static str) {
     let name = match kind {
         "source" => "py-lines",
         "transform" => "py-cities",
