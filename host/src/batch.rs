@@ -3,11 +3,13 @@
 //! rows), and single rows as JSON for the dead-letter queue and back for its replay.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
+use arrow::ipc::Message;
 use arrow::record_batch::RecordBatch;
 
 /// Decode a one-batch IPC stream; a stream with no batch is an empty batch of its schema.
@@ -21,6 +23,70 @@ pub fn decode(bytes: &[u8]) -> Result<RecordBatch, ArrowError> {
         ));
     }
     Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema)))
+}
+
+/// The schema and row count of a one-batch IPC stream, read from its message headers
+/// without decoding the columns. The framing is checked (every message complete, the
+/// batch's buffers inside its body, at most one batch); anything the headers alone cannot
+/// vouch for (dictionaries, an unusual layout, any error) goes through [`decode`], so a
+/// malformed stream is refused with the same error as before.
+pub fn inspect(bytes: &[u8]) -> Result<(SchemaRef, u64), ArrowError> {
+    if let Some(found) = headers(bytes) {
+        return Ok(found);
+    }
+    let batch = decode(bytes)?;
+    Ok((batch.schema(), batch.num_rows() as u64))
+}
+
+fn headers(bytes: &[u8]) -> Option<(SchemaRef, u64)> {
+    let mut pos = 0;
+    let (first, _) = message(bytes, &mut pos)??;
+    let schema = Arc::new(arrow::ipc::convert::try_fb_to_schema(first.header_as_schema()?).ok()?);
+    let mut rows = None;
+    while let Some((next, body)) = message(bytes, &mut pos)? {
+        // A dictionary batch, or a second record batch: leave it to the full decoder.
+        let header = next.header_as_record_batch()?;
+        if rows.is_some() {
+            return None;
+        }
+        for buffer in header.buffers()? {
+            let end = u64::try_from(buffer.offset())
+                .ok()?
+                .checked_add(u64::try_from(buffer.length()).ok()?)?;
+            if end > body as u64 {
+                return None;
+            }
+        }
+        rows = Some(u64::try_from(header.length()).ok()?);
+    }
+    Some((schema, rows.unwrap_or(0)))
+}
+
+/// The message at `*pos` and the length of its body, moving `*pos` past both; `Some(None)`
+/// at the end of the stream, `None` where the framing is not understood.
+fn message<'a>(bytes: &'a [u8], pos: &mut usize) -> Option<Option<(Message<'a>, usize)>> {
+    let mut rest = &bytes[*pos..];
+    if rest.is_empty() {
+        return Some(None);
+    }
+    let mut prefix = 4;
+    if rest.starts_with(&[0xff; 4]) {
+        rest = &rest[4..];
+        prefix = 8;
+    }
+    let len = usize::try_from(i32::from_le_bytes(rest.get(..4)?.try_into().ok()?)).ok()?;
+    if len == 0 {
+        *pos = bytes.len();
+        return Some(None);
+    }
+    let message = arrow::ipc::root_as_message(rest.get(4..4 + len)?).ok()?;
+    let body = usize::try_from(message.bodyLength()).ok()?;
+    let end = pos.checked_add(prefix + len)?.checked_add(body)?;
+    if end > bytes.len() {
+        return None;
+    }
+    *pos = end;
+    Some(Some((message, body)))
 }
 
 /// Decode a schema-only IPC stream.
@@ -97,4 +163,51 @@ pub fn row_as_json(batch: &RecordBatch, row: usize) -> String {
         return "{\"error\":\"row could not be rendered as JSON\"}".into();
     }
     String::from_utf8_lossy(&out).trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field};
+
+    fn sample(rows: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("email", DataType::Utf8, true),
+        ]));
+        let ids = Int64Array::from_iter_values(0..rows);
+        let emails = StringArray::from_iter_values((0..rows).map(|i| format!("u{i}@x.org")));
+        RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(emails)]).unwrap()
+    }
+
+    #[test]
+    fn inspect_reads_schema_and_rows_from_the_headers() {
+        let batch = sample(1000);
+        let bytes = encode(&batch).unwrap();
+        assert!(headers(&bytes).is_some(), "the fast path reads it");
+        let (schema, rows) = inspect(&bytes).unwrap();
+        assert_eq!(rows, 1000);
+        assert_eq!(schema.as_ref(), batch.schema().as_ref());
+        let empty = encode_schema(&batch.schema());
+        assert_eq!(inspect(&empty).unwrap().1, 0);
+    }
+
+    #[test]
+    fn inspect_refuses_what_decode_refuses_with_the_same_error() {
+        let bytes = encode(&sample(10)).unwrap();
+        let garbage = b"this is not arrow at all".to_vec();
+        let truncated = bytes[..bytes.len() - 40].to_vec();
+        let mut two = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut two, &sample(1).schema()).unwrap();
+        writer.write(&sample(1)).unwrap();
+        writer.write(&sample(2)).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        for bad in [garbage, truncated, two] {
+            let fast = inspect(&bad).unwrap_err().to_string();
+            let full = decode(&bad).unwrap_err().to_string();
+            assert_eq!(fast, full);
+        }
+    }
 }

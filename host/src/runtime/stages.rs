@@ -21,7 +21,7 @@ use crate::plugin::bindings::types::{Reject, StreamInfo};
 use crate::{batch, fault, schema};
 
 /// Bytes of batches in flight between two stages.
-const CHANNEL_BYTES: usize = 64 << 20;
+const CHANNEL_BYTES: usize = 16 << 20;
 
 /// Positions by stream, then split, as hex.
 type Positions = BTreeMap<String, BTreeMap<String, String>>;
@@ -381,15 +381,15 @@ async fn source_stage(
                     break;
                 };
                 check_size(&source, chunk.batch.len())?;
-                let data = batch::decode(&chunk.batch).map_err(|e| {
+                let (schema, n) = batch::inspect(&chunk.batch).map_err(|e| {
                     contract(format!("returned a chunk that is not valid Arrow IPC: {e}"))
                 })?;
-                if data.num_rows() > 0 && !batch::same_columns(&declared, &data.schema()) {
+                if n > 0 && !batch::same_columns(&declared, &schema) {
                     return Err(contract(format!(
                         "stream `{}` was declared with columns [{}] but a batch has [{}]",
                         info.name,
                         batch::describe(&declared),
-                        batch::describe(&data.schema())
+                        batch::describe(&schema)
                     )));
                 }
                 positions
@@ -411,7 +411,6 @@ async fn source_stage(
                     };
                     tx.send(Message::Rejects(reject), 0).await.map_err(closed)?;
                 }
-                let n = data.num_rows() as u64;
                 let size = chunk.batch.len();
                 stats.rows += n;
                 stats.bytes += size as u64;
@@ -566,21 +565,20 @@ async fn forward(
     tx: &Sender<Message>,
 ) -> Result<(), RunError> {
     for out in output.batches {
-        let data = batch::decode(&out).map_err(|e| RunError::Contract {
+        let (schema, rows) = batch::inspect(&out).map_err(|e| RunError::Contract {
             plugin: label.to_string(),
             message: format!("returned a batch that is not valid Arrow IPC: {e}"),
         })?;
-        if !batch::same_columns(declared, &data.schema()) {
+        if !batch::same_columns(declared, &schema) {
             return Err(RunError::Contract {
                 plugin: label.to_string(),
                 message: format!(
                     "declared output columns [{}] but returned [{}]",
                     batch::describe(declared),
-                    batch::describe(&data.schema())
+                    batch::describe(&schema)
                 ),
             });
         }
-        let rows = data.num_rows() as u64;
         if rows > 0 {
             let size = out.len();
             tx.send(Message::Data { batch: out, rows }, size)
