@@ -1,5 +1,6 @@
 //! The host side of the `ingest:plugin/host` interface: logging under the plugin's name,
-//! secrets by grant, and native Parquet encoding for plugins that write Parquet.
+//! secrets by grant, native digests of whole columns (for maskers), and native Parquet
+//! encoding for plugins that write Parquet.
 //!
 //! Host functions answer in two layers: the outer `wasmtime::Result` is a trap (a host
 //! bug or an exhausted resource table), the inner `Result` is an error the plugin handles.
@@ -13,7 +14,9 @@ use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use wasmtime::component::Resource;
 
-use crate::plugin::bindings::host::{self, Level, ParquetOptions};
+use sha2::{Digest as _, Sha256};
+
+use crate::plugin::bindings::host::{self, Digest, Level, ParquetOptions};
 use crate::plugin::bindings::types::{self, Error};
 use crate::sandbox::PluginState;
 
@@ -47,6 +50,89 @@ impl host::Host for PluginState {
                 self.label
             ))),
         })
+    }
+
+    fn digest_hex(
+        &mut self,
+        algorithm: Digest,
+        key: Vec<u8>,
+        values: Vec<u8>,
+        offsets: Vec<u32>,
+    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+        Ok(digest_hex(algorithm, &key, &values, &offsets).map_err(Error::Fatal))
+    }
+}
+
+/// Block size of SHA-256, the HMAC pad length.
+const SHA256_BLOCK: usize = 64;
+
+/// The lowercase hex digest of every value `offsets` delimits in `values`, back to back.
+pub fn digest_hex(
+    algorithm: Digest,
+    key: &[u8],
+    values: &[u8],
+    offsets: &[u32],
+) -> Result<Vec<u8>, String> {
+    let n = offsets.len().saturating_sub(1);
+    if let Some(w) = offsets.windows(2).position(|w| w[0] > w[1]) {
+        return Err(format!(
+            "digest-hex: offset {w} ({}) is past offset {} ({})",
+            offsets[w],
+            w + 1,
+            offsets[w + 1]
+        ));
+    }
+    if let Some(&last) = offsets.last() {
+        if last as usize > values.len() {
+            return Err(format!(
+                "digest-hex: the last offset ({last}) is past the end of the {} value bytes",
+                values.len()
+            ));
+        }
+    }
+    let mut out = vec![0u8; n * 64];
+    let value = |i: usize| &values[offsets[i] as usize..offsets[i + 1] as usize];
+    match algorithm {
+        Digest::Sha256 => {
+            for (i, hex) in out.chunks_exact_mut(64).enumerate() {
+                hex_into(&Sha256::digest(value(i)), hex);
+            }
+        }
+        Digest::HmacSha256 => {
+            if key.is_empty() {
+                return Err("digest-hex: hmac-sha256 needs a key that is not empty".into());
+            }
+            // RFC 2104: a long key is hashed first; the padded key is absorbed once into the
+            // inner and outer states, cloned for every value.
+            let mut block = [0u8; SHA256_BLOCK];
+            if key.len() > SHA256_BLOCK {
+                block[..32].copy_from_slice(&Sha256::digest(key));
+            } else {
+                block[..key.len()].copy_from_slice(key);
+            }
+            let pad = |byte: u8| {
+                let mut state = Sha256::new();
+                state.update(block.map(|b| b ^ byte));
+                state
+            };
+            let (inner, outer) = (pad(0x36), pad(0x5c));
+            for (i, hex) in out.chunks_exact_mut(64).enumerate() {
+                let mut mac = inner.clone();
+                mac.update(value(i));
+                let mut fin = outer.clone();
+                fin.update(mac.finalize());
+                hex_into(&fin.finalize(), hex);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn hex_into(digest: &[u8], out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in digest.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = HEX[(byte >> 4) as usize];
+        pair[1] = HEX[(byte & 15) as usize];
     }
 }
 
@@ -198,4 +284,49 @@ pub fn add_to_linker(
     host::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(linker, |s| s)?;
     types::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(linker, |s| s)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmac::{Hmac, Mac};
+
+    fn column(values: &[&str]) -> (Vec<u8>, Vec<u32>) {
+        let mut data = Vec::new();
+        let mut offsets = vec![0];
+        for v in values {
+            data.extend_from_slice(v.as_bytes());
+            offsets.push(data.len() as u32);
+        }
+        (data, offsets)
+    }
+
+    #[test]
+    fn digests_agree_with_the_reference_implementations() {
+        let values = ["", "a@example.org", &"x".repeat(200)];
+        let (data, offsets) = column(&values);
+        let sha = digest_hex(Digest::Sha256, b"", &data, &offsets).unwrap();
+        for key in [b"k".to_vec(), vec![7u8; 64], vec![9u8; 100]] {
+            let mac = digest_hex(Digest::HmacSha256, &key, &data, &offsets).unwrap();
+            for (i, v) in values.iter().enumerate() {
+                let want = hex::encode(Sha256::digest(v.as_bytes()));
+                assert_eq!(&sha[i * 64..(i + 1) * 64], want.as_bytes());
+                let mut reference = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+                reference.update(v.as_bytes());
+                let want = hex::encode(reference.finalize().into_bytes());
+                assert_eq!(&mac[i * 64..(i + 1) * 64], want.as_bytes(), "key {key:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn digest_refuses_bad_offsets_and_an_empty_key() {
+        let (data, _) = column(&["abc"]);
+        assert!(digest_hex(Digest::Sha256, b"", &data, &[0, 4]).is_err());
+        assert!(digest_hex(Digest::Sha256, b"", &data, &[2, 1]).is_err());
+        assert!(digest_hex(Digest::HmacSha256, b"", &data, &[0, 3]).is_err());
+        assert!(digest_hex(Digest::Sha256, b"", &data, &[])
+            .unwrap()
+            .is_empty());
+    }
 }

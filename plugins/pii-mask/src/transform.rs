@@ -30,6 +30,21 @@ struct MaskedColumn {
     index: usize,
     name: String,
     masker: Masker,
+    /// For the hashing rules inside Wasm: the host computes the digests natively (see
+    /// docs/decisions/0002). Natively (the unit tests) the masker does.
+    host: Option<HostDigest>,
+}
+
+struct HostDigest {
+    algorithm: host::Digest,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for HostDigest {
+    // Never print the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostDigest({:?}, <key>)", self.algorithm)
+    }
 }
 
 impl Transform for PiiMask {
@@ -109,10 +124,22 @@ impl PiiMask {
                 Field::new(name, DataType::Utf8, true)
                     .with_metadata(input.field(index).metadata().clone()),
             );
+            let algorithm = match rule {
+                Rule::Sha256 => Some(host::Digest::Sha256),
+                Rule::HmacSha256 => Some(host::Digest::HmacSha256),
+                _ => None,
+            };
+            let host = algorithm
+                .filter(|_| cfg!(target_arch = "wasm32"))
+                .map(|algorithm| HostDigest {
+                    algorithm,
+                    key: key.unwrap_or_default().to_vec(),
+                });
             masked.push(MaskedColumn {
                 index,
                 name: name.to_string(),
                 masker,
+                host,
             });
         }
         Ok(PiiMask {
@@ -156,7 +183,7 @@ impl PiiMask {
             return Ok(Arc::new(StringArray::new_null(input.len())));
         }
         if let Some(strings) = input.as_any().downcast_ref::<StringArray>() {
-            return Ok(Arc::new(col.masker.apply(strings)));
+            return self.apply(col, strings);
         }
         let text = to_text(input).map_err(|e| {
             Error::data(format!(
@@ -165,7 +192,14 @@ impl PiiMask {
                 input.data_type()
             ))
         })?;
-        Ok(Arc::new(col.masker.apply(&text)))
+        self.apply(col, &text)
+    }
+
+    fn apply(&self, col: &MaskedColumn, input: &StringArray) -> Result<ArrayRef> {
+        Ok(match &col.host {
+            Some(digest) => Arc::new(host::digest_hex(digest.algorithm, &digest.key, input)?),
+            None => Arc::new(col.masker.apply(input)),
+        })
     }
 }
 

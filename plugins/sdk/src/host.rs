@@ -1,12 +1,14 @@
-//! Capabilities the host grants: logging, secrets and native Parquet encoding.
+//! Capabilities the host grants: logging, secrets, native digests and native Parquet
+//! encoding.
 
-use arrow_array::RecordBatch;
+use arrow_array::builder::StringBuilder;
+use arrow_array::{Array, RecordBatch, StringArray};
 use arrow_schema::Schema;
 
 use crate::bindings::wit_host as wit;
 use crate::{ipc, Error, Result};
 
-pub use wit::Level;
+pub use wit::{Digest, Level};
 
 /// Write one line to the host log under this plugin's name.
 pub fn log(level: Level, message: &str) {
@@ -16,6 +18,31 @@ pub fn log(level: Level, message: &str) {
 /// The value of the secret granted to this plugin under `name`.
 pub fn secret(name: &str) -> Result<String> {
     wit::secret(name).map_err(Error::from)
+}
+
+/// The lowercase hex digest of every value of `values` (null stays null), computed natively
+/// by the host in one call. `key` is the HMAC key for [`Digest::HmacSha256`].
+pub fn digest_hex(algorithm: Digest, key: &[u8], values: &StringArray) -> Result<StringArray> {
+    let offsets: Vec<u32> = values.value_offsets().iter().map(|&o| o as u32).collect();
+    let hex = wit::digest_hex(algorithm, key, values.values().as_slice(), &offsets)?;
+    if hex.len() != values.len() * 64 {
+        return Err(Error::fatal(format!(
+            "digest-hex returned {} bytes for {} values",
+            hex.len(),
+            values.len()
+        )));
+    }
+    let mut out = StringBuilder::with_capacity(values.len(), hex.len());
+    for (i, digest) in hex.chunks_exact(64).enumerate() {
+        if values.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let text = std::str::from_utf8(digest)
+            .map_err(|e| Error::fatal(format!("digest-hex returned a non-hex digest: {e}")))?;
+        out.append_value(text);
+    }
+    Ok(out.finish())
 }
 
 /// Options for [`ParquetEncoder`].
