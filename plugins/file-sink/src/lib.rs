@@ -48,6 +48,10 @@ impl ingest_sdk::sink::Writer for FileWriter {
         FileWriter::write(self, batch)
     }
 
+    fn write_ipc(&mut self, batch: Vec<u8>) -> Result<()> {
+        FileWriter::write_ipc(self, batch)
+    }
+
     fn prepare(&mut self, epoch: u64) -> Result<Vec<u8>> {
         FileWriter::prepare(self, epoch)
     }

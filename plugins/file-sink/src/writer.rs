@@ -26,7 +26,7 @@ use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::{Field, Schema, SchemaRef};
 use arrow_select::take::take_record_batch;
 use ingest_sdk::host::{ParquetEncoder, ParquetOptions};
-use ingest_sdk::{Error, Result};
+use ingest_sdk::{ipc, Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Format, SinkConfig};
@@ -124,6 +124,24 @@ impl StagedFile {
     }
 }
 
+/// Rows to append to a file.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    Batch(&'a RecordBatch),
+    /// A one-batch IPC stream of the stream's schema and its row count, for Parquet: the
+    /// host's encoder takes the bytes as they came, with no decode and encode in between.
+    Ipc(&'a [u8], usize),
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Rows::Batch(batch) => batch.num_rows(),
+            Rows::Ipc(_, rows) => *rows,
+        }
+    }
+}
+
 /// An open output file and what turns batches into its bytes.
 enum Encoder {
     /// The host encodes; the writer appends what it returns.
@@ -162,14 +180,19 @@ impl Encoder {
     }
 
     /// Append one batch; the error is the encoder's or the file's, without context.
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
-        match self {
-            Encoder::Parquet { encoder, file } => {
-                let bytes = encoder.write(batch).map_err(|e| e.to_string())?;
+    fn write(&mut self, rows: Rows) -> Result<(), String> {
+        match (self, rows) {
+            (Encoder::Parquet { encoder, file }, rows) => {
+                let bytes = match rows {
+                    Rows::Batch(batch) => encoder.write(batch),
+                    Rows::Ipc(ipc, _) => encoder.write_ipc(ipc),
+                }
+                .map_err(|e| e.to_string())?;
                 file.write_all(&bytes).map_err(|e| e.to_string())
             }
-            Encoder::Jsonl(w) => w.write(batch).map_err(|e| e.to_string()),
-            Encoder::Csv(w) => w.write(batch).map_err(|e| e.to_string()),
+            (Encoder::Jsonl(w), Rows::Batch(batch)) => w.write(batch).map_err(|e| e.to_string()),
+            (Encoder::Csv(w), Rows::Batch(batch)) => w.write(batch).map_err(|e| e.to_string()),
+            (_, Rows::Ipc(..)) => Err("a text format needs decoded batches".to_string()),
         }
     }
 
@@ -250,14 +273,35 @@ impl FileWriter {
         staged
     }
 
+    /// Stage one batch given as the IPC stream the host sent. Unpartitioned Parquet of the
+    /// stream's schema needs no per-row work here: the bytes go to the host's encoder as
+    /// they are. Everything else is decoded and takes [`FileWriter::write`].
+    pub fn write_ipc(&mut self, ipc: Vec<u8>) -> Result<()> {
+        let direct = self.format == Format::Parquet && self.partitioner.is_none();
+        let peeked = direct.then(|| ipc::peek(&ipc)).flatten();
+        let Some((_, rows)) = peeked.filter(|(schema, _)| *schema == self.schema) else {
+            return self.write(ipc::decode_batch(&ipc)?);
+        };
+        self.refuse_if_failed()?;
+        if rows == 0 {
+            return Ok(());
+        }
+        self.start_epoch()?;
+        let staged = self.append(None, Rows::Ipc(&ipc, rows));
+        if let Err(e) = &staged {
+            self.open.failed.get_or_insert_with(|| e.to_string());
+        }
+        staged
+    }
+
     /// Append `batch` to the staged file of each partition it has rows for.
     fn stage(&mut self, batch: &RecordBatch) -> Result<()> {
         let groups = match &self.partitioner {
-            None => return self.append(None, batch),
+            None => return self.append(None, Rows::Batch(batch)),
             Some(p) => p.split(batch)?,
         };
         if let [group] = groups.as_slice() {
-            return self.append(Some(group.dir.clone()), batch);
+            return self.append(Some(group.dir.clone()), Rows::Batch(batch));
         }
         for group in groups {
             let rows = UInt32Array::from(group.rows);
@@ -267,7 +311,7 @@ impl FileWriter {
                     self.stream, group.dir
                 ))
             })?;
-            self.append(Some(group.dir), &part)?;
+            self.append(Some(group.dir), Rows::Batch(&part))?;
         }
         Ok(())
     }
@@ -538,7 +582,7 @@ impl FileWriter {
     }
 
     /// Append `batch` to the partition's staged file, opening it on first use.
-    fn append(&mut self, partition: Option<String>, batch: &RecordBatch) -> Result<()> {
+    fn append(&mut self, partition: Option<String>, batch: Rows) -> Result<()> {
         let at = match self.open.by_partition.get(&partition) {
             Some(&at) => at,
             None => {
@@ -587,11 +631,11 @@ impl FileWriter {
             return Err(Error::data(format!(
                 "file sink, stream `{}`: writing {} rows to `{}`: {e}",
                 self.stream,
-                batch.num_rows(),
+                batch.len(),
                 path.display()
             )));
         }
-        file.rows += batch.num_rows() as u64;
+        file.rows += batch.len() as u64;
         Ok(())
     }
 

@@ -77,6 +77,12 @@ impl ParquetEncoder {
         Ok(self.0.write(&ipc::encode_batch(batch)?)?)
     }
 
+    /// Like [`ParquetEncoder::write`], for a batch that is already a one-batch IPC stream
+    /// of the file's schema (as a sink received it): the bytes go to the host as they are.
+    pub fn write_ipc(&self, batch: &[u8]) -> Result<Vec<u8>> {
+        Ok(self.0.write(batch)?)
+    }
+
     pub fn finish(&self) -> Result<Vec<u8>> {
         Ok(self.0.finish()?)
     }

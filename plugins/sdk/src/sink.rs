@@ -29,6 +29,12 @@ pub trait Sink: 'static {
 pub trait Writer: 'static {
     /// Stage one batch in the open epoch.
     fn write(&mut self, batch: RecordBatch) -> Result<()>;
+    /// Stage one batch given as the one-batch IPC stream the host sent. The default decodes
+    /// it for [`Writer::write`]; a sink that can pass the bytes on as they are (to the
+    /// host's Parquet encoder, say) overrides it and skips the decode.
+    fn write_ipc(&mut self, batch: Vec<u8>) -> Result<()> {
+        self.write(ipc::decode_batch(&batch)?)
+    }
     /// Make the epoch durable but unpublished; the token lets `commit` publish it later,
     /// even from a fresh writer.
     fn prepare(&mut self, epoch: u64) -> Result<Vec<u8>>;
@@ -75,8 +81,7 @@ impl<S: Sink> wit::GuestWriter for WriterAdapter<S> {
     }
 
     fn write(&self, batch: Vec<u8>) -> Result<(), wit_types::Error> {
-        let batch = ipc::decode_batch(&batch)?;
-        Ok(self.0.borrow_mut().write(batch)?)
+        Ok(self.0.borrow_mut().write_ipc(batch)?)
     }
 
     fn prepare(&self, epoch: u64) -> Result<Vec<u8>, wit_types::Error> {
