@@ -497,7 +497,10 @@ impl<R: Read> CsvReader<R> {
             .collect();
         let mut rows = 0;
         let mut rejects = Vec::new();
-        while rows + rejects.len() < max_rows {
+        let start = self.framer.offset();
+        while rows + rejects.len() < max_rows
+            && self.framer.offset() - start < crate::MAX_CHUNK_BYTES
+        {
             if !self.read_record()? {
                 self.done = true;
                 break;

@@ -195,7 +195,9 @@ impl JsonlReader {
             .collect();
         let mut rows = 0;
         let mut rejects = Vec::new();
-        while rows + rejects.len() < max_rows {
+        let start = self.lines.offset;
+        while rows + rejects.len() < max_rows && self.lines.offset - start < crate::MAX_CHUNK_BYTES
+        {
             let Some(number) = self.lines.next(&self.path)? else {
                 self.done = true;
                 break;
