@@ -278,6 +278,9 @@ pub fn new_store(
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
+    // What a plugin may hand the host in one call (a batch, a checkpoint) is bounded by
+    // its `max_batch` limit, before the host allocates for it.
+    store.set_hostcall_fuel(grants.limits.max_batch_bytes.saturating_add(1 << 20));
     if store.get_fuel().is_ok() {
         // The engine meters fuel (some plugin of the pipeline has a `fuel` limit): the
         // others get all they want.

@@ -409,7 +409,8 @@ fn a_batch_over_the_size_limit_breaks_the_contract() {
     let stage = hostile("big-batch", "max_batch = \"4MiB\"\n", "mib = 8\n");
     let run = run_with(&scratch, &stage, &[]);
     assert!(
-        run.stderr.contains("over its `max_batch` limit of 4 MiB"),
+        run.stderr.contains("broke the plugin contract")
+            && run.stderr.contains("`max_batch` limit of 4 MiB"),
         "{}",
         run.stderr
     );

@@ -59,6 +59,15 @@ pub fn trapped(state: &PluginState, error: wasmtime::Error) -> RunError {
             "hit its memory limit of {} (raise `memory` to allow more)",
             sandbox::show_bytes(limits.memory_bytes)
         )
+    } else if text.contains("fuel allocated for hostcalls has been exhausted") {
+        // Not worth a retry: the plugin would return the same again.
+        return RunError::Contract {
+            plugin: label.to_string(),
+            message: format!(
+                "returned more than its `max_batch` limit of {} in one call; return smaller batches (or raise `max_batch`)",
+                sandbox::show_bytes(limits.max_batch_bytes)
+            ),
+        };
     } else if let Some(wasmtime::Trap::OutOfFuel) = error.downcast_ref::<wasmtime::Trap>() {
         format!(
             "ran out of its fuel of {} units for one call (raise `fuel` to allow more)",

@@ -268,12 +268,10 @@ pub async fn replay(prepared: Arc<Prepared>) -> Result<ReplaySummary, RunError> 
             flushed.push_back((i + 1, b))
         })?;
         let state = stage.transform.checkpoint(stage.handle).await?;
-        if !state.is_empty() {
-            transform_states.insert(
-                prepared.transforms[i].stage.name.clone(),
-                BTreeMap::from([(info.name.clone(), hex::encode(state))]),
-            );
-        }
+        transform_states.insert(
+            prepared.transforms[i].stage.name.clone(),
+            (!state.is_empty()).then(|| hex::encode(state)),
+        );
         rows_written += drive(&mut chain, flushed, &mut sink, &to_sink, &mut failing).await?;
     }
     for letter in &mut failing {
@@ -291,8 +289,20 @@ pub async fn replay(prepared: Arc<Prepared>) -> Result<ReplaySummary, RunError> 
     let dlq_token = queue.prepare(epoch)?.unwrap_or_default().replacing(files);
     state.epoch = epoch;
     state.committed = false;
-    for (name, states) in transform_states {
-        state.transforms.insert(name, states);
+    // As a run does: a transform's new state replaces its old one, an empty one removes it.
+    for (name, checkpoint) in transform_states {
+        let states = state.transforms.entry(name.clone()).or_default();
+        match checkpoint {
+            Some(hex) => {
+                states.insert(info.name.clone(), hex);
+            }
+            None => {
+                states.remove(&info.name);
+            }
+        }
+        if states.is_empty() {
+            state.transforms.remove(&name);
+        }
     }
     state.pending = vec![PendingCommit {
         stream: info.name.clone(),
