@@ -119,7 +119,7 @@ struct RawStage {
     /// Largest batch the plugin may return.
     max_batch: Option<ByteSize>,
     on_error: Option<OnError>,
-    /// Sources only: rows per chunk.
+    /// Sources only: the most rows per chunk (a source may return fewer).
     batch_rows: Option<u32>,
     /// Sinks only.
     write_mode: Option<String>,
