@@ -3,14 +3,16 @@
 //! rows), and single rows as JSON for the dead-letter queue and back for its replay.
 
 use std::io::Cursor;
-use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
-use arrow::ipc::Message;
 use arrow::record_batch::RecordBatch;
+
+/// The header reader plugins use too: one file, compiled into both.
+#[path = "../../plugins/sdk/src/ipc_peek.rs"]
+mod ipc_peek;
 
 /// Decode a one-batch IPC stream; a stream with no batch is an empty batch of its schema.
 pub fn decode(bytes: &[u8]) -> Result<RecordBatch, ArrowError> {
@@ -31,62 +33,11 @@ pub fn decode(bytes: &[u8]) -> Result<RecordBatch, ArrowError> {
 /// vouch for (dictionaries, an unusual layout, any error) goes through [`decode`], so a
 /// malformed stream is refused with the same error as before.
 pub fn inspect(bytes: &[u8]) -> Result<(SchemaRef, u64), ArrowError> {
-    if let Some(found) = headers(bytes) {
-        return Ok(found);
+    if let Some((schema, rows)) = ipc_peek::peek(bytes) {
+        return Ok((schema, rows as u64));
     }
     let batch = decode(bytes)?;
     Ok((batch.schema(), batch.num_rows() as u64))
-}
-
-fn headers(bytes: &[u8]) -> Option<(SchemaRef, u64)> {
-    let mut pos = 0;
-    let (first, _) = message(bytes, &mut pos)??;
-    let schema = Arc::new(arrow::ipc::convert::try_fb_to_schema(first.header_as_schema()?).ok()?);
-    let mut rows = None;
-    while let Some((next, body)) = message(bytes, &mut pos)? {
-        // A dictionary batch, or a second record batch: leave it to the full decoder.
-        let header = next.header_as_record_batch()?;
-        if rows.is_some() {
-            return None;
-        }
-        for buffer in header.buffers()? {
-            let end = u64::try_from(buffer.offset())
-                .ok()?
-                .checked_add(u64::try_from(buffer.length()).ok()?)?;
-            if end > body as u64 {
-                return None;
-            }
-        }
-        rows = Some(u64::try_from(header.length()).ok()?);
-    }
-    Some((schema, rows.unwrap_or(0)))
-}
-
-/// The message at `*pos` and the length of its body, moving `*pos` past both; `Some(None)`
-/// at the end of the stream, `None` where the framing is not understood.
-fn message<'a>(bytes: &'a [u8], pos: &mut usize) -> Option<Option<(Message<'a>, usize)>> {
-    let mut rest = &bytes[*pos..];
-    if rest.is_empty() {
-        return Some(None);
-    }
-    let mut prefix = 4;
-    if rest.starts_with(&[0xff; 4]) {
-        rest = &rest[4..];
-        prefix = 8;
-    }
-    let len = usize::try_from(i32::from_le_bytes(rest.get(..4)?.try_into().ok()?)).ok()?;
-    if len == 0 {
-        *pos = bytes.len();
-        return Some(None);
-    }
-    let message = arrow::ipc::root_as_message(rest.get(4..4 + len)?).ok()?;
-    let body = usize::try_from(message.bodyLength()).ok()?;
-    let end = pos.checked_add(prefix + len)?.checked_add(body)?;
-    if end > bytes.len() {
-        return None;
-    }
-    *pos = end;
-    Some(Some((message, body)))
 }
 
 /// Decode a schema-only IPC stream.
@@ -170,6 +121,7 @@ mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field};
+    use std::sync::Arc;
 
     fn sample(rows: i64) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -185,7 +137,7 @@ mod tests {
     fn inspect_reads_schema_and_rows_from_the_headers() {
         let batch = sample(1000);
         let bytes = encode(&batch).unwrap();
-        assert!(headers(&bytes).is_some(), "the fast path reads it");
+        assert!(ipc_peek::peek(&bytes).is_some(), "the fast path reads it");
         let (schema, rows) = inspect(&bytes).unwrap();
         assert_eq!(rows, 1000);
         assert_eq!(schema.as_ref(), batch.schema().as_ref());

@@ -46,20 +46,6 @@ fn pipeline(null_na: bool) -> String {
     }
 }
 
-/// Every dead letter of the `orders` stream, as JSON.
-fn dead_letters(scratch: &Scratch) -> Vec<serde_json::Value> {
-    let dir = scratch.path(".state/orders/dlq/orders");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut letters = Vec::new();
-    for entry in entries {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        letters.extend(text.lines().map(|l| serde_json::from_str(l).unwrap()));
-    }
-    letters
-}
-
 #[test]
 fn one_percent_malformed_rows_go_to_the_queue_and_a_replay_after_the_fix_moves_them_on() {
     let scratch = Scratch::new();
@@ -78,7 +64,7 @@ fn one_percent_malformed_rows_go_to_the_queue_and_a_replay_after_the_fix_moves_t
     let expected_good: Vec<i64> = (1..=ROWS as i64).filter(|&id| !is_malformed(id)).collect();
     assert_eq!(read_ids(&scratch.path("out")), expected_good);
 
-    let letters = dead_letters(&scratch);
+    let letters = dead_letters(&scratch.path(""), "orders", "orders");
     assert_eq!(letters.len(), 100);
     let mut dead_ids = BTreeSet::new();
     for letter in &letters {
@@ -116,7 +102,10 @@ fn one_percent_malformed_rows_go_to_the_queue_and_a_replay_after_the_fix_moves_t
         "{}",
         replay.stdout
     );
-    assert_eq!(dead_letters(&scratch).len(), 100);
+    assert_eq!(
+        dead_letters(&scratch.path(""), "orders", "orders").len(),
+        100
+    );
     assert_eq!(read_ids(&scratch.path("out")), expected_good);
 
     // 3. After the fix (N/A means "no amount"), the replay moves every letter on.
@@ -130,7 +119,7 @@ fn one_percent_malformed_rows_go_to_the_queue_and_a_replay_after_the_fix_moves_t
         "{}",
         replay.stdout
     );
-    assert!(dead_letters(&scratch).is_empty());
+    assert!(dead_letters(&scratch.path(""), "orders", "orders").is_empty());
     let all: Vec<i64> = (1..=ROWS as i64).collect();
     assert_eq!(
         read_ids(&scratch.path("out")),

@@ -767,37 +767,6 @@ fn example(scratch: &Scratch, name: &str) -> PathBuf {
     dir
 }
 
-/// The dead letters of `stream` in a pipeline's default queue, as JSON.
-fn dead_letters(dir: &Path, pipeline: &str, stream: &str) -> Vec<serde_json::Value> {
-    let queue = dir.join(format!(".state/{pipeline}/dlq/{stream}"));
-    let mut letters = Vec::new();
-    for file in std::fs::read_dir(&queue).unwrap_or_else(|e| panic!("{}: {e}", queue.display())) {
-        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
-        letters.extend(text.lines().map(|l| serde_json::from_str(l).unwrap()));
-    }
-    letters
-}
-
-/// Every line of every `.jsonl` file under `dir`, as JSON.
-fn json_lines(dir: &Path) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 #[test]
 fn example_03_python_transform_keeps_big_paid_orders_with_their_value_in_euros() {
     let scratch = Scratch::new();

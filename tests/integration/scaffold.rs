@@ -43,25 +43,6 @@ fn new_rust_project(parent: &Path, kind: &str, name: &str) -> PathBuf {
     dir
 }
 
-fn json_lines(dir: &Path) -> Vec<serde_json::Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 /// Run the project's pipeline twice: the first run commits, the second finds nothing new.
 fn run_twice(dir: &Path) -> Output {
     let first = host_in(dir, &["run", "pipeline.toml"]);

@@ -36,20 +36,6 @@ fn setup() -> Scratch {
     scratch
 }
 
-fn published_lines(scratch: &Scratch) -> usize {
-    std::fs::read_dir(scratch.path("out/prices"))
-        .map(|d| {
-            d.map(|f| {
-                std::fs::read_to_string(f.unwrap().path())
-                    .unwrap()
-                    .lines()
-                    .count()
-            })
-            .sum()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn evolve_accepts_a_new_nullable_column_and_a_widening_and_refuses_a_narrowing() {
     let scratch = setup();
@@ -64,7 +50,7 @@ fn evolve_accepts_a_new_nullable_column_and_a_widening_and_refuses_a_narrowing()
         "{}",
         state.stdout
     );
-    assert_eq!(published_lines(&scratch), 4);
+    assert_eq!(json_lines(&scratch.path("out/prices")).len(), 4);
 
     scratch.write("pipeline.toml", pipeline("data/v3.csv", "evolve"));
     let run = scratch.host(&["run", "pipeline.toml"]);
@@ -77,7 +63,7 @@ fn evolve_accepts_a_new_nullable_column_and_a_widening_and_refuses_a_narrowing()
     );
     assert!(run.stderr.contains("- discount: Float64"), "{}", run.stderr);
     assert_eq!(
-        published_lines(&scratch),
+        json_lines(&scratch.path("out/prices")).len(),
         4,
         "nothing of the refused run is published"
     );
@@ -103,47 +89,13 @@ fn freeze_refuses_any_change_with_a_readable_diff() {
         "{}",
         run.stderr
     );
-    assert_eq!(published_lines(&scratch), 2);
+    assert_eq!(json_lines(&scratch.path("out/prices")).len(), 2);
     let state = scratch.host(&["state", "show", "pipeline.toml"]);
     assert!(
         state.stdout.contains("epoch 1 (committed)") && state.stdout.contains("schema version 1"),
         "{}",
         state.stdout
     );
-}
-
-/// The JSON lines published for the stream, in file order.
-fn published(scratch: &Scratch) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(scratch.path("out/prices"))
-        .unwrap()
-        .map(|f| f.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-fn quarantined(scratch: &Scratch) -> Vec<serde_json::Value> {
-    let Ok(entries) = std::fs::read_dir(scratch.path(".state/prices/dlq/prices")) else {
-        return Vec::new();
-    };
-    entries
-        .flat_map(|f| {
-            std::fs::read_to_string(f.unwrap().path())
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 #[test]
@@ -163,12 +115,12 @@ fn quarantine_keeps_the_schema_and_sends_only_rows_that_do_not_fit_to_the_queue(
         "{}",
         run.stdout
     );
-    let rows = published(&scratch);
+    let rows = json_lines(&scratch.path("out/prices"));
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert_eq!(rows[2]["sku"], "D");
     assert_eq!(rows[2]["amount"], 40, "written in the recorded type, int64");
     assert!(rows[2].get("discount").is_none(), "no new column appears");
-    let letters = quarantined(&scratch);
+    let letters = dead_letters(&scratch.path(""), "prices", "prices");
     assert_eq!(letters.len(), 1, "{letters:?}");
     let reason = letters[0]["reason"].as_str().unwrap();
     assert!(
@@ -180,8 +132,8 @@ fn quarantine_keeps_the_schema_and_sends_only_rows_that_do_not_fit_to_the_queue(
     // v3: amount became text; `n/a` fits no int64.
     scratch.write("pipeline.toml", pipeline("data/v3.csv", "quarantine"));
     scratch.host(&["run", "pipeline.toml"]).assert_ok();
-    assert_eq!(published(&scratch).len(), 3);
-    assert_eq!(quarantined(&scratch).len(), 2);
+    assert_eq!(json_lines(&scratch.path("out/prices")).len(), 3);
+    assert_eq!(dead_letters(&scratch.path(""), "prices", "prices").len(), 2);
     let state = scratch.host(&["state", "show", "pipeline.toml"]);
     assert!(
         state.stdout.contains("schema version 1"),
@@ -197,7 +149,7 @@ fn quarantined_rows_move_on_when_replayed_after_the_policy_accepts_the_change() 
     scratch.host(&["run", "pipeline.toml"]).assert_ok();
     scratch.write("pipeline.toml", pipeline("data/v2.csv", "quarantine"));
     scratch.host(&["run", "pipeline.toml"]).assert_ok();
-    assert_eq!(quarantined(&scratch).len(), 1);
+    assert_eq!(dead_letters(&scratch.path(""), "prices", "prices").len(), 1);
 
     scratch.write("pipeline.toml", pipeline("data/v2.csv", "evolve"));
     let replay = scratch.host(&["dlq", "replay", "pipeline.toml"]);
@@ -209,8 +161,8 @@ fn quarantined_rows_move_on_when_replayed_after_the_policy_accepts_the_change() 
         "{}",
         replay.stdout
     );
-    assert!(quarantined(&scratch).is_empty());
-    let rows = published(&scratch);
+    assert!(dead_letters(&scratch.path(""), "prices", "prices").is_empty());
+    let rows = json_lines(&scratch.path("out/prices"));
     assert_eq!(rows.len(), 4);
     let c = rows.iter().find(|r| r["sku"] == "C").unwrap();
     assert_eq!(c["amount"], 30.5);

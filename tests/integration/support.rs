@@ -486,3 +486,31 @@ pub fn assert_conforms(dir: &Path) {
         out.stderr
     );
 }
+
+/// Every line of every `.jsonl` file directly in `dir`, in file-name order, as JSON; none
+/// when `dir` does not exist.
+pub fn json_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The dead letters of `stream` in the default queue of the pipeline in `dir`.
+pub fn dead_letters(dir: &Path, pipeline: &str, stream: &str) -> Vec<serde_json::Value> {
+    json_lines(&dir.join(format!(".state/{pipeline}/dlq/{stream}")))
+}

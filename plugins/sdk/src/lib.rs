@@ -14,6 +14,7 @@ pub mod config;
 mod error;
 pub mod host;
 pub mod ipc;
+mod ipc_peek;
 pub mod sink;
 pub mod source;
 pub mod text;
