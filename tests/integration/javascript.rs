@@ -32,14 +32,6 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where built components are kept between test runs.
-fn polyglot_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("polyglot")
-}
-
 /// Install the pinned JavaScript tools once per process.
 fn tools() {
     static TOOLS: OnceLock<()> = OnceLock::new();
@@ -106,31 +98,15 @@ fn app_modules(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// One build at a time (two cores), and each component once per process.
+/// One build at a time (two cores), with the tools installed, and each component once per
+/// process.
 fn built(key: &str, build: impl FnOnce(&Path)) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>> = OnceLock::new();
-    let cell = BUILT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry(key.to_string())
-        .or_default()
-        .clone();
-    cell.get_or_init(|| {
+    build_once(&format!("js-{key}"), |out| {
         static BUILDING: Mutex<()> = Mutex::new(());
         let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
-        let path = polyglot_dir().join(format!("js-{key}.wasm"));
-        if !path.is_file() {
-            tools();
-            std::fs::create_dir_all(polyglot_dir()).unwrap();
-            let tmp = path.with_extension("wasm.tmp");
-            build(&tmp);
-            assert!(tmp.is_file(), "the build wrote no {}", tmp.display());
-            std::fs::rename(&tmp, &path).unwrap();
-        }
-        path
+        tools();
+        build(out);
     })
-    .clone()
 }
 
 /// Run a build command, failing the test with its output.

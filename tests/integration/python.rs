@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -24,14 +24,6 @@ fn root() -> PathBuf {
         .parent()
         .expect("host/ lives in the workspace root")
         .to_path_buf()
-}
-
-/// Built components, by input hash: `target/polyglot/<hash>.wasm`.
-fn polyglot_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("the test tmpdir lives in the target dir")
-        .join("polyglot")
 }
 
 /// Run a command to success, or panic with what it printed.
@@ -130,30 +122,6 @@ fn build_key(world: &str, inputs: &[(&str, &Path)]) -> String {
     hex::encode(&hasher.finalize()[..16])
 }
 
-/// The component of `key`, built by `build` into the path it is given when not cached.
-/// Each key is built at most once per process, whatever the number of tests asking.
-fn cached(key: &str, build: impl FnOnce(&Path)) -> PathBuf {
-    static BUILDS: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>> = OnceLock::new();
-    let slot = BUILDS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry(key.to_string())
-        .or_default()
-        .clone();
-    slot.get_or_init(|| {
-        let path = polyglot_dir().join(format!("{key}.wasm"));
-        if !path.is_file() {
-            std::fs::create_dir_all(polyglot_dir()).unwrap();
-            let tmp = polyglot_dir().join(format!("{key}.{}.tmp", std::process::id()));
-            build(&tmp);
-            std::fs::rename(&tmp, &path).unwrap();
-        }
-        path
-    })
-    .clone()
-}
-
 /// The component of the Python plugin whose `app.py` is in `app_dir`, for world
 /// `<kind>-plugin`, built with `sdks/python/build.sh`.
 pub fn build_python_plugin(app_dir: &Path, kind: &str) -> PathBuf {
@@ -168,7 +136,7 @@ pub fn build_python_plugin(app_dir: &Path, kind: &str) -> PathBuf {
             ("wit", &root.join("wit/plugin.wit")),
         ],
     );
-    cached(&key, |out| {
+    build_once(&key, |out| {
         componentize_py();
         let mut build = Command::new(root.join("sdks/python/build.sh"));
         build.arg(app_dir).arg(&world).arg(out);
@@ -259,7 +227,7 @@ fn build_template_project(dir: &Path, name: &str, kind: &str) -> PathBuf {
             ("wit", &dir.join("wit")),
         ],
     );
-    let built = cached(&key, |out| {
+    let built = build_once(&key, |out| {
         let mut build = Command::new("bash");
         build
             .arg("build.sh")

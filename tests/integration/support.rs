@@ -514,3 +514,39 @@ pub fn json_lines(dir: &Path) -> Vec<serde_json::Value> {
 pub fn dead_letters(dir: &Path, pipeline: &str, stream: &str) -> Vec<serde_json::Value> {
     json_lines(&dir.join(format!(".state/{pipeline}/dlq/{stream}")))
 }
+
+/// Where the tests keep the Python and JavaScript components they build, across runs.
+pub fn polyglot_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the test tmpdir lives in the target dir")
+        .join("polyglot")
+}
+
+/// The component of `key` in [`polyglot_dir`], built by `build` into the path it is given
+/// when not there yet. Each key is built at most once per process, whatever the number of
+/// tests asking; a build that stops half-way leaves nothing under the key.
+pub fn build_once(key: &str, build: impl FnOnce(&Path)) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static BUILDS: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>> = OnceLock::new();
+    let slot = BUILDS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(key.to_string())
+        .or_default()
+        .clone();
+    slot.get_or_init(|| {
+        let path = polyglot_dir().join(format!("{key}.wasm"));
+        if !path.is_file() {
+            std::fs::create_dir_all(polyglot_dir()).unwrap();
+            let tmp = polyglot_dir().join(format!("{key}.{}.wasm.tmp", std::process::id()));
+            build(&tmp);
+            assert!(tmp.is_file(), "the build wrote no {}", tmp.display());
+            std::fs::rename(&tmp, &path).unwrap();
+        }
+        path
+    })
+    .clone()
+}

@@ -17,7 +17,7 @@ use arrow::datatypes::SchemaRef;
 use wasmtime::component::ResourceAny;
 
 use super::instances::{Sink, Transform};
-use super::stages::{evolve_schema, hex_decode, quarantine, recover, QUARANTINE};
+use super::stages::{evolve_schema, hex_decode, quarantine, recover, rejected_record, QUARANTINE};
 use super::{state_store, wit_write_mode, Prepared, RunError};
 use crate::batch;
 use crate::checkpoint::{PendingCommit, StateStore};
@@ -367,8 +367,8 @@ async fn drive(
 }
 
 fn count_rows(plugin: &str, ipc: &[u8]) -> Result<u64, RunError> {
-    batch::decode(ipc)
-        .map(|b| b.num_rows() as u64)
+    batch::inspect(ipc)
+        .map(|(_, rows)| rows)
         .map_err(|e| RunError::Contract {
             plugin: plugin.to_string(),
             message: format!("returned a batch that is not valid Arrow IPC: {e}"),
@@ -406,12 +406,8 @@ fn collect(
         }
     }
     let decoded = input.and_then(|b| batch::decode(b).ok());
-    for reject in output.rejects {
-        let record = match (reject.original, reject.row, &decoded) {
-            (Some(original), _, _) => original,
-            (None, Some(row), Some(batch)) => batch::row_as_json(batch, row as usize),
-            _ => String::new(),
-        };
+    for mut reject in output.rejects {
+        let record = rejected_record(&mut reject, decoded.as_ref());
         failing.push(DeadLetter {
             time: dlq::now_rfc3339(),
             pipeline: String::new(),

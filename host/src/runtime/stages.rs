@@ -591,12 +591,8 @@ async fn forward(
         let letters = output
             .rejects
             .into_iter()
-            .map(|r: Reject| {
-                let record = match (r.original, r.row, &decoded) {
-                    (Some(original), _, _) => original,
-                    (None, Some(row), Some(batch)) => batch::row_as_json(batch, row as usize),
-                    _ => String::new(),
-                };
+            .map(|mut r: Reject| {
+                let record = rejected_record(&mut r, decoded.as_ref());
                 (r.location, r.reason, record)
             })
             .collect();
@@ -609,6 +605,19 @@ async fn forward(
         tx.send(Message::Rejects(reject), 0).await.map_err(closed)?;
     }
     Ok(())
+}
+
+/// The record a transform rejected, for the dead-letter queue: the original it gave, or
+/// its row of the input batch as JSON.
+pub(super) fn rejected_record(
+    reject: &mut Reject,
+    input: Option<&arrow::record_batch::RecordBatch>,
+) -> String {
+    match (reject.original.take(), reject.row, input) {
+        (Some(original), _, _) => original,
+        (None, Some(row), Some(batch)) => batch::row_as_json(batch, row as usize),
+        _ => String::new(),
+    }
 }
 
 /// The open stream of the sink stage.
