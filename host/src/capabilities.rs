@@ -6,10 +6,8 @@
 //! bug or an exhausted resource table), the inner `Result` is an error the plugin handles.
 
 use std::io::Cursor;
-use std::sync::{Arc, Mutex};
 
-use arrow::ipc::reader::StreamReader;
-use parquet::arrow::ArrowWriter;
+use arrow::ipc::reader::{StreamDecoder, StreamReader};
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use wasmtime::component::Resource;
@@ -136,31 +134,8 @@ fn hex_into(digest: &[u8], out: &mut [u8]) {
     }
 }
 
-/// A Parquet file being encoded for a plugin.
-pub struct ParquetEncoder {
-    writer: Option<ArrowWriter<SharedBuffer>>,
-    buffer: SharedBuffer,
-}
-
-/// The encoder's output, drained after every call.
-#[derive(Clone, Default)]
-struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for SharedBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl SharedBuffer {
-    fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
+/// A Parquet file being encoded for a plugin (see [`crate::encoder`]).
+pub type ParquetEncoder = crate::encoder::Encoder;
 
 fn compression(options: &ParquetOptions) -> Result<Compression, Error> {
     let bad_level = |e: parquet::errors::ParquetError| {
@@ -187,9 +162,21 @@ fn compression(options: &ParquetOptions) -> Result<Compression, Error> {
     })
 }
 
-fn decode(bytes: &[u8]) -> Result<Option<arrow::record_batch::RecordBatch>, String> {
-    let mut reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| e.to_string())?;
-    reader.next().transpose().map_err(|e| e.to_string())
+/// The one batch of an IPC stream, decoded in place: the columns point into `bytes`
+/// (copied only where a buffer is misaligned). More than one batch is refused.
+fn decode(bytes: Vec<u8>) -> Result<Option<arrow::record_batch::RecordBatch>, String> {
+    let mut buffer = arrow::buffer::Buffer::from_vec(bytes);
+    let mut decoder = StreamDecoder::new();
+    let mut batch = None;
+    while !buffer.is_empty() {
+        if let Some(decoded) = decoder.decode(&mut buffer).map_err(|e| e.to_string())? {
+            if batch.replace(decoded).is_some() {
+                return Err("the stream holds more than one batch".into());
+            }
+        }
+    }
+    decoder.finish().map_err(|e| e.to_string())?;
+    Ok(batch)
 }
 
 impl host::HostParquetEncoder for PluginState {
@@ -212,18 +199,12 @@ impl host::HostParquetEncoder for PluginState {
         };
         let props = WriterProperties::builder()
             .set_compression(compression)
-            .set_max_row_group_row_count(Some(options.row_group_rows.max(1) as usize))
             .build();
-        let buffer = SharedBuffer::default();
-        let writer = match ArrowWriter::try_new(buffer.clone(), schema, Some(props)) {
-            Ok(w) => w,
-            Err(e) => return Ok(Err(Error::Fatal(format!("parquet-encoder.open: {e}")))),
-        };
-        let encoder = ParquetEncoder {
-            writer: Some(writer),
-            buffer,
-        };
-        Ok(Ok(self.table.push(encoder)?))
+        let rows = options.row_group_rows.max(1) as usize;
+        match ParquetEncoder::open(schema, props, rows) {
+            Ok(encoder) => Ok(Ok(self.table.push(encoder)?)),
+            Err(e) => Ok(Err(Error::Fatal(format!("parquet-encoder.open: {e}")))),
+        }
     }
 
     fn write(
@@ -232,12 +213,7 @@ impl host::HostParquetEncoder for PluginState {
         batch: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
         let encoder = self.table.get_mut(&encoder)?;
-        let Some(writer) = encoder.writer.as_mut() else {
-            return Ok(Err(Error::Fatal(
-                "parquet-encoder.write after finish".into(),
-            )));
-        };
-        let batch = match decode(&batch) {
+        let batch = match decode(batch) {
             Ok(Some(batch)) => batch,
             Ok(None) => return Ok(Ok(Vec::new())),
             Err(e) => {
@@ -246,10 +222,9 @@ impl host::HostParquetEncoder for PluginState {
                 ))))
             }
         };
-        if let Err(e) = writer.write(&batch) {
-            return Ok(Err(Error::Fatal(format!("parquet-encoder.write: {e}"))));
-        }
-        Ok(Ok(encoder.buffer.take()))
+        Ok(encoder
+            .write(batch)
+            .map_err(|e| Error::Fatal(format!("parquet-encoder.write: {e}"))))
     }
 
     fn finish(
@@ -257,15 +232,9 @@ impl host::HostParquetEncoder for PluginState {
         encoder: Resource<ParquetEncoder>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
         let encoder = self.table.get_mut(&encoder)?;
-        let Some(writer) = encoder.writer.take() else {
-            return Ok(Err(Error::Fatal(
-                "parquet-encoder.finish called twice".into(),
-            )));
-        };
-        if let Err(e) = writer.close() {
-            return Ok(Err(Error::Fatal(format!("parquet-encoder.finish: {e}"))));
-        }
-        Ok(Ok(encoder.buffer.take()))
+        Ok(encoder
+            .finish()
+            .map_err(|e| Error::Fatal(format!("parquet-encoder.finish: {e}"))))
     }
 
     fn drop(&mut self, encoder: Resource<ParquetEncoder>) -> wasmtime::Result<()> {

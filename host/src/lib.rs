@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod dlq;
+pub mod encoder;
 pub mod fault;
 pub mod plugin;
 pub mod runtime;
