@@ -22,6 +22,7 @@ const INPUTS: &[&str] = &[
     "wit",
     "plugins/Cargo.toml",
     "plugins/Cargo.lock",
+    "plugins/.cargo/config.toml",
     "plugins/sdk",
     "plugins/file-source",
     "plugins/pii-mask",
@@ -50,7 +51,10 @@ fn main() {
         .join("wasm-plugins");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.arg("build")
+    // From the plugin workspace, so that its .cargo/config.toml (the wasm target features)
+    // applies.
+    cmd.current_dir(root.join("plugins"))
+        .arg("build")
         .arg("--release")
         .arg("--target=wasm32-wasip2")
         .arg("--manifest-path")
@@ -91,7 +95,7 @@ fn main() {
     if !status.success() {
         panic!(
             "building the plugins for wasm32-wasip2 failed (see the errors above); \
-             reproduce with `cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml`"
+             reproduce with `cd plugins && cargo build --release --target wasm32-wasip2 --workspace`"
         );
     }
 
