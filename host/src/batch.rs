@@ -6,7 +6,7 @@ use std::io::Cursor;
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
-use arrow::ipc::reader::StreamReader;
+use arrow::ipc::reader::{StreamDecoder, StreamReader};
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 
@@ -38,6 +38,26 @@ pub fn inspect(bytes: &[u8]) -> Result<(SchemaRef, u64), ArrowError> {
     }
     let batch = decode(bytes)?;
     Ok((batch.schema(), batch.num_rows() as u64))
+}
+
+/// The one batch of an IPC stream that the caller hands over, decoded in place: the
+/// columns point into `bytes` (copied only where a buffer is misaligned). `None` for a
+/// stream without a batch; more than one batch is refused.
+pub fn decode_owned(bytes: Vec<u8>) -> Result<Option<RecordBatch>, ArrowError> {
+    let mut buffer = arrow::buffer::Buffer::from_vec(bytes);
+    let mut decoder = StreamDecoder::new();
+    let mut batch = None;
+    while !buffer.is_empty() {
+        if let Some(decoded) = decoder.decode(&mut buffer)? {
+            if batch.replace(decoded).is_some() {
+                return Err(ArrowError::IpcError(
+                    "the stream holds more than one batch".into(),
+                ));
+            }
+        }
+    }
+    decoder.finish()?;
+    Ok(batch)
 }
 
 /// Decode a schema-only IPC stream.

@@ -5,9 +5,6 @@
 //! Host functions answer in two layers: the outer `wasmtime::Result` is a trap (a host
 //! bug or an exhausted resource table), the inner `Result` is an error the plugin handles.
 
-use std::io::Cursor;
-
-use arrow::ipc::reader::{StreamDecoder, StreamReader};
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use wasmtime::component::Resource;
@@ -162,23 +159,6 @@ fn compression(options: &ParquetOptions) -> Result<Compression, Error> {
     })
 }
 
-/// The one batch of an IPC stream, decoded in place: the columns point into `bytes`
-/// (copied only where a buffer is misaligned). More than one batch is refused.
-fn decode(bytes: Vec<u8>) -> Result<Option<arrow::record_batch::RecordBatch>, String> {
-    let mut buffer = arrow::buffer::Buffer::from_vec(bytes);
-    let mut decoder = StreamDecoder::new();
-    let mut batch = None;
-    while !buffer.is_empty() {
-        if let Some(decoded) = decoder.decode(&mut buffer).map_err(|e| e.to_string())? {
-            if batch.replace(decoded).is_some() {
-                return Err("the stream holds more than one batch".into());
-            }
-        }
-    }
-    decoder.finish().map_err(|e| e.to_string())?;
-    Ok(batch)
-}
-
 impl host::HostParquetEncoder for PluginState {
     fn open(
         &mut self,
@@ -189,8 +169,8 @@ impl host::HostParquetEncoder for PluginState {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let schema = match StreamReader::try_new(Cursor::new(&schema), None) {
-            Ok(reader) => reader.schema(),
+        let schema = match crate::batch::decode_schema(&schema) {
+            Ok(schema) => schema,
             Err(e) => {
                 return Ok(Err(Error::Fatal(format!(
                     "parquet-encoder.open: malformed Arrow IPC schema: {e}"
@@ -200,8 +180,7 @@ impl host::HostParquetEncoder for PluginState {
         let props = WriterProperties::builder()
             .set_compression(compression)
             .build();
-        let rows = options.row_group_rows.max(1) as usize;
-        match ParquetEncoder::open(schema, props, rows) {
+        match ParquetEncoder::open(schema, props, options.row_group_rows as usize) {
             Ok(encoder) => Ok(Ok(self.table.push(encoder)?)),
             Err(e) => Ok(Err(Error::Fatal(format!("parquet-encoder.open: {e}")))),
         }
@@ -213,7 +192,7 @@ impl host::HostParquetEncoder for PluginState {
         batch: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
         let encoder = self.table.get_mut(&encoder)?;
-        let batch = match decode(batch) {
+        let batch = match crate::batch::decode_owned(batch) {
             Ok(Some(batch)) => batch,
             Ok(None) => return Ok(Ok(Vec::new())),
             Err(e) => {

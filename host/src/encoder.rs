@@ -15,18 +15,21 @@
 //! reported by the next `write` or by `finish`. At most [`QUEUED_BATCHES`] batches wait
 //! for the encoder: a plugin that writes faster than the encoder keeps up waits in `write`.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::Array;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
 use parquet::arrow::arrow_writer::{
     compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory, ArrowWriter,
 };
+use parquet::arrow::ArrowSchemaConverter;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
@@ -40,54 +43,66 @@ pub const MAX_OPEN_FILES: usize = 1024;
 
 static OPEN_FILES: AtomicUsize = AtomicUsize::new(0);
 
-/// One Parquet file being encoded.
-pub struct Encoder {
-    schema: SchemaRef,
-    queue: Option<SyncSender<RecordBatch>>,
-    worker: Option<JoinHandle<Result<(), String>>>,
-    output: Output,
-}
+/// One of the [`MAX_OPEN_FILES`] places, given back when dropped.
+struct OpenFile;
 
-impl Encoder {
-    /// Start a file of `schema` with `props`; `row_group_rows` rows per row group. The
-    /// Parquet writer itself is created with the first batch, which decides which columns
-    /// get a dictionary (see [`tune_dictionaries`]); `open` checks that one can be created.
-    pub fn open(
-        schema: SchemaRef,
-        props: WriterProperties,
-        row_group_rows: usize,
-    ) -> Result<Self, String> {
-        ArrowWriter::try_new(std::io::sink(), schema.clone(), Some(props.clone()))
-            .map_err(|e| e.to_string())?;
+impl OpenFile {
+    fn take() -> Result<Self, String> {
         if OPEN_FILES.fetch_add(1, Ordering::SeqCst) >= MAX_OPEN_FILES {
             OPEN_FILES.fetch_sub(1, Ordering::SeqCst);
             return Err(format!(
                 "{MAX_OPEN_FILES} Parquet files are already open; finish some before opening more"
             ));
         }
+        Ok(OpenFile)
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        OPEN_FILES.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One Parquet file being encoded. Dropping it abandons the file: the thread stops once
+/// it has seen the closed queue, without anyone waiting for it.
+pub struct Encoder {
+    schema: SchemaRef,
+    queue: Option<SyncSender<RecordBatch>>,
+    worker: Option<JoinHandle<Result<(), String>>>,
+    output: Output,
+    _open: OpenFile,
+}
+
+impl Encoder {
+    /// Start a file of `schema` with `props`; `row_group_rows` rows per row group. The
+    /// Parquet writer itself is created with the first batch, which decides which columns
+    /// get a dictionary (see [`tune_dictionaries`]); `open` checks that the schema can be
+    /// written as Parquet.
+    pub fn open(
+        schema: SchemaRef,
+        props: WriterProperties,
+        row_group_rows: usize,
+    ) -> Result<Self, String> {
+        ArrowSchemaConverter::new()
+            .with_coerce_types(props.coerce_types())
+            .convert(&schema)
+            .map_err(|e| e.to_string())?;
+        let open = OpenFile::take()?;
         let output = Output::default();
         let (queue, batches) = sync_channel(QUEUED_BATCHES);
-        let state = FileState {
-            output: output.clone(),
-            props,
-            writer: None,
-            schema: schema.clone(),
-            row_group_rows: row_group_rows.max(1),
-            group: None,
-            groups: 0,
-        };
+        let (file_schema, file_output) = (schema.clone(), output.clone());
+        let row_group_rows = row_group_rows.max(1);
         let worker = std::thread::Builder::new()
             .name("parquet-encoder".into())
-            .spawn(move || state.run(batches))
-            .map_err(|e| {
-                OPEN_FILES.fetch_sub(1, Ordering::SeqCst);
-                format!("cannot start an encoder thread: {e}")
-            })?;
+            .spawn(move || encode(batches, file_schema, props, row_group_rows, file_output))
+            .map_err(|e| format!("cannot start an encoder thread: {e}"))?;
         Ok(Encoder {
             schema,
             queue: Some(queue),
             worker: Some(worker),
             output,
+            _open: open,
         })
     }
 
@@ -138,21 +153,43 @@ impl Encoder {
     }
 }
 
-impl Drop for Encoder {
-    fn drop(&mut self) {
-        // An abandoned file: stop the thread without waiting for it to encode the rest.
-        self.queue = None;
-        OPEN_FILES.fetch_sub(1, Ordering::SeqCst);
+/// The encoder thread: creates the writer with dictionaries chosen from the first batch,
+/// encodes every batch in order, and finishes the file when the queue closes.
+fn encode(
+    batches: Receiver<RecordBatch>,
+    schema: SchemaRef,
+    props: WriterProperties,
+    row_group_rows: usize,
+    output: Output,
+) -> Result<(), String> {
+    let mut batches = batches.into_iter().peekable();
+    let props = match batches.peek() {
+        Some(first) => tune_dictionaries(props, first),
+        None => props,
+    };
+    let writer =
+        ArrowWriter::try_new(output, schema.clone(), Some(props)).map_err(|e| e.to_string())?;
+    let (file, factory) = writer.into_serialized_writer().map_err(|e| e.to_string())?;
+    let mut state = FileState {
+        file,
+        factory,
+        schema,
+        row_group_rows,
+        group: None,
+        groups: 0,
+    };
+    for batch in batches {
+        state.write(&batch).map_err(|e| e.to_string())?;
     }
+    state.close_group().map_err(|e| e.to_string())?;
+    state.file.finish().map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// The encoder thread's side: the file and the row group being filled.
 struct FileState {
-    output: Output,
-    /// The file's properties before [`tune_dictionaries`] sees the first batch.
-    props: WriterProperties,
-    /// Created with the first batch (or at the end, for a file without rows).
-    writer: Option<(SerializedFileWriter<Output>, ArrowRowGroupWriterFactory)>,
+    file: SerializedFileWriter<Output>,
+    factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
     row_group_rows: usize,
     /// Column writers of the open row group and the rows it holds.
@@ -161,47 +198,17 @@ struct FileState {
 }
 
 impl FileState {
-    fn run(mut self, batches: Receiver<RecordBatch>) -> Result<(), String> {
-        for batch in batches {
-            self.write(&batch).map_err(|e| e.to_string())?;
-        }
-        self.close_group().map_err(|e| e.to_string())?;
-        let (file, _) = self.writer(None).map_err(|e| e.to_string())?;
-        file.finish().map_err(|e| e.to_string())?;
-        Ok(())
-    }
-
-    /// The file's writer, created on first use with dictionaries chosen from `first`.
-    fn writer(
-        &mut self,
-        first: Option<&RecordBatch>,
-    ) -> parquet::errors::Result<&mut (SerializedFileWriter<Output>, ArrowRowGroupWriterFactory)>
-    {
-        if self.writer.is_none() {
-            let props = match first {
-                Some(batch) => tune_dictionaries(self.props.clone(), batch),
-                None => self.props.clone(),
-            };
-            let writer =
-                ArrowWriter::try_new(self.output.clone(), self.schema.clone(), Some(props))?;
-            self.writer = Some(writer.into_serialized_writer()?);
-        }
-        Ok(self.writer.as_mut().expect("created above"))
-    }
-
     fn write(&mut self, batch: &RecordBatch) -> parquet::errors::Result<()> {
         let mut offset = 0;
         while offset < batch.num_rows() {
-            if self.group.is_none() {
-                let groups = self.groups;
-                let (_, factory) = self.writer(Some(batch))?;
-                let writers = factory.create_column_writers(groups)?;
-                self.group = Some((writers, 0));
-            }
-            let (writers, rows) = self.group.as_mut().expect("opened above");
+            let (writers, rows) = match &mut self.group {
+                Some(group) => group,
+                None => self
+                    .group
+                    .insert((self.factory.create_column_writers(self.groups)?, 0)),
+            };
             let take = (self.row_group_rows - *rows).min(batch.num_rows() - offset);
-            let part = batch.slice(offset, take);
-            encode_columns(&self.schema, writers, &part)?;
+            encode_columns(&self.schema, writers, &batch.slice(offset, take))?;
             *rows += take;
             offset += take;
             if *rows >= self.row_group_rows {
@@ -217,14 +224,9 @@ impl FileState {
         let Some((writers, _)) = self.group.take() else {
             return Ok(());
         };
-        let chunks = writers
-            .into_iter()
-            .map(ArrowColumnWriter::close)
-            .collect::<parquet::errors::Result<Vec<_>>>()?;
-        let (file, _) = self.writer(None)?;
-        let mut group = file.next_row_group()?;
-        for chunk in chunks {
-            chunk.append_to_row_group(&mut group)?;
+        let mut group = self.file.next_row_group()?;
+        for writer in writers {
+            writer.close()?.append_to_row_group(&mut group)?;
         }
         group.close()?;
         self.groups += 1;
@@ -242,80 +244,57 @@ const SAMPLE_ROWS: usize = 8192;
 /// that is never, within a row group: the whole column is written twice over). Columns
 /// with repeats keep the default. Only flat columns are judged.
 pub fn tune_dictionaries(props: WriterProperties, first: &RecordBatch) -> WriterProperties {
-    let mut builder = None;
-    for (field, column) in first.schema().fields().iter().zip(first.columns()) {
-        if !props.dictionary_enabled(&ColumnPath::from(field.name().as_str())) {
-            continue;
-        }
-        if let Some(ratio) = distinct_ratio(column.as_ref()) {
-            if ratio > 0.9 {
-                builder = Some(
-                    builder
-                        .unwrap_or_else(|| props.clone().into_builder())
-                        .set_column_dictionary_enabled(
-                            ColumnPath::from(field.name().as_str()),
-                            false,
-                        ),
-                );
-            }
-        }
+    let distinct: Vec<ColumnPath> = first
+        .schema()
+        .fields()
+        .iter()
+        .zip(first.columns())
+        .map(|(field, column)| (ColumnPath::from(field.name().as_str()), column))
+        .filter(|(path, column)| {
+            props.dictionary_enabled(path)
+                && distinct_ratio(column.as_ref()).is_some_and(|ratio| ratio > 0.9)
+        })
+        .map(|(path, _)| path)
+        .collect();
+    if distinct.is_empty() {
+        return props;
     }
-    builder.map(|b| b.build()).unwrap_or(props)
+    distinct
+        .into_iter()
+        .fold(props.into_builder(), |builder, path| {
+            builder.set_column_dictionary_enabled(path, false)
+        })
+        .build()
 }
 
 /// Distinct values ÷ non-null values among the first [`SAMPLE_ROWS`] rows of a flat
-/// column; `None` for nested types and for samples too small to judge.
+/// (primitive, string or binary) column; `None` for other types and for samples too small
+/// to judge. Values are compared in Arrow's row format, one byte string per value.
 fn distinct_ratio(column: &dyn Array) -> Option<f64> {
-    use std::collections::HashSet;
-    use std::hash::{BuildHasher, RandomState};
-
-    let sample = column.slice(0, column.len().min(SAMPLE_ROWS));
-    let hasher = RandomState::new();
-    let mut seen = HashSet::with_capacity(sample.len());
-    let mut values = 0usize;
-    let mut add = |bytes: &[u8]| {
-        values += 1;
-        seen.insert(hasher.hash_one(bytes));
-    };
-    let valid = |i: usize| sample.is_valid(i);
-    match sample.data_type() {
-        DataType::Utf8 => sample
-            .as_string::<i32>()
-            .iter()
-            .flatten()
-            .for_each(|v| add(v.as_bytes())),
-        DataType::LargeUtf8 => sample
-            .as_string::<i64>()
-            .iter()
-            .flatten()
-            .for_each(|v| add(v.as_bytes())),
-        DataType::Utf8View => sample
-            .as_string_view()
-            .iter()
-            .flatten()
-            .for_each(|v| add(v.as_bytes())),
-        DataType::Binary => sample
-            .as_binary::<i32>()
-            .iter()
-            .flatten()
-            .for_each(&mut add),
-        DataType::LargeBinary => sample
-            .as_binary::<i64>()
-            .iter()
-            .flatten()
-            .for_each(&mut add),
-        DataType::BinaryView => sample.as_binary_view().iter().flatten().for_each(&mut add),
-        t if t.is_primitive() => {
-            let width = t.primitive_width()?;
-            let data = sample.to_data();
-            let bytes = &data.buffers()[0].as_slice()[data.offset() * width..];
-            for i in (0..sample.len()).filter(|&i| valid(i)) {
-                add(&bytes[i * width..(i + 1) * width]);
-            }
-        }
-        _ => return None,
+    let flat = column.data_type().is_primitive()
+        || matches!(
+            column.data_type(),
+            DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Utf8View
+                | DataType::Binary
+                | DataType::LargeBinary
+                | DataType::BinaryView
+        );
+    if !flat {
+        return None;
     }
-    (values >= 1024).then(|| seen.len() as f64 / values as f64)
+    let sample = column.slice(0, column.len().min(SAMPLE_ROWS));
+    let converter = RowConverter::new(vec![SortField::new(sample.data_type().clone())]).ok()?;
+    let rows = converter
+        .convert_columns(std::slice::from_ref(&sample))
+        .ok()?;
+    let values: Vec<&[u8]> = (0..sample.len())
+        .filter(|&i| sample.is_valid(i))
+        .map(|i| rows.row(i).data())
+        .collect();
+    let distinct: HashSet<&[u8]> = values.iter().copied().collect();
+    (values.len() >= 1024).then(|| distinct.len() as f64 / values.len() as f64)
 }
 
 /// Encode every column of `batch` into its writer.
@@ -429,5 +408,25 @@ mod tests {
         encoder.write(batch(0, 10)).unwrap();
         encoder.finish().unwrap();
         assert_eq!(encoder.finish().unwrap_err(), "finish called twice");
+    }
+
+    #[test]
+    fn only_columns_of_nearly_distinct_values_lose_their_dictionary() {
+        let tuned = tune_dictionaries(props(), &batch(0, 5000));
+        assert!(!tuned.dictionary_enabled(&ColumnPath::from("id")));
+        assert!(!tuned.dictionary_enabled(&ColumnPath::from("name")));
+
+        let repeats: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..5000).map(|i| format!("country-{}", i % 50)),
+        ));
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..5000));
+        let few = RecordBatch::try_new(schema(), vec![ids, repeats]).unwrap();
+        let tuned = tune_dictionaries(props(), &few);
+        assert!(!tuned.dictionary_enabled(&ColumnPath::from("id")));
+        assert!(tuned.dictionary_enabled(&ColumnPath::from("name")));
+
+        // Too few rows to judge: the defaults stay.
+        let tuned = tune_dictionaries(props(), &batch(0, 100));
+        assert!(tuned.dictionary_enabled(&ColumnPath::from("id")));
     }
 }
