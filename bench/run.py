@@ -9,7 +9,12 @@ Wasm transform added (the boundary tax), no masking at all, JSON Lines input (`-
 generated once, like the CSV), and the start-up cost of a 3-plugin pipeline on a 10-row
 file with a warm compile cache.
 
+Two builds of our host can be compared in the same alternation: `--baseline PATH` adds
+the reference job run by the host binary at PATH, and `--variants sha256` leaves out the
+other variants of ours.
+
 Usage: python3 bench/run.py [--rows N] [--repeat K] [--tools duckdb,polars,pyarrow] [--jsonl]
+                            [--variants sha256,hmac,identity,nomask] [--baseline PATH]
 """
 
 import argparse
@@ -142,7 +147,7 @@ print(json.dumps(res))
         assert len(email) == 64 and phone.startswith("*"), (order_id, email, phone)
 
 
-def tiny_run(work, env, name, extra=""):
+def tiny_run(work, env, name, extra="", host=HOST):
     """Run a 3-plugin pipeline (file → [extra →] pii-mask → Parquet) on a 10-row CSV; the
     first run of each plugin compiles it into the cache. Returns (wall, cpu, rss)."""
     w = os.path.join(work, "tiny")
@@ -156,7 +161,7 @@ def tiny_run(work, env, name, extra=""):
     mask = MASK.format(key="", email_rule="sha256")
     with open(pipeline, "w") as f:
         f.write(PIPELINE.format(work=run, data_dir=w, data=src, mask=mask, extra=extra))
-    return measure([HOST, "run", pipeline], env)
+    return measure([host, "run", pipeline], env)
 
 
 def tiny_startup(work, env):
@@ -170,8 +175,13 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tools", default="duckdb,duckdb-1t,polars,pyarrow")
     ap.add_argument("--jsonl", action="store_true", help="also run ours on the data as JSON Lines")
+    ap.add_argument("--variants", default="sha256,hmac,identity,nomask", help="variants of ours to run")
+    ap.add_argument("--baseline", help="another host binary to run the reference job with (A/B)")
     args = ap.parse_args()
     tools = [t for t in args.tools.split(",") if t]
+    chosen = set(args.variants.split(",")) | {"sha256"}
+    if args.baseline and not os.access(args.baseline, os.X_OK):
+        sys.exit(f"--baseline {args.baseline}: not an executable file")
 
     sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
     data_dir = os.path.join(HERE, "data")
@@ -191,22 +201,27 @@ def main():
     env = dict(os.environ, BENCH_MASK_KEY=KEY, INGEST_CACHE_DIR=os.path.join(HERE, ".cache"))
 
     work = tempfile.mkdtemp(prefix="bench-", dir=HERE)
-    # name → (input, email rule, HMAC key line, extra stage before the masker, mask at all)
-    variants = {
-        "ours (sha256)": (data, "sha256", "", "", True),
-        "ours (hmac-sha256)": (data, "hmac-sha256", 'key_secret = "mask_key"', "", True),
-        "ours + identity transform": (data, "sha256", "", identity_stage(), True),
-        "ours (no masking)": (data, "", "", "", False),
-    }
+    # name → (host, input, email rule, HMAC key line, extra stage before the masker, mask at all)
+    variants = {"ours (sha256)": (HOST, data, "sha256", "", "", True)}
+    if args.baseline:
+        variants["baseline (sha256)"] = (args.baseline, data, "sha256", "", "", True)
+    if "hmac" in chosen:
+        variants["ours (hmac-sha256)"] = (HOST, data, "hmac-sha256", 'key_secret = "mask_key"', "", True)
+    if "identity" in chosen:
+        variants["ours + identity transform"] = (HOST, data, "sha256", "", identity_stage(), True)
+    if "nomask" in chosen:
+        variants["ours (no masking)"] = (HOST, data, "", "", "", False)
     if args.jsonl:
-        variants["ours (jsonl input)"] = (jsonl, "sha256", "", "", True)
+        variants["ours (jsonl input)"] = (HOST, jsonl, "sha256", "", "", True)
     # Warm the compiled-component cache so that no timed run compiles a plugin.
     tiny_run(work, env, "warm")
     tiny_run(work, env, "warm-identity", identity_stage())
+    if args.baseline:
+        tiny_run(work, env, "warm-baseline", host=args.baseline)
     runs = {name: [] for name in list(variants) + tools}
     outputs = {}
     for rep in range(args.repeat):
-        for name, (src, rule, key, extra, masked) in variants.items():
+        for name, (host, src, rule, key, extra, masked) in variants.items():
             w = os.path.join(work, f"v{list(variants).index(name)}")
             shutil.rmtree(w, ignore_errors=True)
             os.makedirs(w)
@@ -214,7 +229,7 @@ def main():
             mask = MASK.format(key=key, email_rule=rule) if masked else ""
             with open(pipeline, "w") as f:
                 f.write(PIPELINE.format(work=w, data_dir=data_dir, data=src, mask=mask, extra=extra))
-            runs[name].append(measure([HOST, "run", pipeline], env))
+            runs[name].append(measure([host, "run", pipeline], env))
             outputs[name] = os.path.join(w, "out", "orders", "*.parquet")
         for tool in tools:
             dst = os.path.join(work, f"{tool}.parquet")
@@ -241,8 +256,10 @@ def main():
         lines.append(
             f"| {name} | {wall:.2f} | {cpu:.2f} | {rss:.0f} | {args.rows / wall:,.0f} | {size_mb / wall:.0f} | {written:.0f} | {ours / wall:.2f} |"
         )
-    tax = med["ours + identity transform"][0] / ours - 1
-    lines += ["", f"Boundary tax (identity Wasm transform added): {tax * 100:+.1f}% wall."]
+    lines.append("")
+    if "ours + identity transform" in med:
+        tax = med["ours + identity transform"][0] / ours - 1
+        lines.append(f"Boundary tax (identity Wasm transform added): {tax * 100:+.1f}% wall.")
     startup = tiny_startup(work, env)
     lines.append(
         f"Start-up: a 3-plugin pipeline (file → pii-mask → Parquet) on a 10-row file, warm cache: "
@@ -252,7 +269,8 @@ def main():
     print(report)
     verify(python, {k: v for k, v in outputs.items() if "hmac" not in k and "no masking" not in k}, args.rows)
     print("outputs verified: same row count and the same masked values in every tool")
-    result = os.path.join(HERE, "results", f"{datetime.date.today()}-r1-{args.rows}.md")
+    suffix = "-ab" if args.baseline else ""
+    result = os.path.join(HERE, "results", f"{datetime.date.today()}-r1-{args.rows}{suffix}.md")
     with open(result, "w") as f:
         f.write(report)
     print(f"written to {result}")

@@ -5,6 +5,13 @@
 //! The framing keeps its own buffer rather than going through `csv::Reader` because a
 //! reject carries the record's original bytes and a position must name the byte where the
 //! next record starts; both fall out of owning the buffer.
+//!
+//! Most records take a fast path that finds field ends 16 bytes at a time
+//! ([`crate::scan`]) and copies whole runs. It handles unquoted fields, quoted fields
+//! (with doubled quotes and line breaks inside) and LF or CRLF line ends. Anything else —
+//! a blank or comment line, the start of the file, a quote inside an unquoted field,
+//! text after a closing quote, a lone CR, an escape byte in the dialect, the end of the
+//! input — goes to `csv-core` for that record, so both paths frame every file the same.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -17,6 +24,7 @@ use ingest_sdk::{Reject, Result};
 
 use crate::config::{CsvDialect, Settings};
 use crate::position::{self, TextPosition};
+use crate::scan::ByteSet;
 use crate::types::{Cell, ColumnBuilder, ColumnType, Inference};
 use crate::{files, finish_batch, show, type_phrase, Column};
 
@@ -53,10 +61,47 @@ impl FrameError {
     }
 }
 
+/// What the fast path of the framer stops at.
+#[derive(Debug, Clone, Copy)]
+struct FastPath {
+    delimiter: u8,
+    quote: u8,
+    /// Ends of an unquoted field: delimiter, quote, LF, CR.
+    unquoted: ByteSet,
+    /// Stops inside a quoted field: quote, LF (to count lines).
+    quoted: ByteSet,
+}
+
+impl FastPath {
+    /// The fast path for `dialect`, unless it needs `csv-core` throughout (an escape
+    /// byte, or a delimiter or quote that is a line end).
+    fn new(dialect: &CsvDialect) -> Option<Self> {
+        let (d, q) = (dialect.delimiter, dialect.quote);
+        let plain = |b: u8| b != b'\n' && b != b'\r';
+        (dialect.escape.is_none() && d != q && plain(d) && plain(q)).then(|| FastPath {
+            delimiter: d,
+            quote: q,
+            unquoted: ByteSet::new([d, q, b'\n', b'\r']),
+            quoted: ByteSet::new([q, b'\n', q, q]),
+        })
+    }
+}
+
+/// What the fast path made of the bytes at the framer's offset.
+enum Fast {
+    /// A record was framed.
+    Record,
+    /// The record runs past the bytes read so far.
+    NeedMore,
+    /// `csv-core` frames this record.
+    Slow,
+}
+
 /// Splits a byte stream into CSV records, tracking where each starts.
 pub struct Framer<R> {
     src: R,
     core: csv_core::Reader,
+    fast: Option<FastPath>,
     comment: Option<u8>,
     buf: Vec<u8>,
     /// First byte of `buf` not yet consumed.
@@ -101,6 +146,7 @@ impl<R: Read> Framer<R> {
         Framer {
             src,
             core,
+            fast: FastPath::new(dialect),
             comment: dialect.comment,
             buf: vec![0; buffer.max(64)],
             lo: 0,
@@ -128,6 +174,144 @@ impl<R: Read> Framer<R> {
 
     /// Read the next record; `false` at the end of the input.
     pub fn read(&mut self) -> Result<bool, FrameError> {
+        if let Some(fast) = self.fast {
+            loop {
+                match self.read_fast(&fast) {
+                    Fast::Record => return Ok(true),
+                    Fast::Slow => break,
+                    Fast::NeedMore => {
+                        // Make room by dropping consumed bytes; a record that fills the
+                        // whole buffer, and the end of the input, are left to `csv-core`.
+                        if self.eof || (self.lo == 0 && self.hi == self.buf.len()) {
+                            break;
+                        }
+                        if self.lo > 0 {
+                            self.buf.copy_within(self.lo..self.hi, 0);
+                            self.base += self.lo as u64;
+                            self.hi -= self.lo;
+                            self.lo = 0;
+                        }
+                        match self.src.read(&mut self.buf[self.hi..]) {
+                            Ok(0) => self.eof = true,
+                            Ok(n) => self.hi += n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(FrameError::Io(e)),
+                        }
+                    }
+                }
+            }
+        }
+        self.read_slow()
+    }
+
+    /// Frame the record at `lo` if it is an ordinary one (see the module's docs), without
+    /// changing anything when it is not.
+    #[inline]
+    fn read_fast(&mut self, fast: &FastPath) -> Fast {
+        let Framer {
+            buf,
+            out,
+            ends,
+            lo,
+            hi,
+            base,
+            comment,
+            ..
+        } = self;
+        let buf = &buf[..*hi];
+        let start = *lo;
+        match buf.get(start) {
+            None => return Fast::NeedMore,
+            Some(&b) if b == b'\n' || b == b'\r' || Some(b) == *comment => return Fast::Slow,
+            // The first byte of the file may open a byte-order mark.
+            Some(_) if *base + start as u64 == 0 => return Fast::Slow,
+            Some(_) => {}
+        }
+        let (mut i, mut outlen, mut nend, mut lines) = (start, 0, 0, 0);
+        fn copy(out: &mut Vec<u8>, outlen: &mut usize, bytes: &[u8]) {
+            let end = *outlen + bytes.len();
+            if end > out.len() {
+                out.resize(end.max(out.len() * 2), 0);
+            }
+            out[*outlen..end].copy_from_slice(bytes);
+            *outlen = end;
+        }
+        // One field per turn; `i` ends at the byte after the field.
+        let terminator = loop {
+            let Some(&first) = buf.get(i) else {
+                return Fast::NeedMore;
+            };
+            let after = if first == fast.quote {
+                i += 1;
+                loop {
+                    let Some(k) = fast.quoted.find(&buf[i..]) else {
+                        return Fast::NeedMore;
+                    };
+                    let j = i + k;
+                    copy(out, &mut outlen, &buf[i..j]);
+                    if buf[j] == b'\n' {
+                        lines += 1;
+                        copy(out, &mut outlen, b"\n");
+                        i = j + 1;
+                        continue;
+                    }
+                    match buf.get(j + 1) {
+                        None => return Fast::NeedMore,
+                        Some(&c) if c == fast.quote => {
+                            copy(out, &mut outlen, &[c]);
+                            i = j + 2;
+                        }
+                        Some(&c) if c == fast.delimiter || c == b'\n' || c == b'\r' => {
+                            i = j + 1;
+                            break c;
+                        }
+                        // Text after the closing quote.
+                        Some(_) => return Fast::Slow,
+                    }
+                }
+            } else {
+                let Some(k) = fast.unquoted.find(&buf[i..]) else {
+                    return Fast::NeedMore;
+                };
+                let j = i + k;
+                if buf[j] == fast.quote {
+                    return Fast::Slow;
+                }
+                copy(out, &mut outlen, &buf[i..j]);
+                i = j;
+                buf[j]
+            };
+            if nend == ends.len() {
+                ends.resize(nend * 2, 0);
+            }
+            ends[nend] = outlen;
+            nend += 1;
+            if after != fast.delimiter {
+                break after;
+            }
+            i += 1;
+        };
+        let record_end = i;
+        if terminator == b'\r' {
+            match buf.get(i + 1) {
+                None => return Fast::NeedMore,
+                Some(b'\n') => i += 1,
+                // A lone CR ends a record too; `csv-core` knows how to count it.
+                Some(_) => return Fast::Slow,
+            }
+        }
+        i += 1;
+        lines += 1;
+        self.record_line = self.line();
+        self.extra_lines += lines;
+        self.fields = nend;
+        self.raw = (start, record_end);
+        self.lo = i;
+        Fast::Record
+    }
+
+    /// Frame the next record with `csv-core`.
+    fn read_slow(&mut self) -> Result<bool, FrameError> {
         let line_before = self.line();
         let mut start = self.lo;
         let mut pos = self.lo;
@@ -623,6 +807,78 @@ mod tests {
             ));
         }
         out
+    }
+
+    /// Every record of `text` as (line, fields, raw, offset after, line after), framed
+    /// `buffer` bytes at a time with or without the fast path.
+    type Framed = Vec<(u64, Vec<Vec<u8>>, Vec<u8>, u64, u64)>;
+    fn frame_with(text: &[u8], dialect: &CsvDialect, buffer: usize, fast: bool) -> Framed {
+        let mut f = Framer::with_buffer(text, dialect, 0, 1, buffer);
+        if !fast {
+            f.fast = None;
+        }
+        let mut out = Vec::new();
+        while f.read().unwrap() {
+            let fields = (0..f.fields()).map(|i| f.field(i).to_vec()).collect();
+            out.push((
+                f.record_line(),
+                fields,
+                f.raw().to_vec(),
+                f.offset(),
+                f.line(),
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn the_fast_path_frames_exactly_as_csv_core_does() {
+        let texts: &[&[u8]] = &[
+            b"a,b,c\n1,2,3\n,,\n\"x,1\",\"say \"\"hi\"\"\",\"\"\n",
+            b"h\r\n\"multi\r\nline\",2\r\n\r\nlast,3",
+            b"a,b\n\"closed\"after,1\nmid\"quote,2\n\"\",\"\"\"\"\"\n",
+            b"a,b\nlone\rcr,1\n\n\n3,4\n# not a comment here,5\n",
+            b"\xef\xbb\xbfa,b\n1,2\n\"unterminated,3\n4,5\n",
+            "k,v\nChlo\u{e9},\"D\u{fc}bois, \"\"\u{e9}\"\"\nnext\"\n".as_bytes(),
+        ];
+        let mut long = b"id,notes\n".to_vec();
+        for i in 0..500 {
+            let notes = match i % 4 {
+                0 => String::new(),
+                1 => format!("\"note {i}, with \"\"quotes\"\"\nand a line\""),
+                2 => "x".repeat(i),
+                _ => format!("plain {i}"),
+            };
+            long.extend_from_slice(format!("{i},{notes}\n").as_bytes());
+        }
+        let comment = CsvDialect {
+            comment: Some(b'#'),
+            ..CsvDialect::default()
+        };
+        let semicolon = CsvDialect {
+            delimiter: b';',
+            quote: b'\'',
+            ..CsvDialect::default()
+        };
+        for dialect in [&CsvDialect::default(), &comment, &semicolon] {
+            for text in texts.iter().copied().chain([long.as_slice()]) {
+                let expected = frame_with(text, dialect, 1 << 16, false);
+                for buffer in [64, 67, 100, 1 << 16] {
+                    let got = frame_with(text, dialect, buffer, true);
+                    assert_eq!(
+                        got,
+                        expected,
+                        "{:?} with a {buffer}-byte buffer",
+                        String::from_utf8_lossy(text)
+                    );
+                }
+            }
+        }
+        assert!(FastPath::new(&CsvDialect {
+            escape: Some(b'\\'),
+            ..CsvDialect::default()
+        })
+        .is_none());
     }
 
     #[test]

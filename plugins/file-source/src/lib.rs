@@ -12,6 +12,7 @@ pub mod files;
 pub mod jsonl;
 pub mod parquet;
 pub mod position;
+pub mod scan;
 pub mod types;
 
 /// Most input bytes one chunk covers, whatever `max_rows` allows: wide rows make smaller
