@@ -25,7 +25,7 @@ use ingest_sdk::{Reject, Result};
 use crate::config::{CsvDialect, Settings};
 use crate::position::{self, TextPosition};
 use crate::scan::ByteSet;
-use crate::types::{Cell, ColumnBuilder, ColumnType, Inference};
+use crate::types::{ColumnBuilder, ColumnType, Inference};
 use crate::{files, finish_batch, show, type_phrase, Column};
 
 const READ_BUFFER: usize = 1 << 20;
@@ -228,14 +228,10 @@ impl<R: Read> Framer<R> {
             Some(_) => {}
         }
         let (mut i, mut outlen, mut nend, mut lines) = (start, 0, 0, 0);
-        fn copy(out: &mut Vec<u8>, outlen: &mut usize, bytes: &[u8]) {
-            let end = *outlen + bytes.len();
-            if end > out.len() {
-                out.resize(end.max(out.len() * 2), 0);
-            }
-            out[*outlen..end].copy_from_slice(bytes);
-            *outlen = end;
-        }
+        let copy = |out: &mut Vec<u8>, outlen: &mut usize, bytes: &[u8]| {
+            crate::scan::put(out, *outlen, bytes);
+            *outlen += bytes.len();
+        };
         // One field per turn; `i` ends at the byte after the field.
         let terminator = loop {
             let Some(&first) = buf.get(i) else {
@@ -545,7 +541,6 @@ pub struct CsvReader<R: Read = File> {
     rows: u64,
     done: bool,
     has_text: bool,
-    cells: Vec<Cell>,
 }
 
 impl CsvReader {
@@ -567,7 +562,6 @@ impl CsvReader {
         let mut reader = CsvReader {
             path: path.to_string(),
             settings: settings.clone(),
-            cells: Vec::with_capacity(columns.len()),
             columns,
             schema,
             framer,
@@ -598,7 +592,6 @@ pub fn replay(
     let mut reader = CsvReader {
         path: "dead-letter queue".to_string(),
         settings: settings.clone(),
-        cells: Vec::with_capacity(columns.len()),
         columns,
         schema,
         framer: Framer::with_buffer(io::Cursor::new(Vec::new()), &settings.csv, 0, 1, 64),
@@ -738,36 +731,29 @@ impl<R: Read> CsvReader<R> {
         } else {
             ""
         };
-        self.cells.clear();
+        let rows = builders.first().map_or(0, ColumnBuilder::rows);
         for (i, column) in self.columns.iter().enumerate() {
             let value = framer.field(i);
             if self.settings.is_null(value) {
-                self.cells.push(Cell::Null);
+                builders[i].append_null();
                 continue;
             }
-            let range = framer.range(i);
-            match Cell::parse(column.ty, value, range) {
-                Some(Cell::Text(s, e)) if text.get(s..e).is_none() => {
-                    return Err(format!(
-                        "column `{}`: the value is not valid UTF-8",
-                        column.name
-                    ))
+            let (s, e) = framer.range(i);
+            if !builders[i].append_parsed(value, || text.get(s..e)) {
+                // All or nothing: take back the values of this row appended so far.
+                for builder in &mut builders[..i] {
+                    builder.truncate(rows);
                 }
-                Some(cell) => self.cells.push(cell),
-                None => {
-                    return Err(format!(
+                return Err(if column.ty == ColumnType::Utf8 {
+                    format!("column `{}`: the value is not valid UTF-8", column.name)
+                } else {
+                    format!(
                         "column `{}`: `{}` is not {}",
                         column.name,
                         show(value),
                         type_phrase(column.ty)
-                    ))
-                }
-            }
-        }
-        for (builder, &cell) in builders.iter_mut().zip(&self.cells) {
-            match cell {
-                Cell::Null => builder.append_null(),
-                cell => builder.append(cell, |s, e| text.get(s..e).unwrap_or_default()),
+                    )
+                });
             }
         }
         Ok(())

@@ -1,6 +1,9 @@
-//! Finding the next byte of a small set (a delimiter, a quote, a line end) 16 bytes at a
-//! time: with wasm SIMD in the plugin, SSE2 in native tests, and byte by byte elsewhere.
-//! The CSV framer's fast path ([`crate::csv::Framer`]) stands on this.
+//! Byte-level work of the CSV hot path: finding the next byte of a small set (a
+//! delimiter, a quote, a line end) 16 bytes at a time — with wasm SIMD in the plugin, SSE2
+//! in native tests, byte by byte elsewhere — and copying the short runs of a field.
+//!
+//! Short copies avoid `memcpy`: in a plugin it becomes a `memory.copy`, which the runtime
+//! executes out of line and which costs more than the copy itself for a few bytes.
 
 /// Up to four bytes to stop at. Repeat a byte to use fewer.
 #[derive(Debug, Clone, Copy)]
@@ -88,9 +91,88 @@ impl ByteSet {
     }
 }
 
+/// `dst[at..at + src.len()] = src`, growing `dst` when it is too short.
+#[inline(always)]
+pub fn put(dst: &mut Vec<u8>, at: usize, src: &[u8]) {
+    let end = at + src.len();
+    if end > dst.len() {
+        dst.resize(end.max(dst.len() * 2), 0);
+    }
+    // SAFETY: `dst[at..end]` is in bounds and initialised.
+    unsafe { copy(dst.as_mut_ptr().add(at), src) }
+}
+
+/// `dst.extend_from_slice(src)`.
+#[inline(always)]
+pub fn extend(dst: &mut Vec<u8>, src: &[u8]) {
+    dst.reserve(src.len());
+    let len = dst.len();
+    // SAFETY: `reserve` made room for `src.len()` bytes after `len`, and `copy` writes
+    // exactly those.
+    unsafe {
+        copy(dst.as_mut_ptr().add(len), src);
+        dst.set_len(len + src.len());
+    }
+}
+
+/// Copy `src` to `d` with fixed-size loads and stores for up to 32 bytes.
+///
+/// # Safety
+/// `d` must be valid for writing `src.len()` bytes that do not overlap `src`.
+#[inline(always)]
+unsafe fn copy(d: *mut u8, src: &[u8]) {
+    unsafe fn read<T: Copy>(p: *const u8) -> T {
+        std::ptr::read_unaligned(p as *const T)
+    }
+    unsafe fn write<T: Copy>(p: *mut u8, v: T) {
+        std::ptr::write_unaligned(p as *mut T, v)
+    }
+    let (s, n) = (src.as_ptr(), src.len());
+    // Every load reads inside `src` and every store writes inside `d[..n]`; the two halves
+    // overlap when `n` is not a power of two.
+    if n > 32 {
+        std::ptr::copy_nonoverlapping(s, d, n);
+    } else if n >= 16 {
+        let (a, b) = (read::<u128>(s), read::<u128>(s.add(n - 16)));
+        write(d, a);
+        write(d.add(n - 16), b);
+    } else if n >= 8 {
+        let (a, b) = (read::<u64>(s), read::<u64>(s.add(n - 8)));
+        write(d, a);
+        write(d.add(n - 8), b);
+    } else if n >= 4 {
+        let (a, b) = (read::<u32>(s), read::<u32>(s.add(n - 4)));
+        write(d, a);
+        write(d.add(n - 4), b);
+    } else if n > 0 {
+        // 1 to 3 bytes: first, middle and last cover them all.
+        *d = *s;
+        *d.add(n / 2) = *s.add(n / 2);
+        *d.add(n - 1) = *s.add(n - 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_copies_write_exactly_the_bytes_of_every_length() {
+        let src: Vec<u8> = (0..80u8).collect();
+        for n in 0..=40 {
+            for at in [0, 3, 17] {
+                let mut dst = b"prefix".to_vec();
+                extend(&mut dst, &src[at..at + n]);
+                assert_eq!(&dst[..6], b"prefix");
+                assert_eq!(&dst[6..], &src[at..at + n], "{n} bytes from {at}");
+                let mut buf = vec![0xee; 8];
+                put(&mut buf, 2, &src[at..at + n]);
+                assert_eq!(&buf[..2], &[0xee, 0xee]);
+                assert_eq!(&buf[2..2 + n], &src[at..at + n], "put {n} bytes from {at}");
+                assert!(buf[2 + n..].iter().all(|&b| b == 0xee || b == 0), "{n}");
+            }
+        }
+    }
 
     #[test]
     fn finds_the_first_byte_of_the_set_at_every_offset_and_in_the_tail() {

@@ -6,11 +6,12 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+use arrow_array::builder::{BooleanBufferBuilder, NullBufferBuilder};
+use arrow_array::{
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
 };
-use arrow_array::ArrayRef;
+use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, TimeUnit};
 
 /// The type of one column, as `[schema]` names it.
@@ -397,14 +398,27 @@ impl Cell {
     }
 }
 
-/// Collects one column of a batch.
-pub enum ColumnBuilder {
-    Int64(Int64Builder),
-    Float64(Float64Builder),
-    Boolean(BooleanBuilder),
-    Utf8(StringBuilder),
-    Date(Date32Builder),
-    Timestamp(TimestampMicrosecondBuilder),
+/// Collects one column of a batch in plain buffers. A row is appended value by value and
+/// can be taken back ([`ColumnBuilder::truncate`]) when a later value of it fails to parse.
+pub struct ColumnBuilder {
+    ty: ColumnType,
+    data: Data,
+    nulls: NullBufferBuilder,
+}
+
+enum Data {
+    /// Int64 and timestamps (microseconds).
+    I64(Vec<i64>),
+    F64(Vec<f64>),
+    Bool(BooleanBufferBuilder),
+    /// Dates (days since the epoch).
+    I32(Vec<i32>),
+    /// Text: value `i` is `values[offsets[i]..offsets[i + 1]]`. Only `&str`s are appended,
+    /// so the values are UTF-8 and the offsets ascending.
+    Utf8 {
+        offsets: Vec<i32>,
+        values: Vec<u8>,
+    },
 }
 
 impl ColumnBuilder {
@@ -412,67 +426,181 @@ impl ColumnBuilder {
     /// host cannot make one allocation fail, and the builder grows past it if needed.
     pub fn new(ty: ColumnType, rows: usize) -> Self {
         let rows = rows.min(1 << 16);
-        match ty {
-            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(rows)),
-            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(rows)),
-            ColumnType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::with_capacity(rows)),
-            ColumnType::Utf8 => ColumnBuilder::Utf8(StringBuilder::with_capacity(rows, rows * 16)),
-            ColumnType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(rows)),
-            ColumnType::Timestamp => ColumnBuilder::Timestamp(
-                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
-            ),
+        let data = match ty {
+            ColumnType::Int64 | ColumnType::Timestamp => Data::I64(Vec::with_capacity(rows)),
+            ColumnType::Float64 => Data::F64(Vec::with_capacity(rows)),
+            ColumnType::Boolean => Data::Bool(BooleanBufferBuilder::new(rows)),
+            ColumnType::Date => Data::I32(Vec::with_capacity(rows)),
+            ColumnType::Utf8 => {
+                let mut offsets = Vec::with_capacity(rows + 1);
+                offsets.push(0);
+                Data::Utf8 {
+                    offsets,
+                    values: Vec::with_capacity(rows * 16),
+                }
+            }
+        };
+        ColumnBuilder {
+            ty,
+            data,
+            nulls: NullBufferBuilder::new(rows),
         }
+    }
+
+    /// Parse `value` as the column's type and append it; `false` (and nothing appended)
+    /// when it does not fit. Text is appended from `text`, the value as validated UTF-8.
+    #[inline]
+    pub fn append_parsed<'a>(
+        &mut self,
+        value: &[u8],
+        text: impl FnOnce() -> Option<&'a str>,
+    ) -> bool {
+        let ok = match &mut self.data {
+            Data::I64(v) => match self.ty {
+                ColumnType::Timestamp => parse_timestamp(value).map(|x| v.push(x)).is_some(),
+                _ => parse_i64(value).map(|x| v.push(x)).is_some(),
+            },
+            Data::F64(v) => parse_f64(value).map(|x| v.push(x)).is_some(),
+            Data::Bool(b) => parse_bool(value).map(|x| b.append(x)).is_some(),
+            Data::I32(v) => parse_date(value).map(|x| v.push(x)).is_some(),
+            Data::Utf8 { offsets, values } => match text() {
+                Some(s) => {
+                    push_str(offsets, values, s);
+                    true
+                }
+                None => false,
+            },
+        };
+        if ok {
+            self.nulls.append_non_null();
+        }
+        ok
     }
 
     /// Append one cell; `text` resolves a [`Cell::Text`] range to the validated string.
     /// A cell of another type than the column's is a bug in the caller, appended as null.
     pub fn append<'a>(&mut self, cell: Cell, text: impl FnOnce(usize, usize) -> &'a str) {
-        match (self, cell) {
-            (ColumnBuilder::Int64(b), Cell::Int(v)) => b.append_value(v),
-            (ColumnBuilder::Float64(b), Cell::Float(v)) => b.append_value(v),
-            (ColumnBuilder::Boolean(b), Cell::Bool(v)) => b.append_value(v),
-            (ColumnBuilder::Date(b), Cell::Date(v)) => b.append_value(v),
-            (ColumnBuilder::Timestamp(b), Cell::Timestamp(v)) => b.append_value(v),
-            (ColumnBuilder::Utf8(b), Cell::Text(start, end)) => b.append_value(text(start, end)),
-            (b, _) => b.append_null(),
+        match (&mut self.data, cell) {
+            (Data::I64(v), Cell::Int(x)) if self.ty == ColumnType::Int64 => v.push(x),
+            (Data::I64(v), Cell::Timestamp(x)) if self.ty == ColumnType::Timestamp => v.push(x),
+            (Data::F64(v), Cell::Float(x)) => v.push(x),
+            (Data::Bool(b), Cell::Bool(x)) => b.append(x),
+            (Data::I32(v), Cell::Date(x)) => v.push(x),
+            (Data::Utf8 { offsets, values }, Cell::Text(start, end)) => {
+                push_str(offsets, values, text(start, end))
+            }
+            _ => return self.append_null(),
         }
+        self.nulls.append_non_null();
     }
 
     /// Append an owned string (JSON values rendered as text).
     pub fn append_str(&mut self, value: &str) {
-        match self {
-            ColumnBuilder::Utf8(b) => b.append_value(value),
-            b => b.append_null(),
+        match &mut self.data {
+            Data::Utf8 { offsets, values } => {
+                push_str(offsets, values, value);
+                self.nulls.append_non_null();
+            }
+            _ => self.append_null(),
         }
     }
 
     pub fn append_null(&mut self) {
-        match self {
-            ColumnBuilder::Int64(b) => b.append_null(),
-            ColumnBuilder::Float64(b) => b.append_null(),
-            ColumnBuilder::Boolean(b) => b.append_null(),
-            ColumnBuilder::Utf8(b) => b.append_null(),
-            ColumnBuilder::Date(b) => b.append_null(),
-            ColumnBuilder::Timestamp(b) => b.append_null(),
+        match &mut self.data {
+            Data::I64(v) => v.push(0),
+            Data::F64(v) => v.push(0.0),
+            Data::Bool(b) => b.append(false),
+            Data::I32(v) => v.push(0),
+            Data::Utf8 { offsets, values } => offsets.push(offset(values.len())),
         }
+        self.nulls.append_null();
+    }
+
+    /// Number of values (rows) appended.
+    pub fn rows(&self) -> usize {
+        self.nulls.len()
+    }
+
+    /// Keep only the first `len` values.
+    pub fn truncate(&mut self, len: usize) {
+        match &mut self.data {
+            Data::I64(v) => v.truncate(len),
+            Data::F64(v) => v.truncate(len),
+            Data::Bool(b) => b.truncate(len),
+            Data::I32(v) => v.truncate(len),
+            Data::Utf8 { offsets, values } => {
+                offsets.truncate(len + 1);
+                values.truncate(offsets[len] as usize);
+            }
+        }
+        self.nulls.truncate(len);
     }
 
     /// The column so far; the builder starts over empty.
     pub fn finish(&mut self) -> ArrayRef {
-        match self {
-            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Boolean(b) => Arc::new(b.finish()),
-            ColumnBuilder::Utf8(b) => Arc::new(b.finish()),
-            ColumnBuilder::Date(b) => Arc::new(b.finish()),
-            ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
+        let fresh = ColumnBuilder::new(self.ty, 0);
+        let ColumnBuilder {
+            data, mut nulls, ..
+        } = std::mem::replace(self, fresh);
+        let nulls = nulls.finish();
+        match data {
+            Data::I64(v) if self.ty == ColumnType::Timestamp => {
+                Arc::new(TimestampMicrosecondArray::new(v.into(), nulls).with_timezone("UTC"))
+            }
+            Data::I64(v) => Arc::new(Int64Array::new(v.into(), nulls)),
+            Data::F64(v) => Arc::new(Float64Array::new(v.into(), nulls)),
+            Data::Bool(mut b) => Arc::new(BooleanArray::new(b.finish(), nulls)),
+            Data::I32(v) => Arc::new(Date32Array::new(v.into(), nulls)),
+            Data::Utf8 { offsets, values } => {
+                // SAFETY: offsets start at 0, never decrease and end at `values.len()`
+                // (push_str and append_null are the only writers; truncate cuts both
+                // together), and every value appended was a `&str`.
+                let offsets = unsafe { OffsetBuffer::new_unchecked(offsets.into()) };
+                Arc::new(unsafe { StringArray::new_unchecked(offsets, values.into(), nulls) })
+            }
         }
     }
+}
+
+/// The offset of the end of `len` bytes of values. A batch is a few MiB (the source caps
+/// chunks), far below `i32::MAX`; going past it is a bug, so it panics.
+fn offset(len: usize) -> i32 {
+    i32::try_from(len).expect("a batch's text stays below 2 GiB")
+}
+
+#[inline]
+fn push_str(offsets: &mut Vec<i32>, values: &mut Vec<u8>, s: &str) {
+    crate::scan::extend(values, s.as_bytes());
+    offsets.push(offset(values.len()));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::Array;
+
+    #[test]
+    fn a_builder_takes_back_values_and_keeps_nulls_in_step() {
+        let mut text = ColumnBuilder::new(ColumnType::Utf8, 4);
+        let mut ints = ColumnBuilder::new(ColumnType::Int64, 4);
+        assert!(text.append_parsed(b"a", || Some("a")));
+        ints.append_null();
+        assert!(text.append_parsed(b"bc", || Some("bc")));
+        assert!(!ints.append_parsed(b"x", || None), "not a number");
+        text.truncate(1);
+        assert_eq!(ints.rows(), 1, "a failed parse appends nothing");
+        text.append_null();
+        assert!(ints.append_parsed(b"7", || None));
+        let text = text.finish();
+        let text = text.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(text.len(), 2);
+        assert_eq!(text.value(0), "a");
+        assert!(text.is_null(1));
+        let ints = ints.finish();
+        let ints = ints.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert!(ints.is_null(0));
+        assert_eq!(ints.value(1), 7);
+    }
 
     #[test]
     fn integers_parse_with_sign_and_spaces_and_reject_overflow() {
