@@ -30,6 +30,7 @@ use parquet::arrow::arrow_writer::{
     compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory, ArrowWriter,
 };
 use parquet::arrow::ArrowSchemaConverter;
+use parquet::basic::Encoding;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
@@ -243,8 +244,12 @@ const SAMPLE_ROWS: usize = 8192;
 /// outgrows its page and the writer falls back to plain encoding (for an integer column
 /// that is never, within a row group: the whole column is written twice over). Columns
 /// with repeats keep the default. Only flat columns are judged.
+///
+/// Such a column of integers (ids, dates, timestamps) is delta-encoded instead of plain:
+/// sequences and clustered values pack into a few bits each, which leaves the codec far
+/// fewer bytes to compress. Every Parquet reader supports the encoding.
 pub fn tune_dictionaries(props: WriterProperties, first: &RecordBatch) -> WriterProperties {
-    let distinct: Vec<ColumnPath> = first
+    let distinct: Vec<(ColumnPath, bool)> = first
         .schema()
         .fields()
         .iter()
@@ -254,17 +259,36 @@ pub fn tune_dictionaries(props: WriterProperties, first: &RecordBatch) -> Writer
             props.dictionary_enabled(path)
                 && distinct_ratio(column.as_ref()).is_some_and(|ratio| ratio > 0.9)
         })
-        .map(|(path, _)| path)
+        .map(|(path, column)| (path, is_integer(column.data_type())))
         .collect();
     if distinct.is_empty() {
         return props;
     }
     distinct
         .into_iter()
-        .fold(props.into_builder(), |builder, path| {
-            builder.set_column_dictionary_enabled(path, false)
+        .fold(props.into_builder(), |builder, (path, integer)| {
+            let builder = builder.set_column_dictionary_enabled(path.clone(), false);
+            if integer {
+                builder.set_column_encoding(path, Encoding::DELTA_BINARY_PACKED)
+            } else {
+                builder
+            }
         })
         .build()
+}
+
+/// Whether Parquet stores `ty` as INT32 or INT64.
+fn is_integer(ty: &DataType) -> bool {
+    ty.is_integer()
+        || matches!(
+            ty,
+            DataType::Date32
+                | DataType::Date64
+                | DataType::Timestamp(..)
+                | DataType::Time32(_)
+                | DataType::Time64(_)
+                | DataType::Duration(_)
+        )
 }
 
 /// Distinct values ÷ non-null values among the first [`SAMPLE_ROWS`] rows of a flat
@@ -415,6 +439,12 @@ mod tests {
         let tuned = tune_dictionaries(props(), &batch(0, 5000));
         assert!(!tuned.dictionary_enabled(&ColumnPath::from("id")));
         assert!(!tuned.dictionary_enabled(&ColumnPath::from("name")));
+        assert_eq!(
+            tuned.encoding(&ColumnPath::from("id")),
+            Some(Encoding::DELTA_BINARY_PACKED),
+            "distinct integers are delta-encoded"
+        );
+        assert_eq!(tuned.encoding(&ColumnPath::from("name")), None);
 
         let repeats: ArrayRef = Arc::new(StringArray::from_iter_values(
             (0..5000).map(|i| format!("country-{}", i % 50)),
