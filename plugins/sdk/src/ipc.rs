@@ -3,9 +3,10 @@
 use std::io::Cursor;
 
 use arrow_array::RecordBatch;
-use arrow_ipc::reader::StreamReader;
+use arrow_buffer::Buffer;
+use arrow_ipc::reader::{StreamDecoder, StreamReader};
 use arrow_ipc::writer::StreamWriter;
-use arrow_schema::{Schema, SchemaRef};
+use arrow_schema::{ArrowError, Schema, SchemaRef};
 
 use crate::{Error, Result};
 
@@ -41,6 +42,33 @@ pub fn decode_batch(bytes: &[u8]) -> Result<RecordBatch> {
     }
 }
 
+/// Decode the one batch of an IPC stream handed over by the host, in place: the columns
+/// point into `bytes` (copied only where a buffer is misaligned). A stream with no batch
+/// decodes to an empty batch of its schema; more than one batch is refused.
+pub fn decode_owned(bytes: Vec<u8>) -> Result<RecordBatch> {
+    let malformed = |e: ArrowError| Error::fatal(format!("malformed Arrow IPC from the host: {e}"));
+    let mut buffer = Buffer::from_vec(bytes);
+    let mut decoder = StreamDecoder::new();
+    let mut batch = None;
+    while !buffer.is_empty() {
+        if let Some(decoded) = decoder.decode(&mut buffer).map_err(malformed)? {
+            if batch.replace(decoded).is_some() {
+                return Err(Error::fatal(
+                    "malformed Arrow IPC from the host: the stream holds more than one batch",
+                ));
+            }
+        }
+    }
+    decoder.finish().map_err(malformed)?;
+    match (batch, decoder.schema()) {
+        (Some(batch), _) => Ok(batch),
+        (None, Some(schema)) => Ok(RecordBatch::new_empty(schema)),
+        (None, None) => Err(Error::fatal(
+            "malformed Arrow IPC from the host: the stream has no schema",
+        )),
+    }
+}
+
 /// Decode the schema of an IPC stream.
 pub fn decode_schema(bytes: &[u8]) -> Result<SchemaRef> {
     let reader = StreamReader::try_new(Cursor::new(bytes), None)
@@ -72,6 +100,12 @@ mod tests {
         )
         .unwrap();
         let bytes = encode_batch(&batch).unwrap();
+        assert_eq!(decode_owned(bytes.clone()).unwrap(), batch);
+        let empty = decode_owned(encode_schema(&schema).unwrap()).unwrap();
+        assert_eq!((empty.schema(), empty.num_rows()), (schema.clone(), 0));
+        let mut twice = bytes.clone();
+        twice.extend_from_slice(&bytes);
+        assert!(decode_owned(twice).is_err(), "two streams back to back");
         let (peeked, rows) = peek(&bytes).unwrap();
         assert_eq!((peeked, rows), (schema.clone(), 100));
         assert_eq!(peek(&encode_schema(&schema).unwrap()).unwrap().1, 0);

@@ -33,7 +33,7 @@ pub trait Writer: 'static {
     /// it for [`Writer::write`]; a sink that can pass the bytes on as they are (to the
     /// host's Parquet encoder, say) overrides it and skips the decode.
     fn write_ipc(&mut self, batch: Vec<u8>) -> Result<()> {
-        self.write(ipc::decode_batch(&batch)?)
+        self.write(ipc::decode_owned(batch)?)
     }
     /// Make the epoch durable but unpublished; the token lets `commit` publish it later,
     /// even from a fresh writer.

@@ -112,7 +112,7 @@ impl<T: Transform> wit::GuestTransformer for TransformerAdapter<T> {
     }
 
     fn process(&self, batch: Vec<u8>) -> Result<wit::Output, wit_types::Error> {
-        let batch = ipc::decode_batch(&batch)?;
+        let batch = ipc::decode_owned(batch)?;
         let out = self.inner.borrow_mut().process(batch)?;
         Ok(encode(out)?)
     }
