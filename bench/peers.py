@@ -1,6 +1,6 @@
 """The peer tools on job R1: read the orders CSV, mask customer_email (SHA-256 hex) and
 phone (every character but the last four becomes '*'), write Parquet with zstd.
-Usage: peers.py TOOL INPUT.csv OUTPUT.parquet"""
+Usage: peers.py TOOL INPUT.csv OUTPUT.parquet (for dlt, OUTPUT is a directory)"""
 
 import hashlib
 import sys
@@ -59,6 +59,40 @@ def pyarrow_job(src, dst):
     writer.close()
 
 
+def dlt_job(src, dst):
+    """dlt's row-wise path: a Python resource yields one dict per CSV row, typed and masked
+    in Python; dlt extracts, normalises and loads them as Parquet (zstd) files under the
+    directory `dst` (as dst/r1/orders/*.parquet)."""
+    import csv
+    import datetime
+    import os
+
+    os.environ["NORMALIZE__DATA_WRITER__COMPRESSION"] = "zstd"
+    os.environ["RUNTIME__LOG_LEVEL"] = "WARNING"
+    import dlt
+
+    @dlt.resource(name="orders", file_format="parquet")
+    def orders():
+        with open(src, newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                r["order_id"] = int(r["order_id"])
+                r["amount"] = float(r["amount"])
+                r["created_at"] = datetime.datetime.fromisoformat(r["created_at"])
+                r["updated_at"] = datetime.datetime.fromisoformat(r["updated_at"])
+                r["customer_email"] = hashlib.sha256(r["customer_email"].encode()).hexdigest()
+                phone = r["phone"]
+                r["phone"] = "*" * max(len(phone) - 4, 0) + phone[-4:]
+                yield r
+
+    pipeline = dlt.pipeline(
+        pipeline_name="r1",
+        destination=dlt.destinations.filesystem(bucket_url="file://" + os.path.abspath(dst)),
+        dataset_name="r1",
+        pipelines_dir=os.path.abspath(dst) + "-pipelines",
+    )
+    pipeline.run(orders(), loader_file_format="parquet")
+
+
 def main():
     tool, src, dst = sys.argv[1:4]
     if tool == "duckdb":
@@ -69,6 +103,8 @@ def main():
         polars_job(src, dst)
     elif tool == "pyarrow":
         pyarrow_job(src, dst)
+    elif tool == "dlt":
+        dlt_job(src, dst)
     else:
         sys.exit(f"unknown tool {tool}")
 

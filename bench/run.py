@@ -13,8 +13,13 @@ Two builds of our host can be compared in the same alternation: `--baseline PATH
 the reference job run by the host binary at PATH, and `--variants sha256` leaves out the
 other variants of ours.
 
-Usage: python3 bench/run.py [--rows N] [--repeat K] [--tools duckdb,polars,pyarrow] [--jsonl]
+dlt's row-wise path (`--tools dlt`) moves about 10k rows/s, so it runs on its own smaller
+data set (`--row-wise-rows`, 500k by default) beside our pipeline on the same file, and
+the two are compared by rows/s.
+
+Usage: python3 bench/run.py [--rows N] [--repeat K] [--tools duckdb,polars,pyarrow,dlt] [--jsonl]
                             [--variants sha256,hmac,identity,nomask] [--baseline PATH]
+                            [--row-wise-rows N]
 """
 
 import argparse
@@ -112,7 +117,8 @@ def venv(tools):
     python = os.path.join(path, "bin", "python")
     if not os.path.exists(python):
         sh([sys.executable, "-m", "venv", path])
-    wanted = {"duckdb": "duckdb", "duckdb-1t": "duckdb", "polars": "polars", "pyarrow": "pyarrow"}
+    wanted = {"duckdb": "duckdb", "duckdb-1t": "duckdb", "polars": "polars", "pyarrow": "pyarrow",
+              "dlt": "dlt[parquet,filesystem]==1.31.0"}
     pkgs = sorted({wanted[t] for t in tools} | {"duckdb"})
     sh([python, "-m", "pip", "install", "-q"] + pkgs)
     return python
@@ -169,6 +175,52 @@ def tiny_startup(work, env):
     return statistics.median(tiny_run(work, env, f"timed{i}")[0] for i in range(5))
 
 
+def dataset(data_dir, rows):
+    """The CSV of `rows` orders, generated once."""
+    data = os.path.join(data_dir, f"orders-{rows}.csv")
+    if not os.path.exists(data):
+        print(f"generating {rows} rows → {data}")
+        sh([sys.executable, os.path.join(HERE, "generate.py"), str(rows), data + ".tmp"])
+        os.rename(data + ".tmp", data)
+    return data
+
+
+def row_wise(args, python, env, work, data_dir):
+    """Ours and dlt on the smaller data set, alternating; lines of a Markdown table."""
+    rows = args.row_wise_rows
+    data = dataset(data_dir, rows)
+    runs = {"ours (sha256)": [], "dlt": []}
+    outputs = {}
+    for rep in range(args.repeat):
+        w = os.path.join(work, "row-wise-ours")
+        shutil.rmtree(w, ignore_errors=True)
+        os.makedirs(w)
+        pipeline = os.path.join(w, "pipeline.toml")
+        with open(pipeline, "w") as f:
+            mask = MASK.format(key="", email_rule="sha256")
+            f.write(PIPELINE.format(work=w, data_dir=data_dir, data=data, mask=mask, extra=""))
+        runs["ours (sha256)"].append(measure([HOST, "run", pipeline], env))
+        outputs["ours (sha256)"] = os.path.join(w, "out", "orders", "*.parquet")
+        dst = os.path.join(work, "row-wise-dlt")
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.rmtree(dst + "-pipelines", ignore_errors=True)
+        runs["dlt"].append(measure([python, os.path.join(HERE, "peers.py"), "dlt", data, dst]))
+        outputs["dlt"] = os.path.join(dst, "r1", "orders", "*.parquet")
+        print(f"row-wise repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
+    verify(python, outputs, rows)
+    med = {name: tuple(statistics.median(r[i] for r in rs) for i in range(3)) for name, rs in runs.items()}
+    ours = med["ours (sha256)"][0]
+    lines = [
+        f"Row-wise peers, on {rows:,} orders (median of {args.repeat}, alternating; outputs verified):",
+        "",
+        "| tool | wall s | CPU s | peak RSS MiB | rows/s | ours ÷ tool (wall) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, (wall, cpu, rss) in med.items():
+        lines.append(f"| {name} | {wall:.2f} | {cpu:.2f} | {rss:.0f} | {rows / wall:,.0f} | {ours / wall:.3f} |")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=5_000_000)
@@ -177,8 +229,10 @@ def main():
     ap.add_argument("--jsonl", action="store_true", help="also run ours on the data as JSON Lines")
     ap.add_argument("--variants", default="sha256,hmac,identity,nomask", help="variants of ours to run")
     ap.add_argument("--baseline", help="another host binary to run the reference job with (A/B)")
+    ap.add_argument("--row-wise-rows", type=int, default=500_000, help="rows of the data set dlt runs on")
     args = ap.parse_args()
-    tools = [t for t in args.tools.split(",") if t]
+    all_tools = [t for t in args.tools.split(",") if t]
+    tools = [t for t in all_tools if t != "dlt"]
     chosen = set(args.variants.split(",")) | {"sha256"}
     if args.baseline and not os.access(args.baseline, os.X_OK):
         sys.exit(f"--baseline {args.baseline}: not an executable file")
@@ -186,18 +240,14 @@ def main():
     sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
     data_dir = os.path.join(HERE, "data")
     os.makedirs(data_dir, exist_ok=True)
-    data = os.path.join(data_dir, f"orders-{args.rows}.csv")
-    if not os.path.exists(data):
-        print(f"generating {args.rows} rows → {data}")
-        sh([sys.executable, os.path.join(HERE, "generate.py"), str(args.rows), data + ".tmp"])
-        os.rename(data + ".tmp", data)
+    data = dataset(data_dir, args.rows)
     jsonl = os.path.join(data_dir, f"orders-{args.rows}.jsonl")
     if args.jsonl and not os.path.exists(jsonl):
         print(f"generating {args.rows} rows → {jsonl}")
         sh([sys.executable, os.path.join(HERE, "generate.py"), str(args.rows), os.devnull, jsonl + ".tmp"])
         os.rename(jsonl + ".tmp", jsonl)
     size_mb = os.path.getsize(data) / 1e6
-    python = venv(tools)
+    python = venv(all_tools)
     env = dict(os.environ, BENCH_MASK_KEY=KEY, INGEST_CACHE_DIR=os.path.join(HERE, ".cache"))
 
     work = tempfile.mkdtemp(prefix="bench-", dir=HERE)
@@ -265,6 +315,8 @@ def main():
         f"Start-up: a 3-plugin pipeline (file → pii-mask → Parquet) on a 10-row file, warm cache: "
         f"{startup * 1000:.0f} ms wall (median of 5)."
     )
+    if "dlt" in all_tools:
+        lines += [""] + row_wise(args, python, env, work, data_dir)
     report = "\n".join(lines) + "\n"
     print(report)
     verify(python, {k: v for k, v in outputs.items() if "hmac" not in k and "no masking" not in k}, args.rows)
