@@ -2,6 +2,7 @@
 //! top-level keys in first-seen order) and the reader that turns lines into Arrow batches
 //! and rejects. Blank lines are skipped; nested values are kept as their JSON text.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
@@ -11,6 +12,7 @@ use arrow_schema::SchemaRef;
 use ingest_sdk::source::{Chunk, Replayed};
 use ingest_sdk::{Error, Reject, Result};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::position::{self, TextPosition};
@@ -44,6 +46,58 @@ impl<'de> Deserialize<'de> for Object {
             }
         }
         deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// A JSON object as written on its line: the keys, and the raw text of each value, in
+/// order. Reading a row this way allocates nothing per value unless a string holds escapes.
+struct RawObject<'a>(Vec<(Text<'a>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(entry) = map.next_entry::<Text<'de>, &'de RawValue>()? {
+                    entries.push(entry);
+                }
+                Ok(RawObject(entries))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// A JSON string, borrowed from the line unless it holds escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
     }
 }
 
@@ -150,8 +204,9 @@ pub struct JsonlReader {
 enum Slot<'a> {
     Null,
     Cell(Cell),
-    Text(&'a str),
-    Json(&'a Value),
+    Text(Cow<'a, str>),
+    /// A value other than a string in a text column, as compact JSON.
+    Json(String),
 }
 
 impl JsonlReader {
@@ -276,71 +331,85 @@ fn append_row(
     text: &[u8],
     builders: &mut [ColumnBuilder],
 ) -> Result<(), String> {
-    {
-        let Object(entries) = serde_json::from_slice::<Object>(text)
-            .map_err(|e| format!("not a JSON object: {e}"))?;
-        let mut slots: Vec<Slot> = (0..columns.len()).map(|_| Slot::Null).collect();
-        for (key, value) in &entries {
-            let Some(&i) = index.get(key) else {
-                return Err(format!(
-                    "key `{key}` is not a column of the stream (columns: {}); raise \
-                     `infer_rows` if it appears only later in the first file",
-                    columns
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            };
-            let column = &columns[i];
-            slots[i] = slot(column.ty, value).ok_or_else(|| {
-                format!(
-                    "column `{}`: `{}` is not {}",
-                    column.name,
-                    show(value.to_string().as_bytes()),
-                    type_phrase(column.ty)
-                )
-            })?;
-        }
-        for (builder, slot) in builders.iter_mut().zip(slots) {
-            match slot {
-                Slot::Null => builder.append_null(),
-                Slot::Cell(cell) => builder.append(cell, |_, _| ""),
-                Slot::Text(s) => builder.append_str(s),
-                Slot::Json(v) => builder.append_str(&v.to_string()),
-            }
-        }
-        Ok(())
+    let RawObject(entries) =
+        serde_json::from_slice::<RawObject>(text).map_err(|e| format!("not a JSON object: {e}"))?;
+    let mut slots: Vec<Slot> = (0..columns.len()).map(|_| Slot::Null).collect();
+    for (k, (Text(key), value)) in entries.into_iter().enumerate() {
+        // Keys usually come in the order of the columns; look them up only when not.
+        let at = columns.get(k).filter(|c| c.name == key).map(|_| k);
+        let Some(i) = at.or_else(|| index.get(key.as_ref()).copied()) else {
+            return Err(format!(
+                "key `{key}` is not a column of the stream (columns: {}); raise \
+                 `infer_rows` if it appears only later in the first file",
+                columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        let column = &columns[i];
+        slots[i] = slot(column.ty, value).ok_or_else(|| {
+            format!(
+                "column `{}`: `{}` is not {}",
+                column.name,
+                show(compact(value).as_bytes()),
+                type_phrase(column.ty)
+            )
+        })?;
     }
+    for (builder, slot) in builders.iter_mut().zip(slots) {
+        match slot {
+            Slot::Null => builder.append_null(),
+            Slot::Cell(cell) => builder.append(cell, |_, _| ""),
+            Slot::Text(s) => builder.append_str(&s),
+            Slot::Json(s) => builder.append_str(&s),
+        }
+    }
+    Ok(())
 }
 
-/// `value` as a value of a column of type `ty`, or `None` when it does not fit. Strings
-/// that spell a value of the type are accepted for every type.
-fn slot(ty: ColumnType, value: &Value) -> Option<Slot<'_>> {
-    if value.is_null() {
-        return Some(Slot::Null);
+/// A value as compact JSON (`{"k":[1]}`, `1.5` for `1.50`): how a value other than a
+/// string is stored in a text column, and shown in errors.
+fn compact(value: &RawValue) -> String {
+    serde_json::from_str::<Value>(value.get())
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| value.get().to_string())
+}
+
+/// `value` (as written) as a value of a column of type `ty`, or `None` when it does not
+/// fit. Strings that spell a value of the type are accepted for every type.
+fn slot(ty: ColumnType, value: &RawValue) -> Option<Slot<'_>> {
+    let raw = value.get();
+    match raw.as_bytes().first()? {
+        b'n' => Some(Slot::Null),
+        b'"' => {
+            let Text(text) = serde_json::from_str::<Text>(raw).ok()?;
+            let bytes = text.as_bytes();
+            Some(match ty {
+                ColumnType::Utf8 => Slot::Text(text),
+                ColumnType::Int64 => Slot::Cell(Cell::Int(parse_i64(bytes)?)),
+                ColumnType::Float64 => Slot::Cell(Cell::Float(parse_f64(bytes)?)),
+                ColumnType::Boolean => Slot::Cell(Cell::Bool(parse_bool(bytes)?)),
+                ColumnType::Date => Slot::Cell(Cell::Date(parse_date(bytes)?)),
+                ColumnType::Timestamp => Slot::Cell(Cell::Timestamp(parse_timestamp(bytes)?)),
+            })
+        }
+        first => Some(match ty {
+            ColumnType::Utf8 => Slot::Json(compact(value)),
+            // A JSON number (`-`, a digit): integers only for an int64 column.
+            ColumnType::Int64 if *first != b't' && *first != b'f' => {
+                Slot::Cell(Cell::Int(parse_i64(raw.as_bytes())?))
+            }
+            ColumnType::Float64 if *first != b't' && *first != b'f' => {
+                Slot::Cell(Cell::Float(parse_f64(raw.as_bytes())?))
+            }
+            ColumnType::Boolean if raw == "true" || raw == "false" => {
+                Slot::Cell(Cell::Bool(raw == "true"))
+            }
+            _ => return None,
+        }),
     }
-    let text = value.as_str().map(str::as_bytes);
-    Some(match ty {
-        ColumnType::Utf8 => match value {
-            Value::String(s) => Slot::Text(s),
-            other => Slot::Json(other),
-        },
-        ColumnType::Int64 => Slot::Cell(Cell::Int(match value {
-            Value::Number(n) => n.as_i64()?,
-            _ => parse_i64(text?)?,
-        })),
-        ColumnType::Float64 => Slot::Cell(Cell::Float(match value {
-            Value::Number(n) => n.as_f64()?,
-            _ => parse_f64(text?)?,
-        })),
-        ColumnType::Boolean => Slot::Cell(Cell::Bool(match value {
-            Value::Bool(b) => *b,
-            _ => parse_bool(text?)?,
-        })),
-        ColumnType::Date => Slot::Cell(Cell::Date(parse_date(text?)?)),
-        ColumnType::Timestamp => Slot::Cell(Cell::Timestamp(parse_timestamp(text?)?)),
-    })
 }
 
 #[cfg(test)]
@@ -380,7 +449,10 @@ mod tests {
 
     #[test]
     fn values_fit_their_column_or_are_refused() {
-        let fits = |ty, v: Value| slot(ty, &v).is_some();
+        let fits = |ty, v: Value| {
+            let raw = RawValue::from_string(v.to_string()).unwrap();
+            slot(ty, &raw).is_some()
+        };
         assert!(fits(ColumnType::Int64, serde_json::json!(3)));
         assert!(fits(ColumnType::Int64, serde_json::json!("3")));
         assert!(!fits(ColumnType::Int64, serde_json::json!(3.5)));

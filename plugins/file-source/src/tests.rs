@@ -413,6 +413,39 @@ fn null_values_and_a_custom_dialect_are_honoured() {
 }
 
 #[test]
+fn jsonl_values_are_read_as_written_escapes_and_all() {
+    let dir = TempDir::new("jsonl-escapes");
+    let path = dir.write(
+        "e.jsonl",
+        concat!(
+            "{\"id\": 1, \"s\": \"plain\", \"n\": 7, \"x\": 1.50}\n",
+            "{\"s\": \"say \\\"hi\\\"\\n\\u00e9\", \"id\": \"2\", \"n\": \"8\", \"x\": \"2.5\"}\n",
+            "{\"id\": -3, \"s\": 12.50, \"n\": null, \"x\": 1e2}\n",
+            "{\"id\": 4, \"n\": 3.0}\n",
+        ),
+    );
+    let cfg = config(json!({ "path": path, "infer_rows": 1 }));
+    let all = read(&cfg, &path, None, 100, 100);
+    assert_eq!(all.ints("id"), vec![Some(1), Some(2), Some(-3)]);
+    assert_eq!(
+        all.texts("s"),
+        vec![
+            Some("plain".into()),
+            Some("say \"hi\"\n\u{e9}".into()),
+            Some("12.5".into())
+        ],
+        "escapes are decoded; a number in a text column is stored as compact JSON"
+    );
+    assert_eq!(
+        all.ints("n"),
+        vec![Some(7), Some(8), None],
+        "a string spelling an int64 fits"
+    );
+    assert_eq!(all.rejects.len(), 1, "3.0 is not an int64");
+    assert_eq!(all.rejects[0].reason, "column `n`: `3.0` is not an int64");
+}
+
+#[test]
 fn jsonl_lines_become_rows_and_bad_lines_rejects() {
     let dir = TempDir::new("jsonl");
     let path = dir.write(
