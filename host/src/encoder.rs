@@ -30,7 +30,7 @@ use parquet::arrow::arrow_writer::{
     compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory, ArrowWriter,
 };
 use parquet::arrow::ArrowSchemaConverter;
-use parquet::basic::Encoding;
+use parquet::basic::{Encoding, Type as PhysicalType};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
@@ -245,10 +245,26 @@ const SAMPLE_ROWS: usize = 8192;
 /// that is never, within a row group: the whole column is written twice over). Columns
 /// with repeats keep the default. Only flat columns are judged.
 ///
-/// Such a column of integers (ids, dates, timestamps) is delta-encoded instead of plain:
-/// sequences and clustered values pack into a few bits each, which leaves the codec far
-/// fewer bytes to compress. Every Parquet reader supports the encoding.
+/// Such a column that Parquet stores as INT32 or INT64 (ids, dates, timestamps) is
+/// delta-encoded instead of plain: sequences and clustered values pack into a few bits
+/// each, which leaves the codec far fewer bytes to compress. Readers that know only the
+/// original encodings cannot read it (decision 0004).
 pub fn tune_dictionaries(props: WriterProperties, first: &RecordBatch) -> WriterProperties {
+    let parquet = ArrowSchemaConverter::new()
+        .with_coerce_types(props.coerce_types())
+        .convert(first.schema_ref())
+        .ok();
+    let stored_as_integers = |path: &ColumnPath| {
+        parquet.as_ref().is_some_and(|schema| {
+            schema.columns().iter().any(|column| {
+                column.path() == path
+                    && matches!(
+                        column.physical_type(),
+                        PhysicalType::INT32 | PhysicalType::INT64
+                    )
+            })
+        })
+    };
     let distinct: Vec<(ColumnPath, bool)> = first
         .schema()
         .fields()
@@ -259,7 +275,10 @@ pub fn tune_dictionaries(props: WriterProperties, first: &RecordBatch) -> Writer
             props.dictionary_enabled(path)
                 && distinct_ratio(column.as_ref()).is_some_and(|ratio| ratio > 0.9)
         })
-        .map(|(path, column)| (path, is_integer(column.data_type())))
+        .map(|(path, _)| {
+            let integers = stored_as_integers(&path);
+            (path, integers)
+        })
         .collect();
     if distinct.is_empty() {
         return props;
@@ -275,20 +294,6 @@ pub fn tune_dictionaries(props: WriterProperties, first: &RecordBatch) -> Writer
             }
         })
         .build()
-}
-
-/// Whether Parquet stores `ty` as INT32 or INT64.
-fn is_integer(ty: &DataType) -> bool {
-    ty.is_integer()
-        || matches!(
-            ty,
-            DataType::Date32
-                | DataType::Date64
-                | DataType::Timestamp(..)
-                | DataType::Time32(_)
-                | DataType::Time64(_)
-                | DataType::Duration(_)
-        )
 }
 
 /// Distinct values ÷ non-null values among the first [`SAMPLE_ROWS`] rows of a flat

@@ -24,7 +24,7 @@ use ingest_sdk::{Reject, Result};
 
 use crate::config::{CsvDialect, Settings};
 use crate::position::{self, TextPosition};
-use crate::scan::ByteSet;
+use crate::scan::{put, ByteSet};
 use crate::types::{ColumnBuilder, ColumnType, Inference};
 use crate::{files, finish_batch, show, type_phrase, Column};
 
@@ -185,23 +185,37 @@ impl<R: Read> Framer<R> {
                         if self.eof || (self.lo == 0 && self.hi == self.buf.len()) {
                             break;
                         }
-                        if self.lo > 0 {
-                            self.buf.copy_within(self.lo..self.hi, 0);
-                            self.base += self.lo as u64;
-                            self.hi -= self.lo;
-                            self.lo = 0;
-                        }
-                        match self.src.read(&mut self.buf[self.hi..]) {
-                            Ok(0) => self.eof = true,
-                            Ok(n) => self.hi += n,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(FrameError::Io(e)),
-                        }
+                        self.drop_consumed();
+                        self.fill()?;
                     }
                 }
             }
         }
         self.read_slow()
+    }
+
+    /// Move the bytes not yet consumed (from `lo`) to the front of `buf`; returns how far
+    /// they moved.
+    fn drop_consumed(&mut self) -> usize {
+        let moved = self.lo;
+        if moved > 0 {
+            self.buf.copy_within(moved..self.hi, 0);
+            self.base += moved as u64;
+            self.hi -= moved;
+            self.lo = 0;
+        }
+        moved
+    }
+
+    /// Read more input after `hi`; at the end of the input, set `eof`.
+    fn fill(&mut self) -> Result<(), FrameError> {
+        match self.src.read(&mut self.buf[self.hi..]) {
+            Ok(0) => self.eof = true,
+            Ok(n) => self.hi += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+        Ok(())
     }
 
     /// Frame the record at `lo` if it is an ordinary one (see the module's docs), without
@@ -228,10 +242,6 @@ impl<R: Read> Framer<R> {
             Some(_) => {}
         }
         let (mut i, mut outlen, mut nend, mut lines) = (start, 0, 0, 0);
-        let copy = |out: &mut Vec<u8>, outlen: &mut usize, bytes: &[u8]| {
-            crate::scan::put(out, *outlen, bytes);
-            *outlen += bytes.len();
-        };
         // One field per turn; `i` ends at the byte after the field.
         let terminator = loop {
             let Some(&first) = buf.get(i) else {
@@ -244,17 +254,17 @@ impl<R: Read> Framer<R> {
                         return Fast::NeedMore;
                     };
                     let j = i + k;
-                    copy(out, &mut outlen, &buf[i..j]);
+                    outlen = put(out, outlen, &buf[i..j]);
                     if buf[j] == b'\n' {
                         lines += 1;
-                        copy(out, &mut outlen, b"\n");
+                        outlen = put(out, outlen, b"\n");
                         i = j + 1;
                         continue;
                     }
                     match buf.get(j + 1) {
                         None => return Fast::NeedMore,
                         Some(&c) if c == fast.quote => {
-                            copy(out, &mut outlen, &[c]);
+                            outlen = put(out, outlen, &[c]);
                             i = j + 2;
                         }
                         Some(&c) if c == fast.delimiter || c == b'\n' || c == b'\r' => {
@@ -273,7 +283,7 @@ impl<R: Read> Framer<R> {
                 if buf[j] == fast.quote {
                     return Fast::Slow;
                 }
-                copy(out, &mut outlen, &buf[i..j]);
+                outlen = put(out, outlen, &buf[i..j]);
                 i = j;
                 buf[j]
             };
@@ -315,13 +325,9 @@ impl<R: Read> Framer<R> {
         loop {
             if pos == self.hi && !self.eof {
                 // Keep the bytes of the record in progress; make room after them.
-                if start > 0 {
-                    self.buf.copy_within(start..self.hi, 0);
-                    self.base += start as u64;
-                    self.hi -= start;
-                    pos -= start;
-                    start = 0;
-                }
+                let moved = self.drop_consumed();
+                pos -= moved;
+                start -= moved;
                 if self.hi == self.buf.len() {
                     if self.hi >= MAX_RECORD {
                         self.locate(start, pos, line_before);
@@ -331,12 +337,7 @@ impl<R: Read> Framer<R> {
                     }
                     self.buf.resize(self.buf.len() * 2, 0);
                 }
-                match self.src.read(&mut self.buf[self.hi..]) {
-                    Ok(0) => self.eof = true,
-                    Ok(n) => self.hi += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(FrameError::Io(e)),
-                }
+                self.fill()?;
                 continue;
             }
             let input = &self.buf[pos..self.hi];

@@ -25,32 +25,10 @@ const READ_BUFFER: usize = 1 << 20;
 /// The longest line read; a longer one fails the read instead of exhausting memory.
 const MAX_LINE: usize = 64 << 20;
 
-/// A JSON object with its keys in the order they are written (serde_json's own map sorts
-/// them, and inference must keep first-seen order).
-struct Object(Vec<(String, Value)>);
-
-impl<'de> Deserialize<'de> for Object {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
-        impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = Object;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(entry) = map.next_entry::<String, Value>()? {
-                    entries.push(entry);
-                }
-                Ok(Object(entries))
-            }
-        }
-        deserializer.deserialize_map(ObjectVisitor)
-    }
-}
-
 /// A JSON object as written on its line: the keys, and the raw text of each value, in
-/// order. Reading a row this way allocates nothing per value unless a string holds escapes.
+/// the order they are written (serde_json's own map sorts them, and inference must keep
+/// first-seen order). Reading a row this way allocates nothing per value unless a string
+/// holds escapes.
 struct RawObject<'a>(Vec<(Text<'a>, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for RawObject<'de> {
@@ -164,15 +142,16 @@ pub fn infer(path: &str, infer_rows: usize) -> Result<Vec<Column>> {
             continue;
         };
         // A line that is not an object is rejected when it is read; it says nothing here.
-        let Ok(Object(entries)) = serde_json::from_slice::<Object>(text) else {
+        let Ok(RawObject(entries)) = serde_json::from_slice::<RawObject>(text) else {
             continue;
         };
-        for (key, value) in entries {
-            let i = *index.entry(key.clone()).or_insert_with(|| {
-                names.push(key);
+        for (Text(key), raw) in entries {
+            let i = *index.entry(key.to_string()).or_insert_with(|| {
+                names.push(key.into_owned());
                 inferred.push(Inference::default());
                 names.len() - 1
             });
+            let value = serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null);
             if !value.is_null() {
                 inferred[i].json(&value);
             }
@@ -198,15 +177,6 @@ pub struct JsonlReader {
     lines: Lines,
     rows: u64,
     done: bool,
-}
-
-/// One value of a row, checked against its column's type.
-enum Slot<'a> {
-    Null,
-    Cell(Cell),
-    Text(Cow<'a, str>),
-    /// A value other than a string in a text column, as compact JSON.
-    Json(String),
 }
 
 impl JsonlReader {
@@ -333,7 +303,7 @@ fn append_row(
 ) -> Result<(), String> {
     let RawObject(entries) =
         serde_json::from_slice::<RawObject>(text).map_err(|e| format!("not a JSON object: {e}"))?;
-    let mut slots: Vec<Slot> = (0..columns.len()).map(|_| Slot::Null).collect();
+    let mut cells: Vec<Cell> = vec![Cell::Null; columns.len()];
     for (k, (Text(key), value)) in entries.into_iter().enumerate() {
         // Keys usually come in the order of the columns; look them up only when not.
         let at = columns.get(k).filter(|c| c.name == key).map(|_| k);
@@ -349,7 +319,7 @@ fn append_row(
             ));
         };
         let column = &columns[i];
-        slots[i] = slot(column.ty, value).ok_or_else(|| {
+        cells[i] = cell(column.ty, value).ok_or_else(|| {
             format!(
                 "column `{}`: `{}` is not {}",
                 column.name,
@@ -358,13 +328,8 @@ fn append_row(
             )
         })?;
     }
-    for (builder, slot) in builders.iter_mut().zip(slots) {
-        match slot {
-            Slot::Null => builder.append_null(),
-            Slot::Cell(cell) => builder.append(cell, |_, _| ""),
-            Slot::Text(s) => builder.append_str(&s),
-            Slot::Json(s) => builder.append_str(&s),
-        }
+    for (builder, cell) in builders.iter_mut().zip(cells) {
+        builder.append(cell);
     }
     Ok(())
 }
@@ -378,38 +343,36 @@ fn compact(value: &RawValue) -> String {
 }
 
 /// `value` (as written) as a value of a column of type `ty`, or `None` when it does not
-/// fit. Strings that spell a value of the type are accepted for every type.
-fn slot(ty: ColumnType, value: &RawValue) -> Option<Slot<'_>> {
+/// fit. Strings that spell a value of the type are accepted for every type; a value other
+/// than a string in a text column is kept as compact JSON.
+fn cell(ty: ColumnType, value: &RawValue) -> Option<Cell<'_>> {
     let raw = value.get();
-    match raw.as_bytes().first()? {
-        b'n' => Some(Slot::Null),
-        b'"' => {
-            let Text(text) = serde_json::from_str::<Text>(raw).ok()?;
-            let bytes = text.as_bytes();
-            Some(match ty {
-                ColumnType::Utf8 => Slot::Text(text),
-                ColumnType::Int64 => Slot::Cell(Cell::Int(parse_i64(bytes)?)),
-                ColumnType::Float64 => Slot::Cell(Cell::Float(parse_f64(bytes)?)),
-                ColumnType::Boolean => Slot::Cell(Cell::Bool(parse_bool(bytes)?)),
-                ColumnType::Date => Slot::Cell(Cell::Date(parse_date(bytes)?)),
-                ColumnType::Timestamp => Slot::Cell(Cell::Timestamp(parse_timestamp(bytes)?)),
-            })
-        }
-        first => Some(match ty {
-            ColumnType::Utf8 => Slot::Json(compact(value)),
-            // A JSON number (`-`, a digit): integers only for an int64 column.
-            ColumnType::Int64 if *first != b't' && *first != b'f' => {
-                Slot::Cell(Cell::Int(parse_i64(raw.as_bytes())?))
-            }
-            ColumnType::Float64 if *first != b't' && *first != b'f' => {
-                Slot::Cell(Cell::Float(parse_f64(raw.as_bytes())?))
-            }
-            ColumnType::Boolean if raw == "true" || raw == "false" => {
-                Slot::Cell(Cell::Bool(raw == "true"))
-            }
-            _ => return None,
-        }),
+    if raw == "null" {
+        return Some(Cell::Null);
     }
+    // A string is read as its unescaped text.
+    let text = if raw.starts_with('"') {
+        serde_json::from_str::<Text>(raw).ok()?.0
+    } else {
+        match ty {
+            ColumnType::Utf8 => Cow::Owned(compact(value)),
+            ColumnType::Boolean => {
+                return matches!(raw, "true" | "false").then(|| Cell::Bool(raw == "true"))
+            }
+            ColumnType::Date | ColumnType::Timestamp => return None,
+            // A number as written; `true`, `false`, objects and arrays do not parse.
+            ColumnType::Int64 | ColumnType::Float64 => Cow::Borrowed(raw),
+        }
+    };
+    let bytes = text.as_bytes();
+    Some(match ty {
+        ColumnType::Utf8 => Cell::Text(text),
+        ColumnType::Int64 => Cell::Int(parse_i64(bytes)?),
+        ColumnType::Float64 => Cell::Float(parse_f64(bytes)?),
+        ColumnType::Boolean => Cell::Bool(parse_bool(bytes)?),
+        ColumnType::Date => Cell::Date(parse_date(bytes)?),
+        ColumnType::Timestamp => Cell::Timestamp(parse_timestamp(bytes)?),
+    })
 }
 
 #[cfg(test)]
@@ -451,7 +414,7 @@ mod tests {
     fn values_fit_their_column_or_are_refused() {
         let fits = |ty, v: Value| {
             let raw = RawValue::from_string(v.to_string()).unwrap();
-            slot(ty, &raw).is_some()
+            cell(ty, &raw).is_some()
         };
         assert!(fits(ColumnType::Int64, serde_json::json!(3)));
         assert!(fits(ColumnType::Int64, serde_json::json!("3")));

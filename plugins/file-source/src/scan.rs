@@ -91,15 +91,16 @@ impl ByteSet {
     }
 }
 
-/// `dst[at..at + src.len()] = src`, growing `dst` when it is too short.
+/// `dst[at..at + src.len()] = src`, growing `dst` when it is too short; returns the end.
 #[inline(always)]
-pub fn put(dst: &mut Vec<u8>, at: usize, src: &[u8]) {
+pub fn put(dst: &mut Vec<u8>, at: usize, src: &[u8]) -> usize {
     let end = at + src.len();
     if end > dst.len() {
         dst.resize(end.max(dst.len() * 2), 0);
     }
     // SAFETY: `dst[at..end]` is in bounds and initialised.
     unsafe { copy(dst.as_mut_ptr().add(at), src) }
+    end
 }
 
 /// `dst.extend_from_slice(src)`.
@@ -166,7 +167,7 @@ mod tests {
                 assert_eq!(&dst[..6], b"prefix");
                 assert_eq!(&dst[6..], &src[at..at + n], "{n} bytes from {at}");
                 let mut buf = vec![0xee; 8];
-                put(&mut buf, 2, &src[at..at + n]);
+                assert_eq!(put(&mut buf, 2, &src[at..at + n]), 2 + n);
                 assert_eq!(&buf[..2], &[0xee, 0xee]);
                 assert_eq!(&buf[2..2 + n], &src[at..at + n], "put {n} bytes from {at}");
                 assert!(buf[2 + n..].iter().all(|&b| b == 0xee || b == 0), "{n}");

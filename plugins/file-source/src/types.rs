@@ -4,6 +4,7 @@
 //! Parsing works on bytes so the CSV reader never allocates per value; every parser
 //! returns `None` for a value that does not fit, and the caller turns that into a reject.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBufferBuilder, NullBufferBuilder};
@@ -369,33 +370,18 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// One parsed value of a row, held until the whole row is known to be good so a bad value
-/// never leaves a half-appended row behind.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Cell {
+/// One parsed value of a JSON Lines row, held until the whole row is known to be good so
+/// a bad value never leaves a half-appended row behind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
     Null,
     Int(i64),
     Float(f64),
     Bool(bool),
     Date(i32),
     Timestamp(i64),
-    /// Text, by the byte range of the field in the record the reader holds.
-    Text(usize, usize),
-}
-
-impl Cell {
-    /// Parse `value` as `ty`; `None` when it does not fit. Text keeps `range` so the
-    /// caller appends the bytes it already holds.
-    pub fn parse(ty: ColumnType, value: &[u8], range: (usize, usize)) -> Option<Cell> {
-        Some(match ty {
-            ColumnType::Int64 => Cell::Int(parse_i64(value)?),
-            ColumnType::Float64 => Cell::Float(parse_f64(value)?),
-            ColumnType::Boolean => Cell::Bool(parse_bool(value)?),
-            ColumnType::Date => Cell::Date(parse_date(value)?),
-            ColumnType::Timestamp => Cell::Timestamp(parse_timestamp(value)?),
-            ColumnType::Utf8 => Cell::Text(range.0, range.1),
-        })
-    }
+    /// Text, borrowed from the line unless it had to be unescaped or rendered.
+    Text(Cow<'a, str>),
 }
 
 /// Collects one column of a batch in plain buffers. A row is appended value by value and
@@ -477,32 +463,19 @@ impl ColumnBuilder {
         ok
     }
 
-    /// Append one cell; `text` resolves a [`Cell::Text`] range to the validated string.
-    /// A cell of another type than the column's is a bug in the caller, appended as null.
-    pub fn append<'a>(&mut self, cell: Cell, text: impl FnOnce(usize, usize) -> &'a str) {
+    /// Append one cell. A cell of another type than the column's is a bug in the caller,
+    /// appended as null.
+    pub fn append(&mut self, cell: Cell) {
         match (&mut self.data, cell) {
             (Data::I64(v), Cell::Int(x)) if self.ty == ColumnType::Int64 => v.push(x),
             (Data::I64(v), Cell::Timestamp(x)) if self.ty == ColumnType::Timestamp => v.push(x),
             (Data::F64(v), Cell::Float(x)) => v.push(x),
             (Data::Bool(b), Cell::Bool(x)) => b.append(x),
             (Data::I32(v), Cell::Date(x)) => v.push(x),
-            (Data::Utf8 { offsets, values }, Cell::Text(start, end)) => {
-                push_str(offsets, values, text(start, end))
-            }
+            (Data::Utf8 { offsets, values }, Cell::Text(s)) => push_str(offsets, values, &s),
             _ => return self.append_null(),
         }
         self.nulls.append_non_null();
-    }
-
-    /// Append an owned string (JSON values rendered as text).
-    pub fn append_str(&mut self, value: &str) {
-        match &mut self.data {
-            Data::Utf8 { offsets, values } => {
-                push_str(offsets, values, value);
-                self.nulls.append_non_null();
-            }
-            _ => self.append_null(),
-        }
     }
 
     pub fn append_null(&mut self) {
