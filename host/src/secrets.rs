@@ -28,7 +28,17 @@ pub enum SecretError {
     },
     #[error("secret `{name}` is empty")]
     Empty { name: String },
+    #[error(
+        "secret `{name}` is {len} bytes long; secrets need at least {MIN_SECRET_BYTES} bytes, \
+         because a shorter value cannot be redacted from logs without also cutting into ordinary words"
+    )]
+    TooShort { name: String, len: usize },
 }
+
+/// The shortest secret the host accepts. Redaction replaces every occurrence of a value in
+/// every line the host prints; a value of a few bytes also occurs inside ordinary words
+/// and numbers, which would garble messages while hinting at the secret.
+pub const MIN_SECRET_BYTES: usize = 8;
 
 /// Resolve every secret; the values are registered for redaction at once.
 pub fn resolve(
@@ -62,6 +72,13 @@ pub fn resolve(
         };
         if value.is_empty() {
             errors.push(SecretError::Empty { name: name.clone() });
+            continue;
+        }
+        if value.len() < MIN_SECRET_BYTES {
+            errors.push(SecretError::TooShort {
+                name: name.clone(),
+                len: value.len(),
+            });
             continue;
         }
         register(&value);
@@ -150,5 +167,22 @@ mod tests {
         let errors = resolve(&defs).unwrap_err();
         let message = errors[0].to_string();
         assert!(message.contains("mask_key") && message.contains("INGEST_TEST_SURELY_UNSET_VAR"));
+    }
+
+    #[test]
+    fn a_secret_too_short_to_redact_safely_is_refused_and_never_registered() {
+        let mut defs = BTreeMap::new();
+        defs.insert(
+            "short_key".to_string(),
+            SecretSource::Env("INGEST_TEST_SHORT_SECRET".into()),
+        );
+        std::env::set_var("INGEST_TEST_SHORT_SECRET", "ed");
+        let errors = resolve(&defs).unwrap_err();
+        let message = errors[0].to_string();
+        assert!(
+            message.contains("short_key") && message.contains("at least 8 bytes"),
+            "{message}"
+        );
+        assert_eq!(redact("finished"), "finished");
     }
 }
