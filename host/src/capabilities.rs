@@ -180,7 +180,12 @@ impl host::HostParquetEncoder for PluginState {
         let props = WriterProperties::builder()
             .set_compression(compression)
             .build();
-        match ParquetEncoder::open(schema, props, options.row_group_rows as usize) {
+        let options = crate::encoder::FileOptions {
+            props,
+            row_group_rows: options.row_group_rows as usize,
+            zstd_level_per_column: options.compression == "zstd" && options.level.is_none(),
+        };
+        match ParquetEncoder::open(schema, options) {
             Ok(encoder) => Ok(Ok(self.table.push(encoder)?)),
             Err(e) => Ok(Err(Error::Fatal(format!("parquet-encoder.open: {e}")))),
         }

@@ -273,7 +273,7 @@ pub fn json_schema() -> String {
             },
             "compression_level": {
                 "type": "integer",
-                "description": "Parquet only: zstd 1-22, gzip 0-9."
+                "description": "Parquet only: zstd 1-22, gzip 0-9. Unset, zstd uses 3, and 1 for columns of high-entropy values such as hashes, where level 1 compresses at least as small."
             },
             "row_group_rows": {
                 "type": "integer",
