@@ -1,6 +1,6 @@
 //! One attempt at running the pipeline: recovery of a half-committed epoch, then the
-//! source, transform and sink stages as tasks joined by byte-bounded channels, with the
-//! epoch barrier travelling in-band between the batches.
+//! source, transform and sink stages, each on a thread of its own, joined by byte-bounded
+//! channels, with the epoch barrier travelling in-band between the batches.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -107,7 +107,7 @@ pub async fn attempt(prepared: Arc<Prepared>, summary: &mut Summary) -> Result<(
         .start(&prepared.runtime, &prepared.cancel)
         .await?;
 
-    let source_task = tokio::spawn(source_stage(
+    let source_task = dedicated(source_stage(
         prepared.clone(),
         source,
         state.positions.clone(),
@@ -123,7 +123,7 @@ pub async fn attempt(prepared: Arc<Prepared>, summary: &mut Summary) -> Result<(
             .get(&loaded.stage.name)
             .cloned()
             .unwrap_or_default();
-        transform_tasks.push(tokio::spawn(transform_stage(
+        transform_tasks.push(dedicated(transform_stage(
             t,
             loaded.stage.name.clone(),
             states,
@@ -134,7 +134,7 @@ pub async fn attempt(prepared: Arc<Prepared>, summary: &mut Summary) -> Result<(
         )));
         next_rx = rx;
     }
-    let sink_task = tokio::spawn(sink_stage(prepared.clone(), sink, state, next_rx, ack_tx));
+    let sink_task = dedicated(sink_stage(prepared.clone(), sink, state, next_rx, ack_tx));
 
     // Collect every stage's outcome; the cause is the first error that is not merely a
     // stage stopping because its neighbour did.
@@ -326,6 +326,19 @@ impl EpochClock {
         *self = EpochClock::new(self.epoch + 1);
         Ok(())
     }
+}
+
+/// Run one stage on a thread of its own: the future is polled on a blocking-pool thread
+/// (timers and I/O still come from the runtime), so the operating system schedules each
+/// stage, and a stage that waits lets another run, instead of stages taking turns on the
+/// runtime's few worker threads.
+fn dedicated<F>(stage: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || runtime.block_on(stage))
 }
 
 /// Reads every split of every stream, emitting barriers by the checkpoint policy.
