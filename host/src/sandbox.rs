@@ -221,7 +221,11 @@ pub fn new_store(
         .stderr(PluginOutput::new(label.clone(), "stderr"))
         .allow_tcp(!grants.net.is_empty())
         .allow_udp(false)
-        .allow_ip_name_lookup(!grants.net.is_empty());
+        .allow_ip_name_lookup(!grants.net.is_empty())
+        // File reads and writes run on the calling thread instead of a round trip through
+        // the blocking pool for every 64 KiB: pipeline stages have threads of their own
+        // (runtime::stages), and local file operations are short.
+        .allow_blocking_current_thread(true);
     for (name, value) in &grants.env {
         wasi.env(name, value);
     }
