@@ -350,9 +350,13 @@ fn cell(ty: ColumnType, value: &RawValue) -> Option<Cell<'_>> {
     if raw == "null" {
         return Some(Cell::Null);
     }
-    // A string is read as its unescaped text.
-    let text = if raw.starts_with('"') {
-        serde_json::from_str::<Text>(raw).ok()?.0
+    // A string is read as its unescaped text. Without a backslash that is the text between
+    // the quotes as written: reading the line has already checked the string.
+    let text = if let Some(quoted) = raw.strip_prefix('"') {
+        match quoted.strip_suffix('"') {
+            Some(plain) if !plain.contains('\\') => Cow::Borrowed(plain),
+            _ => serde_json::from_str::<Text>(raw).ok()?.0,
+        }
     } else {
         match ty {
             ColumnType::Utf8 => Cow::Owned(compact(value)),
@@ -424,5 +428,34 @@ mod tests {
         assert!(fits(ColumnType::Utf8, serde_json::json!({"a": 1})));
         assert!(fits(ColumnType::Date, serde_json::json!("2024-01-31")));
         assert!(!fits(ColumnType::Date, serde_json::json!(20240131)));
+    }
+
+    #[test]
+    fn strings_are_read_as_their_text_with_escapes_resolved() {
+        let text = |line: &str| {
+            let RawObject(entries) = serde_json::from_str::<RawObject>(line).unwrap();
+            match cell(ColumnType::Utf8, entries[0].1) {
+                Some(Cell::Text(t)) => t.into_owned(),
+                _ => panic!("{line}: not read as text"),
+            }
+        };
+        assert_eq!(
+            text(r#"{"s": "plain, with 'quotes' and é"}"#),
+            "plain, with 'quotes' and é"
+        );
+        assert_eq!(
+            text(r#"{"s":"a \"quoted\" word\nand a line"}"#),
+            "a \"quoted\" word\nand a line"
+        );
+        assert_eq!(text(r#"{"s": "tab\tend", "t": 1}"#), "tab\tend");
+        assert_eq!(text(r#"{"s": "\u00e9t\u00e9"}"#), "été");
+        assert_eq!(text(r#"{"s": ""}"#), "");
+        assert_eq!(
+            text(r#"{"s": "ends with a backslash \\"}"#),
+            "ends with a backslash \\"
+        );
+        // Invalid strings never reach `cell`: reading the line refuses them.
+        assert!(serde_json::from_str::<RawObject>("{\"s\": \"raw\tcontrol\"}").is_err());
+        assert!(serde_json::from_str::<RawObject>(r#"{"s": "bad \q escape"}"#).is_err());
     }
 }
