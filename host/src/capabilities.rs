@@ -183,7 +183,8 @@ impl host::HostParquetEncoder for PluginState {
         let options = crate::encoder::FileOptions {
             props,
             row_group_rows: options.row_group_rows as usize,
-            zstd_level_per_column: options.compression == "zstd" && options.level.is_none(),
+            zstd_level_per_column: matches!(compression, Compression::ZSTD(_))
+                && options.level.is_none(),
         };
         match ParquetEncoder::open(schema, options) {
             Ok(encoder) => Ok(Ok(self.table.push(encoder)?)),

@@ -353,20 +353,13 @@ const ZSTD_FAST_LEVEL: i32 = 1;
 const MIN_LEVEL_SAMPLE_BYTES: usize = 16 << 10;
 
 /// Give the plain-encoded columns (strings, binaries and floats whose dictionary was
-/// turned off) zstd level 1 when their sample compresses at least as small at level 1 as
-/// at the file's level. High-entropy values such as hashes and random tokens are the
+/// turned off; [`plain_sample`] knows their layout) zstd level 1 when their sample
+/// compresses at least as small at level 1 as at the file's level. High-entropy values such as hashes and random tokens are the
 /// case: level 3 spends most of zstd's time searching for matches that are not there and
 /// comes out no smaller (on SHA-256 hex, 2.6× slower and 4% larger). Columns that do
 /// compress better at the higher level keep it, so no file grows. Used only when the
 /// plugin left the level to the host.
 pub fn tune_zstd_levels(props: WriterProperties, first: &RecordBatch) -> WriterProperties {
-    let Some(parquet) = ArrowSchemaConverter::new()
-        .with_coerce_types(props.coerce_types())
-        .convert(first.schema_ref())
-        .ok()
-    else {
-        return props;
-    };
     let fast = match ZstdLevel::try_new(ZSTD_FAST_LEVEL) {
         Ok(level) => level,
         Err(_) => return props,
@@ -382,18 +375,7 @@ pub fn tune_zstd_levels(props: WriterProperties, first: &RecordBatch) -> WriterP
                 return None;
             };
             let plain = !props.dictionary_enabled(&path) && props.encoding(&path).is_none();
-            let physical = parquet
-                .columns()
-                .iter()
-                .find(|c| c.path() == &path)?
-                .physical_type();
-            if !plain
-                || level.compression_level() <= ZSTD_FAST_LEVEL
-                || !matches!(
-                    physical,
-                    PhysicalType::BYTE_ARRAY | PhysicalType::FLOAT | PhysicalType::DOUBLE
-                )
-            {
+            if !plain || level.compression_level() <= ZSTD_FAST_LEVEL {
                 return None;
             }
             let sample = plain_sample(column.as_ref())?;
