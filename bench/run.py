@@ -6,8 +6,9 @@ Results go to bench/results/ as Markdown with the machine description.
 
 Variants of our pipeline beside the reference job: HMAC instead of SHA-256, an identity
 Wasm transform added (the boundary tax), no masking at all, JSON Lines input (`--jsonl`;
-generated once, like the CSV), and the start-up cost of a 3-plugin pipeline on a 10-row
-file with a warm compile cache.
+generated once, like the CSV), several source readers sharing the input file in parts
+(`--readers N`), and the start-up cost of a 3-plugin pipeline on a 10-row file with a warm
+compile cache.
 
 Two builds of our host can be compared in the same alternation: `--baseline PATH` adds
 the reference job run by the host binary at PATH, and `--variants sha256` leaves out the
@@ -19,6 +20,7 @@ the two are compared by rows/s.
 
 Usage: python3 bench/run.py [--rows N] [--repeat K] [--tools duckdb,polars,pyarrow,dlt] [--jsonl]
                             [--variants sha256,hmac,identity,nomask] [--baseline PATH]
+                            [--readers N]
                             [--row-wise-rows N]
 """
 
@@ -51,9 +53,11 @@ mask_key = {{ env = "BENCH_MASK_KEY" }}
 [[source]]
 plugin = "builtin:file"
 fs = ["{data_dir}"]
+{readers}
 [source.config]
 path = "{data}"
 stream = "orders"
+{split}
 # The column types DuckDB infers from this file, so that every tool writes the same
 # Parquet types (the file source infers numbers and booleans; timestamps are declared).
 [source.config.schema]
@@ -83,6 +87,25 @@ phone = "keep-last-4"
 
 # A pass-through transform (the test fixture with no trap configured): the boundary tax.
 IDENTITY_WASM = os.path.join(ROOT, "target", "wasm-plugins", "wasm32-wasip2", "release", "trap_transform.wasm")
+
+
+def pipeline_text(work, data_dir, data, mask, extra, readers=1):
+    """The R1 pipeline; with `readers` > 1, that many source instances share the file in
+    parts of SPLIT_BYTES."""
+    parallel = readers > 1
+    return PIPELINE.format(
+        work=work,
+        data_dir=data_dir,
+        data=data,
+        mask=mask,
+        extra=extra,
+        readers=f"readers = {readers}" if parallel else "",
+        split=f'split_bytes = "{SPLIT_BYTES}"' if parallel else "",
+    )
+
+
+# Part size when several readers share the input file.
+SPLIT_BYTES = "16MiB"
 
 
 def identity_stage():
@@ -166,7 +189,7 @@ def tiny_run(work, env, name, extra="", host=HOST):
     pipeline = os.path.join(run, "pipeline.toml")
     mask = MASK.format(key="", email_rule="sha256")
     with open(pipeline, "w") as f:
-        f.write(PIPELINE.format(work=run, data_dir=w, data=src, mask=mask, extra=extra))
+        f.write(pipeline_text(run, w, src, mask, extra))
     return measure([host, "run", pipeline], env)
 
 
@@ -198,7 +221,7 @@ def row_wise(args, python, env, work, data_dir):
         pipeline = os.path.join(w, "pipeline.toml")
         with open(pipeline, "w") as f:
             mask = MASK.format(key="", email_rule="sha256")
-            f.write(PIPELINE.format(work=w, data_dir=data_dir, data=data, mask=mask, extra=""))
+            f.write(pipeline_text(w, data_dir, data, mask, ""))
         runs["ours (sha256)"].append(measure([HOST, "run", pipeline], env))
         outputs["ours (sha256)"] = os.path.join(w, "out", "orders", "*.parquet")
         dst = os.path.join(work, "row-wise-dlt")
@@ -229,6 +252,7 @@ def main():
     ap.add_argument("--jsonl", action="store_true", help="also run ours on the data as JSON Lines")
     ap.add_argument("--variants", default="sha256,hmac,identity,nomask", help="variants of ours to run")
     ap.add_argument("--baseline", help="another host binary to run the reference job with (A/B)")
+    ap.add_argument("--readers", type=int, default=1, help="also run ours with this many source readers sharing the input")
     ap.add_argument("--row-wise-rows", type=int, default=500_000, help="rows of the data set dlt runs on")
     args = ap.parse_args()
     all_tools = [t for t in args.tools.split(",") if t]
@@ -251,18 +275,24 @@ def main():
     env = dict(os.environ, BENCH_MASK_KEY=KEY, INGEST_CACHE_DIR=os.path.join(HERE, ".cache"))
 
     work = tempfile.mkdtemp(prefix="bench-", dir=HERE)
-    # name → (host, input, email rule, HMAC key line, extra stage before the masker, mask at all)
-    variants = {"ours (sha256)": (HOST, data, "sha256", "", "", True)}
+    # name → (host, input, email rule, HMAC key line, extra stage before the masker, mask at
+    # all, source readers)
+    variants = {"ours (sha256)": (HOST, data, "sha256", "", "", True, 1)}
     if args.baseline:
-        variants["baseline (sha256)"] = (args.baseline, data, "sha256", "", "", True)
+        variants["baseline (sha256)"] = (args.baseline, data, "sha256", "", "", True, 1)
     if "hmac" in chosen:
-        variants["ours (hmac-sha256)"] = (HOST, data, "hmac-sha256", 'key_secret = "mask_key"', "", True)
+        variants["ours (hmac-sha256)"] = (HOST, data, "hmac-sha256", 'key_secret = "mask_key"', "", True, 1)
     if "identity" in chosen:
-        variants["ours + identity transform"] = (HOST, data, "sha256", "", identity_stage(), True)
+        variants["ours + identity transform"] = (HOST, data, "sha256", "", identity_stage(), True, 1)
     if "nomask" in chosen:
-        variants["ours (no masking)"] = (HOST, data, "", "", "", False)
+        variants["ours (no masking)"] = (HOST, data, "", "", "", False, 1)
+    if args.readers > 1:
+        variants[f"ours, {args.readers} readers"] = (HOST, data, "sha256", "", "", True, args.readers)
     if args.jsonl:
-        variants["ours (jsonl input)"] = (HOST, jsonl, "sha256", "", "", True)
+        variants["ours (jsonl input)"] = (HOST, jsonl, "sha256", "", "", True, 1)
+        if args.readers > 1:
+            variants[f"ours (jsonl input), {args.readers} readers"] = (
+                HOST, jsonl, "sha256", "", "", True, args.readers)
     # Warm the compiled-component cache so that no timed run compiles a plugin.
     tiny_run(work, env, "warm")
     tiny_run(work, env, "warm-identity", identity_stage())
@@ -271,14 +301,14 @@ def main():
     runs = {name: [] for name in list(variants) + tools}
     outputs = {}
     for rep in range(args.repeat):
-        for name, (host, src, rule, key, extra, masked) in variants.items():
+        for name, (host, src, rule, key, extra, masked, readers) in variants.items():
             w = os.path.join(work, f"v{list(variants).index(name)}")
             shutil.rmtree(w, ignore_errors=True)
             os.makedirs(w)
             pipeline = os.path.join(w, "pipeline.toml")
             mask = MASK.format(key=key, email_rule=rule) if masked else ""
             with open(pipeline, "w") as f:
-                f.write(PIPELINE.format(work=w, data_dir=data_dir, data=src, mask=mask, extra=extra))
+                f.write(pipeline_text(w, data_dir, src, mask, extra, readers))
             runs[name].append(measure([host, "run", pipeline], env))
             outputs[name] = os.path.join(w, "out", "orders", "*.parquet")
         for tool in tools:

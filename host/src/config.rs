@@ -121,6 +121,8 @@ struct RawStage {
     on_error: Option<OnError>,
     /// Sources only: the most rows per chunk (a source may return fewer).
     batch_rows: Option<u32>,
+    /// Sources only: how many instances read splits at once.
+    readers: Option<u32>,
     /// Sinks only.
     write_mode: Option<String>,
     primary_key: Option<Vec<String>>,
@@ -288,8 +290,14 @@ pub struct Stage {
     pub limits: Limits,
     pub on_error: OnError,
     pub batch_rows: u32,
+    /// Sources only: how many instances of the plugin read a stream's splits at once
+    /// (1 to [`MAX_READERS`]); their rows are passed on in split order.
+    pub readers: u32,
     pub write_mode: WriteMode,
 }
+
+/// The most source instances one stream is read with.
+pub const MAX_READERS: u32 = 64;
 
 impl Stage {
     /// How the stage is named in messages: `transform "mask" (builtin:pii-mask)`.
@@ -692,6 +700,16 @@ fn validate_stage(
     if kind != Kind::Source && raw.batch_rows.is_some() {
         problems.push(format!("{at}: `batch_rows` applies to sources only"));
     }
+    if kind != Kind::Source && raw.readers.is_some() {
+        problems.push(format!("{at}: `readers` applies to sources only"));
+    }
+    if let Some(n) = raw.readers {
+        if !(1..=MAX_READERS).contains(&n) {
+            problems.push(format!(
+                "{at}: readers = {n}; give 1 to {MAX_READERS} (instances reading splits at once)"
+            ));
+        }
+    }
     if kind != Kind::Sink && (raw.write_mode.is_some() || raw.primary_key.is_some()) {
         problems.push(format!(
             "{at}: `write_mode` and `primary_key` apply to sinks only"
@@ -740,6 +758,7 @@ fn validate_stage(
         limits,
         on_error: raw.on_error.unwrap_or(on_error),
         batch_rows: raw.batch_rows.unwrap_or(65_536).max(1),
+        readers: raw.readers.unwrap_or(1),
         write_mode,
     })
 }

@@ -7,6 +7,7 @@ mod dlq;
 mod end_to_end;
 mod inspect;
 mod javascript;
+mod parallel;
 mod polyglot;
 mod python;
 mod recovery;

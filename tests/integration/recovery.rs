@@ -143,10 +143,24 @@ impl Rng {
 
 #[test]
 fn killed_fifty_times_at_random_moments_every_row_arrives_exactly_once() {
-    const ROWS: usize = 1_000_000;
-    const KILLS: usize = 50;
+    kill_at_random_moments(1_000_000, 50, 1, None);
+}
+
+#[test]
+fn killed_while_three_readers_share_a_file_every_row_arrives_exactly_once() {
+    kill_at_random_moments(400_000, 15, 3, Some("1MiB"));
+}
+
+/// Run the pipeline over `rows` orders and kill it at random moments until `kills` kills
+/// have landed, then let it finish: every row must be in the output exactly once.
+fn kill_at_random_moments(
+    rows: usize,
+    kills_wanted: usize,
+    readers: u32,
+    split_bytes: Option<&str>,
+) {
     let scratch = Scratch::new();
-    write_orders_file(&scratch.path("data/orders.csv"), ROWS);
+    write_orders_file(&scratch.path("data/orders.csv"), rows);
     // Small epochs so kills land in every phase; a transform that also traps now and then.
     let flaky = trap_at_random(0.02);
     let spec = PipelineSpec {
@@ -154,6 +168,8 @@ fn killed_fifty_times_at_random_moments_every_row_arrives_exactly_once() {
         batch_rows: 10_000,
         extra_transform: &flaky,
         max_attempts: 1_000,
+        readers,
+        split_bytes,
         ..PipelineSpec::default()
     };
     scratch.write("pipeline.toml", spec.render());
@@ -170,11 +186,11 @@ fn killed_fifty_times_at_random_moments_every_row_arrives_exactly_once() {
     eprintln!("crash test seed: {seed} (replay with CRASH_TEST_SEED={seed})");
     let mut rng = Rng(seed);
 
-    // Kill runs at random moments until KILLS kills have landed. A run that finishes
+    // Kill runs at random moments until enough kills have landed. A run that finishes
     // before its kill (the machine was fast) is checked, and the pipeline starts over
-    // from empty state and output, so every test run covers KILLS kills.
+    // from empty state and output, so every test run covers every kill.
     let (mut kills, mut rounds) = (0, 0);
-    while kills < KILLS {
+    while kills < kills_wanted {
         let mut child = scratch
             .command(&["run", "pipeline.toml"])
             .stdout(std::process::Stdio::null())
@@ -185,7 +201,7 @@ fn killed_fifty_times_at_random_moments_every_row_arrives_exactly_once() {
         match child.try_wait().unwrap() {
             Some(status) => {
                 assert!(status.success(), "a run ended on its own with {status}");
-                assert_every_row_exactly_once(&scratch, ROWS);
+                assert_every_row_exactly_once(&scratch, rows);
                 scratch
                     .host(&["state", "reset", "pipeline.toml", "--yes"])
                     .assert_ok();
@@ -205,7 +221,7 @@ fn killed_fifty_times_at_random_moments_every_row_arrives_exactly_once() {
         "after {kills} kills ({rounds} rounds finished early): {}",
         last.stdout.trim()
     );
-    assert_every_row_exactly_once(&scratch, ROWS);
+    assert_every_row_exactly_once(&scratch, rows);
 }
 
 /// Rows 1..=rows are in the output once each, masked as configured.

@@ -308,11 +308,23 @@ fn collect(
 
 /// The `order_id` of every row of every Parquet file under `dir`, sorted.
 pub fn read_ids(dir: &Path) -> Vec<i64> {
-    let mut ids = Vec::new();
+    let mut ids: Vec<i64> = ids_by_file(dir)
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Each Parquet file under `dir` (relative to it) with the `order_id` of its rows, in the
+/// order the file holds them.
+pub fn ids_by_file(dir: &Path) -> Vec<(PathBuf, Vec<i64>)> {
+    let mut out = Vec::new();
     for file in parquet_files(dir) {
         let builder =
             ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap();
         let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["order_id"]);
+        let mut ids = Vec::new();
         for batch in builder.with_projection(mask).build().unwrap() {
             let batch = batch.unwrap();
             ids.extend(
@@ -324,9 +336,9 @@ pub fn read_ids(dir: &Path) -> Vec<i64> {
                     .copied(),
             );
         }
+        out.push((file.strip_prefix(dir).unwrap().to_path_buf(), ids));
     }
-    ids.sort_unstable();
-    ids
+    out
 }
 
 /// Write `n` generated orders as a CSV file with a header, in pieces.
@@ -365,6 +377,10 @@ pub struct PipelineSpec<'a> {
     pub batch_rows: u32,
     pub extra_transform: &'a str,
     pub max_attempts: u32,
+    /// Source instances reading splits at once.
+    pub readers: u32,
+    /// The file source's `split_bytes`, if set.
+    pub split_bytes: Option<&'a str>,
 }
 
 impl Default for PipelineSpec<'_> {
@@ -376,6 +392,8 @@ impl Default for PipelineSpec<'_> {
             batch_rows: 8192,
             extra_transform: "",
             max_attempts: 1,
+            readers: 1,
+            split_bytes: None,
         }
     }
 }
@@ -402,10 +420,11 @@ name = "orders"
 plugin = "builtin:file"
 fs = ["data"]
 batch_rows = {batch_rows}
+readers = {readers}
 [source.config]
 path = "{input}"
 stream = "orders"
-[source.config.schema]
+{split_bytes}[source.config.schema]
 amount = "utf8"
 {extra}
 [[transform]]
@@ -432,6 +451,11 @@ compression = "zstd"
             max_attempts = self.max_attempts,
             batch_rows = self.batch_rows,
             input = self.input,
+            readers = self.readers,
+            split_bytes = self
+                .split_bytes
+                .map(|s| format!("split_bytes = \"{s}\"\n"))
+                .unwrap_or_default(),
             extra = self.extra_transform,
         )
     }

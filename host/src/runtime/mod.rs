@@ -12,6 +12,7 @@
 mod channel;
 mod conform;
 mod instances;
+mod reading;
 mod replay;
 mod stages;
 

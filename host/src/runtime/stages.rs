@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use wasmtime::component::ResourceAny;
 
 use super::channel::{self, Receiver, Sender};
-use super::instances::{Sink, Source, Transform};
+use super::instances::{Sink, Transform};
 use super::{state_store, wit_write_mode, Prepared, RunError, Summary};
 use crate::checkpoint::{PendingCommit, SchemaRecord, State, StateStore};
 use crate::config::OnError;
@@ -24,13 +24,13 @@ use crate::{batch, fault, schema};
 const CHANNEL_BYTES: usize = 16 << 20;
 
 /// Positions by stream, then split, as hex.
-type Positions = BTreeMap<String, BTreeMap<String, String>>;
+pub(super) type Positions = BTreeMap<String, BTreeMap<String, String>>;
 
 /// Transform states by transform name, then stream, as hex.
 type TransformStates = BTreeMap<String, BTreeMap<String, String>>;
 
 /// What travels between stages: data and control in one ordered stream.
-enum Message {
+pub(super) enum Message {
     /// A stream begins; its schema as the receiving stage will see it.
     Stream {
         name: String,
@@ -52,18 +52,18 @@ enum Message {
     End,
 }
 
-struct RejectBatch {
-    plugin: Arc<str>,
-    on_error: OnError,
-    stream: String,
-    letters: Vec<(Option<String>, String, String)>,
+pub(super) struct RejectBatch {
+    pub plugin: Arc<str>,
+    pub on_error: OnError,
+    pub stream: String,
+    pub letters: Vec<(Option<String>, String, String)>,
 }
 
 /// Counters the stages fill in.
 #[derive(Default)]
-struct SourceStats {
-    rows: u64,
-    bytes: u64,
+pub(super) struct SourceStats {
+    pub rows: u64,
+    pub bytes: u64,
 }
 
 #[derive(Default)]
@@ -107,7 +107,7 @@ pub async fn attempt(prepared: Arc<Prepared>, summary: &mut Summary) -> Result<(
         .start(&prepared.runtime, &prepared.cancel)
         .await?;
 
-    let source_task = dedicated(source_stage(
+    let source_task = dedicated(super::reading::source_stage(
         prepared.clone(),
         source,
         state.positions.clone(),
@@ -261,7 +261,10 @@ pub(super) async fn recover(
 }
 
 /// A batch over the plugin's `max_batch` limit breaks the contract.
-fn check_size<P>(plugin: &super::instances::Instance<P>, bytes: usize) -> Result<(), RunError> {
+pub(super) fn check_size<P>(
+    plugin: &super::instances::Instance<P>,
+    bytes: usize,
+) -> Result<(), RunError> {
     let max = plugin.limits().max_batch_bytes;
     if bytes > max {
         return Err(RunError::Contract {
@@ -276,11 +279,11 @@ fn check_size<P>(plugin: &super::instances::Instance<P>, bytes: usize) -> Result
     Ok(())
 }
 
-fn closed(_: channel::Closed) -> RunError {
+pub(super) fn closed(_: channel::Closed) -> RunError {
     RunError::Stopped
 }
 
-fn cancelled(prepared: &Prepared) -> Result<(), RunError> {
+pub(super) fn cancelled(prepared: &Prepared) -> Result<(), RunError> {
     if prepared.cancel.load(Ordering::Relaxed) {
         Err(RunError::Cancelled { plugin: None })
     } else {
@@ -289,17 +292,17 @@ fn cancelled(prepared: &Prepared) -> Result<(), RunError> {
 }
 
 /// What the open epoch holds so far, measured against the checkpoint policy.
-struct EpochClock {
+pub(super) struct EpochClock {
     epoch: u64,
-    rows: u64,
-    bytes: u64,
+    pub rows: u64,
+    pub bytes: u64,
     since: Instant,
     /// Positions moved since the last barrier (even without rows: rejects, progress).
-    dirty: bool,
+    pub dirty: bool,
 }
 
 impl EpochClock {
-    fn new(epoch: u64) -> Self {
+    pub(super) fn new(epoch: u64) -> Self {
         EpochClock {
             epoch,
             rows: 0,
@@ -309,14 +312,18 @@ impl EpochClock {
         }
     }
 
-    fn due(&self, policy: &crate::config::CheckpointPolicy) -> bool {
+    pub(super) fn due(&self, policy: &crate::config::CheckpointPolicy) -> bool {
         self.rows >= policy.every_rows
             || self.bytes >= policy.every_bytes
             || self.since.elapsed() >= policy.every
     }
 
     /// Close the open epoch: send its barrier with the positions after it.
-    async fn close(&mut self, tx: &Sender<Message>, positions: &Positions) -> Result<(), RunError> {
+    pub(super) async fn close(
+        &mut self,
+        tx: &Sender<Message>,
+        positions: &Positions,
+    ) -> Result<(), RunError> {
         let barrier = Message::Barrier {
             epoch: self.epoch,
             positions: positions.clone(),
@@ -332,126 +339,13 @@ impl EpochClock {
 /// (timers and I/O still come from the runtime), so the operating system schedules each
 /// stage, and a stage that waits lets another run, instead of stages taking turns on the
 /// runtime's few worker threads.
-fn dedicated<F>(stage: F) -> tokio::task::JoinHandle<F::Output>
+pub(super) fn dedicated<F>(stage: F) -> tokio::task::JoinHandle<F::Output>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || runtime.block_on(stage))
-}
-
-/// Reads every split of every stream, emitting barriers by the checkpoint policy.
-async fn source_stage(
-    prepared: Arc<Prepared>,
-    mut source: Source,
-    mut positions: Positions,
-    epoch: u64,
-    tx: Sender<Message>,
-    mut acks: mpsc::UnboundedReceiver<Positions>,
-) -> Result<SourceStats, RunError> {
-    let policy = prepared.pipeline.checkpoint;
-    let batch_rows = prepared.pipeline.source.batch_rows;
-    let label = source.label.clone();
-    let contract = |message: String| RunError::Contract {
-        plugin: label.to_string(),
-        message,
-    };
-    let mut stats = SourceStats::default();
-    let mut clock = EpochClock::new(epoch);
-    for info in &prepared.streams {
-        let declared = batch::decode_schema(&info.schema).map_err(|e| {
-            contract(format!(
-                "stream `{}` has an unreadable schema: {e}",
-                info.name
-            ))
-        })?;
-        tx.send(
-            Message::Stream {
-                name: info.name.clone(),
-                schema: info.schema.clone(),
-                primary_key: info.primary_key.clone(),
-            },
-            info.schema.len(),
-        )
-        .await
-        .map_err(closed)?;
-        let splits = source.splits(&info.name).await?;
-        for split in splits {
-            let position = match positions.get(&info.name).and_then(|m| m.get(&split.id)) {
-                Some(hex) => Some(hex_decode(&label, hex)?),
-                None => None,
-            };
-            let reader = source.open(&info.name, &split, position.as_ref()).await?;
-            loop {
-                cancelled(&prepared)?;
-                while let Ok(acked) = acks.try_recv() {
-                    if let Some(p) = acked.get(&info.name).and_then(|m| m.get(&split.id)) {
-                        source.ack(reader, &hex_decode(&label, p)?).await?;
-                    }
-                }
-                let Some(chunk) = source.next(reader, batch_rows).await? else {
-                    break;
-                };
-                check_size(&source, chunk.batch.len())?;
-                let (schema, n) = batch::inspect(&chunk.batch).map_err(|e| {
-                    contract(format!("returned a chunk that is not valid Arrow IPC: {e}"))
-                })?;
-                if n > 0 && !batch::same_columns(&declared, &schema) {
-                    return Err(contract(format!(
-                        "stream `{}` was declared with columns [{}] but a batch has [{}]",
-                        info.name,
-                        batch::describe(&declared),
-                        batch::describe(&schema)
-                    )));
-                }
-                positions
-                    .entry(info.name.clone())
-                    .or_default()
-                    .insert(split.id.clone(), hex::encode(&chunk.position));
-                clock.dirty = true;
-                if !chunk.rejects.is_empty() {
-                    let letters = chunk
-                        .rejects
-                        .into_iter()
-                        .map(|r| (r.location, r.reason, r.original.unwrap_or_default()))
-                        .collect();
-                    let reject = RejectBatch {
-                        plugin: label.clone(),
-                        on_error: prepared.pipeline.source.on_error,
-                        stream: info.name.clone(),
-                        letters,
-                    };
-                    tx.send(Message::Rejects(reject), 0).await.map_err(closed)?;
-                }
-                let size = chunk.batch.len();
-                stats.rows += n;
-                stats.bytes += size as u64;
-                clock.rows += n;
-                clock.bytes += size as u64;
-                if n > 0 {
-                    tx.send(
-                        Message::Data {
-                            batch: chunk.batch,
-                            rows: n,
-                        },
-                        size,
-                    )
-                    .await
-                    .map_err(closed)?;
-                }
-                if clock.due(&policy) {
-                    clock.close(&tx, &positions).await?;
-                }
-            }
-            source.close(reader).await?;
-        }
-        if clock.dirty {
-            clock.close(&tx, &positions).await?;
-        }
-    }
-    tx.send(Message::End, 0).await.map_err(closed)?;
-    Ok(stats)
 }
 
 /// Passes every message through one transform plugin.

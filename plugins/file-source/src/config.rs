@@ -87,7 +87,13 @@ pub struct Settings {
     pub csv: CsvDialect,
     /// Column type overrides, by column name.
     pub overrides: Vec<(String, ColumnType)>,
+    /// Read each CSV or JSON Lines file as parts of about this many bytes (one split each),
+    /// so that several readers can share a large file; `None`: one split per file.
+    pub split_bytes: Option<u64>,
 }
+
+/// The smallest `split_bytes`: smaller parts cost more in positions than they gain.
+pub const MIN_SPLIT_BYTES: u64 = 1 << 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +111,8 @@ struct RawConfig {
     csv: Option<RawCsv>,
     #[serde(default)]
     schema: BTreeMap<String, String>,
+    #[serde(default)]
+    split_bytes: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -228,6 +236,23 @@ impl Settings {
             }
         }
 
+        let split_bytes = raw.split_bytes.as_ref().and_then(|v| match byte_size(v) {
+            Some(n) if n >= MIN_SPLIT_BYTES => Some(n),
+            _ => {
+                problems.push(format!(
+                    "`split_bytes` = {v} is not a size of at least 1MiB; give bytes (an \
+                         integer) or a string such as \"64MiB\""
+                ));
+                None
+            }
+        });
+        if split_bytes.is_some() && format == Format::Parquet {
+            problems.push(
+                "`split_bytes` applies to csv and jsonl; a Parquet file is read as one split"
+                    .into(),
+            );
+        }
+
         if !problems.is_empty() {
             return Err(Error::config(problems.join("; ")));
         }
@@ -239,6 +264,7 @@ impl Settings {
             null_values,
             csv,
             overrides,
+            split_bytes,
         })
     }
 
@@ -250,6 +276,30 @@ impl Settings {
             all => all.iter().any(|n| n == value),
         }
     }
+}
+
+/// A byte count given as an integer or as a string with a unit: `"64MiB"`, `"1GiB"`,
+/// `"500kB"` (binary units are powers of 1024, decimal ones of 1000).
+fn byte_size(value: &serde_json::Value) -> Option<u64> {
+    if let Some(n) = value.as_u64() {
+        return Some(n);
+    }
+    let text = value.as_str()?.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let unit: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" => 1000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(unit)
 }
 
 /// One ASCII character, as the CSV options need.
@@ -270,7 +320,7 @@ fn single_byte(key: &str, value: &str, problems: &mut Vec<String>) -> Option<u8>
 pub const SPEC: &str = r##"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
   "title": "file source",
-  "description": "Reads CSV, JSON Lines or Parquet files; one stream, one split per file.",
+  "description": "Reads CSV, JSON Lines or Parquet files as one stream: one split per file, or per part of a file with `split_bytes`.",
   "type": "object",
   "additionalProperties": false,
   "required": ["path"],
@@ -292,6 +342,10 @@ pub const SPEC: &str = r##"{
       "minimum": 1,
       "default": 1000,
       "description": "Rows of the first file sampled to infer column types."
+    },
+    "split_bytes": {
+      "type": ["integer", "string"],
+      "description": "Read each CSV or JSON Lines file as parts of about this many bytes (at least 1MiB; bytes, or a string such as \"64MiB\"), one split each, cut exactly where a record starts, so that a source with `readers` > 1 reads a large file on several cores. Default: one split per file. Positions saved under one value are refused under another."
     },
     "null_values": {
       "type": "array",

@@ -23,6 +23,7 @@ use ingest_sdk::source::{Chunk, Replayed};
 use ingest_sdk::{Reject, Result};
 
 use crate::config::{CsvDialect, Settings};
+use crate::parts::Part;
 use crate::position::{self, TextPosition};
 use crate::scan::{put, ByteSet};
 use crate::types::{ColumnBuilder, ColumnType, Inference};
@@ -539,24 +540,25 @@ pub struct CsvReader<R: Read = File> {
     columns: Vec<Column>,
     schema: SchemaRef,
     framer: Framer<R>,
+    /// The part of the file this reader reads.
+    part: Part,
     rows: u64,
     done: bool,
     has_text: bool,
 }
 
 impl CsvReader {
-    /// Open `path` for the stream of `columns`, resuming after `position` when given.
+    /// Open `part` of `path` for the stream of `columns`, resuming after `position` when
+    /// given.
     pub fn open(
         path: &str,
         settings: &Settings,
         columns: Vec<Column>,
         schema: SchemaRef,
+        part: Part,
         position: Option<&[u8]>,
     ) -> Result<Self> {
-        let at = match position {
-            Some(bytes) => position::decode(bytes, path)?,
-            None => TextPosition::START,
-        };
+        let at = TextPosition::resume(path, position, &part)?;
         let file = files::open_at(path, at.offset)?;
         let framer = Framer::new(file, &settings.csv, at.offset, at.line);
         let has_text = columns.iter().any(|c| c.ty == ColumnType::Utf8);
@@ -566,6 +568,7 @@ impl CsvReader {
             columns,
             schema,
             framer,
+            part,
             rows: at.rows,
             done: false,
             has_text,
@@ -596,6 +599,7 @@ pub fn replay(
         columns,
         schema,
         framer: Framer::with_buffer(io::Cursor::new(Vec::new()), &settings.csv, 0, 1, 64),
+        part: Part::WHOLE,
         rows: 0,
         done: false,
         has_text,
@@ -679,7 +683,7 @@ impl<R: Read> CsvReader<R> {
         while rows + rejects.len() < max_rows
             && self.framer.offset() - start < crate::MAX_CHUNK_BYTES
         {
-            if !self.read_record()? {
+            if self.part.is_past(self.framer.offset()) || !self.read_record()? {
                 self.done = true;
                 break;
             }
@@ -701,6 +705,7 @@ impl<R: Read> CsvReader<R> {
             offset: self.framer.offset(),
             line: self.framer.line(),
             rows: self.rows,
+            split_bytes: self.part.split_bytes,
         });
         Ok(Some(Chunk {
             batch,

@@ -15,6 +15,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::parts::Part;
 use crate::position::{self, TextPosition};
 use crate::types::{parse_bool, parse_date, parse_f64, parse_i64, parse_timestamp};
 use crate::types::{Cell, ColumnBuilder, ColumnType, Inference};
@@ -175,22 +176,23 @@ pub struct JsonlReader {
     index: HashMap<String, usize>,
     schema: SchemaRef,
     lines: Lines,
+    /// The part of the file this reader reads.
+    part: Part,
     rows: u64,
     done: bool,
 }
 
 impl JsonlReader {
-    /// Open `path` for the stream of `columns`, resuming after `position` when given.
+    /// Open `part` of `path` for the stream of `columns`, resuming after `position` when
+    /// given.
     pub fn open(
         path: &str,
         columns: Vec<Column>,
         schema: SchemaRef,
+        part: Part,
         position: Option<&[u8]>,
     ) -> Result<Self> {
-        let at = match position {
-            Some(bytes) => position::decode(bytes, path)?,
-            None => TextPosition::START,
-        };
+        let at = TextPosition::resume(path, position, &part)?;
         let file = files::open_at(path, at.offset)?;
         let index = columns
             .iter()
@@ -203,6 +205,7 @@ impl JsonlReader {
             index,
             schema,
             lines: Lines::new(file, at.offset, at.line),
+            part,
             rows: at.rows,
             done: false,
         })
@@ -223,6 +226,10 @@ impl JsonlReader {
         let start = self.lines.offset;
         while rows + rejects.len() < max_rows && self.lines.offset - start < crate::MAX_CHUNK_BYTES
         {
+            if self.part.is_past(self.lines.offset) {
+                self.done = true;
+                break;
+            }
             let Some(number) = self.lines.next(&self.path)? else {
                 self.done = true;
                 break;
@@ -248,6 +255,7 @@ impl JsonlReader {
             offset: self.lines.offset,
             line: self.lines.number,
             rows: self.rows,
+            split_bytes: self.part.split_bytes,
         });
         Ok(Some(Chunk {
             batch,

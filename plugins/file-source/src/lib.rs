@@ -1,5 +1,6 @@
 //! The built-in `file` source: reads CSV, JSON Lines or Parquet files named by a path or a
-//! glob as one stream, one split per file, resumable at any chunk boundary.
+//! glob as one stream, one split per file (or per part of a file, with `split_bytes`:
+//! see [`parts`]), resumable at any chunk boundary.
 //!
 //! Every call starts from the config: [`config`] parses and validates it, [`files`] finds
 //! the files, the format module ([`csv`], [`jsonl`], [`parquet`]) infers the schema from
@@ -11,6 +12,7 @@ pub mod csv;
 pub mod files;
 pub mod jsonl;
 pub mod parquet;
+pub mod parts;
 pub mod position;
 pub mod scan;
 pub mod types;
@@ -33,6 +35,7 @@ use ingest_sdk::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Format, Settings};
+use crate::parts::Part;
 use crate::types::{ColumnBuilder, ColumnType};
 
 /// A column of a CSV or JSON Lines stream.
@@ -120,12 +123,63 @@ impl Plan {
     }
 }
 
-/// What a split's descriptor holds: the file and how to read it.
+/// What a split's descriptor holds: the file, how to read it, and for a part of the file
+/// its byte range.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Descriptor {
     path: String,
     format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    part: Option<PartDescriptor>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartDescriptor {
+    start: u64,
+    line: u64,
+    end: Option<u64>,
+    split_bytes: u64,
+}
+
+impl Descriptor {
+    fn part(&self) -> Part {
+        match &self.part {
+            None => Part::WHOLE,
+            Some(p) => Part {
+                start: p.start,
+                line: p.line,
+                end: p.end,
+                split_bytes: Some(p.split_bytes),
+            },
+        }
+    }
+}
+
+/// The split of `part` of `path`: the first part is named by the path, the others by the
+/// path and the offset they start at (`data/orders.csv@67108864`).
+fn split_of(path: &str, format: Format, part: Part) -> Split {
+    let id = if part.start == 0 {
+        path.to_string()
+    } else {
+        format!("{path}@{}", part.start)
+    };
+    let descriptor = Descriptor {
+        path: path.to_string(),
+        format: format.name().to_string(),
+        part: part.split_bytes.map(|split_bytes| PartDescriptor {
+            start: part.start,
+            line: part.line,
+            end: part.end,
+            split_bytes,
+        }),
+    };
+    Split {
+        id,
+        // Serializing strings and integers cannot fail.
+        descriptor: serde_json::to_vec(&descriptor).unwrap_or_default(),
+    }
 }
 
 /// The `file` source.
@@ -156,22 +210,19 @@ impl Source for FileSource {
     fn splits(config: &str, stream: &str) -> Result<Vec<Split>> {
         let plan = plan(config)?;
         plan.check_stream(stream)?;
-        let format = plan.settings.format.name();
-        Ok(plan
-            .files
-            .into_iter()
-            .map(|path| {
-                let descriptor = serde_json::to_vec(&Descriptor {
-                    path: path.clone(),
-                    format: format.to_string(),
-                })
-                .unwrap_or_default();
-                Split {
-                    id: path,
-                    descriptor,
+        let format = plan.settings.format;
+        let mut splits = Vec::with_capacity(plan.files.len());
+        for path in &plan.files {
+            match plan.settings.split_bytes {
+                Some(bytes) => {
+                    for part in parts::plan(path, &plan.settings, bytes)? {
+                        splits.push(split_of(path, format, part));
+                    }
                 }
-            })
-            .collect())
+                None => splits.push(split_of(path, format, Part::WHOLE)),
+            }
+        }
+        Ok(splits)
     }
 
     fn open(
@@ -191,6 +242,13 @@ impl Source for FileSource {
             ))
         })?;
         let path = descriptor.path.as_str();
+        let part = descriptor.part();
+        if part.split_bytes != plan.settings.split_bytes {
+            return Err(Error::fatal(format!(
+                "split `{}` was planned with another `split_bytes` than the config has now",
+                split.id
+            )));
+        }
         let position = position.as_deref();
         Ok(match plan.settings.format {
             Format::Csv => FileReader::Csv(Box::new(csv::CsvReader::open(
@@ -198,12 +256,14 @@ impl Source for FileSource {
                 &plan.settings,
                 plan.columns,
                 plan.schema,
+                part,
                 position,
             )?)),
             Format::Jsonl => FileReader::Jsonl(Box::new(jsonl::JsonlReader::open(
                 path,
                 plan.columns,
                 plan.schema,
+                part,
                 position,
             )?)),
             Format::Parquet => FileReader::Parquet(Box::new(parquet::ParquetReader::open(

@@ -535,3 +535,212 @@ fn parquet_files_are_read_through_the_source() {
     let rest = read(&cfg, &path, first.positions.last().cloned(), 2, 100);
     assert_eq!(rest.ints("id"), vec![Some(3)]);
 }
+
+/// A CSV file of `rows` orders over several MiB: notes with commas, doubled quotes and
+/// line feeds inside quotes, CRLF records, blank lines, and a record with too few fields
+/// every 997 rows.
+fn awkward_csv(rows: usize) -> String {
+    let notes = [
+        "plain",
+        "\"gift, wrap\"",
+        "\"she said \"\"ring twice\"\"\"",
+        "\"back door\nfront one broken\"",
+        "\"\n\n\"",
+        "",
+    ];
+    let mut text = String::from("id,amount,note\n");
+    for i in 1..=rows {
+        let note = notes[i % notes.len()];
+        let end = if i % 7 == 0 { "\r\n" } else { "\n" };
+        if i % 997 == 0 {
+            text.push_str(&format!("{i},{note}{end}"));
+        } else {
+            text.push_str(&format!("{i},{i}.25,{note}{end}"));
+        }
+        if i % 101 == 0 {
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// Every row, reject location and final position of every split of `cfg`, read in order.
+fn read_all_splits(cfg: &str) -> (Vec<Split>, Read) {
+    let stream = plan(cfg).unwrap().settings.stream;
+    let splits = FileSource::splits(cfg, &stream).unwrap();
+    let mut all = Read {
+        batches: Vec::new(),
+        rejects: Vec::new(),
+        positions: Vec::new(),
+    };
+    for split in &splits {
+        let mut reader = FileSource::open(cfg, &stream, split.clone(), None).unwrap();
+        while let Some(chunk) = reader.next(5000).unwrap() {
+            all.batches.push(chunk.batch);
+            all.rejects.extend(chunk.rejects);
+            all.positions.push(chunk.position);
+        }
+    }
+    (splits, all)
+}
+
+fn locations(read: &Read) -> Vec<String> {
+    read.rejects
+        .iter()
+        .map(|r| r.location.clone().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn csv_parts_start_at_records_and_read_together_as_the_whole_file() {
+    let dir = TempDir::new("csv-parts");
+    let path = dir.write("orders.csv", awkward_csv(120_000));
+    let whole = read_all_splits(&config(json!({ "path": path }))).1;
+    assert_eq!(whole.rows() + whole.rejects.len(), 120_000);
+    for split_bytes in [json!(1 << 20), json!("1MiB"), json!(1_500_000)] {
+        let cfg = config(json!({ "path": path, "split_bytes": split_bytes }));
+        let (splits, parts) = read_all_splits(&cfg);
+        assert!(splits.len() >= 3, "{} splits", splits.len());
+        assert_eq!(splits[0].id, path);
+        assert!(splits[1].id.starts_with(&format!("{path}@")));
+        assert_eq!(parts.ints("id"), whole.ints("id"));
+        assert_eq!(parts.texts("note"), whole.texts("note"));
+        assert_eq!(locations(&parts), locations(&whole), "reject lines");
+    }
+}
+
+#[test]
+fn jsonl_parts_start_at_lines_and_read_together_as_the_whole_file() {
+    let dir = TempDir::new("jsonl-parts");
+    let mut text = String::new();
+    for i in 1..=60_000 {
+        if i % 500 == 0 {
+            text.push_str("not json\n\n");
+        }
+        text.push_str(&format!(
+            "{{\"id\":{i},\"note\":\"line\\nfeed, {{\\\"quoted\\\"}} {i}\"}}\n"
+        ));
+    }
+    let path = dir.write("events.jsonl", text);
+    let whole = read_all_splits(&config(json!({ "path": path }))).1;
+    let cfg = config(json!({ "path": path, "split_bytes": "1MiB" }));
+    let (splits, parts) = read_all_splits(&cfg);
+    assert!(splits.len() >= 3, "{} splits", splits.len());
+    assert_eq!(parts.rows(), 60_000);
+    assert_eq!(parts.ints("id"), whole.ints("id"));
+    assert_eq!(parts.texts("note"), whole.texts("note"));
+    assert_eq!(locations(&parts), locations(&whole), "reject lines");
+}
+
+#[test]
+fn a_part_resumes_inside_itself_and_ends_where_the_next_begins() {
+    let dir = TempDir::new("part-resume");
+    let path = dir.write("orders.csv", awkward_csv(100_000));
+    let cfg = config(json!({ "path": path, "split_bytes": "1MiB" }));
+    let stream = plan(&cfg).unwrap().settings.stream;
+    let splits = FileSource::splits(&cfg, &stream).unwrap();
+    let second = splits[1].clone();
+    let mut reader = FileSource::open(&cfg, &stream, second.clone(), None).unwrap();
+    let first = reader.next(1000).unwrap().unwrap();
+    let mut rest = Vec::new();
+    while let Some(chunk) = reader.next(1000).unwrap() {
+        rest.push(chunk);
+    }
+    let mut resumed =
+        FileSource::open(&cfg, &stream, second, Some(first.position.clone())).unwrap();
+    let mut again = Vec::new();
+    while let Some(chunk) = resumed.next(1000).unwrap() {
+        again.push(chunk);
+    }
+    let ids = |chunks: &[Chunk]| -> Vec<i64> {
+        chunks
+            .iter()
+            .flat_map(|c| {
+                c.batch
+                    .column(0)
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    };
+    assert_eq!(ids(&again), ids(&rest));
+    let end: serde_json::Value = serde_json::from_slice(&rest.last().unwrap().position).unwrap();
+    let third: serde_json::Value = serde_json::from_slice(&splits[2].descriptor).unwrap();
+    assert_eq!(end["offset"], third["part"]["start"]);
+    assert_eq!(end["line"], third["part"]["line"]);
+    assert_eq!(end["split_bytes"], json!(1 << 20));
+}
+
+#[test]
+fn a_position_saved_under_another_split_bytes_is_refused() {
+    let dir = TempDir::new("part-mismatch");
+    let path = dir.write("orders.csv", awkward_csv(20_000));
+    let whole_cfg = config(json!({ "path": path }));
+    let parts_cfg = config(json!({ "path": path, "split_bytes": "1MiB" }));
+    let whole_position = read(&whole_cfg, &path, None, 100, 1).positions.remove(0);
+    let parts_position = read(&parts_cfg, &path, None, 100, 1).positions.remove(0);
+    let stream = plan(&whole_cfg).unwrap().settings.stream;
+    for (cfg, position, wanted) in [
+        (&parts_cfg, whole_position, "written with no `split_bytes`"),
+        (
+            &whole_cfg,
+            parts_position,
+            "written with `split_bytes = 1048576`",
+        ),
+    ] {
+        let split = split_for(cfg, &path);
+        match FileSource::open(cfg, &stream, split, Some(position)) {
+            Err(Error::Fatal(m)) => assert!(m.contains(wanted), "{m}"),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[test]
+fn a_growing_file_keeps_its_earlier_parts() {
+    let dir = TempDir::new("part-grow");
+    let text = awkward_csv(40_000);
+    let path = dir.write("orders.csv", &text);
+    let cfg = config(json!({ "path": path, "split_bytes": "1MiB" }));
+    let stream = plan(&cfg).unwrap().settings.stream;
+    let before = FileSource::splits(&cfg, &stream).unwrap();
+    let more = awkward_csv(80_000);
+    dir.append("orders.csv", &more[more.find('\n').unwrap() + 1..]);
+    let after = FileSource::splits(&cfg, &stream).unwrap();
+    assert!(after.len() > before.len());
+    let ids = |s: &[Split]| s.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&after[..before.len()]), ids(&before));
+    // Only the last part's end moved: it reached the end of the file before.
+    for (a, b) in before.iter().zip(&after).take(before.len() - 1) {
+        assert_eq!(a.descriptor, b.descriptor);
+    }
+}
+
+#[test]
+fn split_bytes_is_a_size_of_at_least_one_mebibyte_for_text_formats() {
+    let dir = TempDir::new("part-config");
+    let csv = dir.write("a.csv", orders(3));
+    let parquet = dir.file("a.parquet");
+    for (cfg, wanted) in [
+        (json!({ "path": csv, "split_bytes": 1000 }), "at least 1MiB"),
+        (
+            json!({ "path": csv, "split_bytes": "64 parsecs" }),
+            "at least 1MiB",
+        ),
+        (
+            json!({ "path": parquet, "split_bytes": "64MiB" }),
+            "applies to csv and jsonl",
+        ),
+    ] {
+        let m = invalid_config(Settings::parse(&config(cfg)));
+        assert!(m.contains(wanted), "{m}");
+    }
+    let s = Settings::parse(&config(json!({ "path": csv, "split_bytes": "64MiB" }))).unwrap();
+    assert_eq!(s.split_bytes, Some(64 << 20));
+    // A file smaller than one part is one split, named by its path.
+    let splits =
+        FileSource::splits(&config(json!({ "path": csv, "split_bytes": "64MiB" })), "a").unwrap();
+    assert_eq!(splits.len(), 1);
+    assert_eq!(splits[0].id, csv);
+}
