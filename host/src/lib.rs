@@ -15,3 +15,4 @@ pub mod sandbox;
 pub mod scaffold;
 pub mod schema;
 pub mod secrets;
+pub mod sha256x8;
