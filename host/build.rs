@@ -100,15 +100,20 @@ fn main() {
     }
 
     let artefacts = target_dir.join("wasm32-wasip2/release");
-    let mut table = String::from("/// Built-in plugins: (kind, name, component bytes).\n");
-    table.push_str("pub static BUILTINS: &[(&str, &str, &[u8])] = &[\n");
+    // The digest of each embedded component is taken here, once, rather than at every
+    // start of the host: hashing the built-ins costs tens of milliseconds on a processor
+    // without SHA instructions.
+    let mut table =
+        String::from("/// Built-in plugins: (kind, name, component bytes, their sha256 in hex).\n");
+    table.push_str("pub static BUILTINS: &[(&str, &str, &[u8], &str)] = &[\n");
     for (kind, name, artefact) in BUILTINS {
         let from = artefacts.join(format!("{artefact}.wasm"));
         let to = out_dir.join(format!("{artefact}.wasm"));
         copy(&from, &to);
+        let digest = sha256_hex(&fs::read(&to).unwrap());
         writeln!(
             table,
-            "    ({kind:?}, {name:?}, include_bytes!({:?})),",
+            "    ({kind:?}, {name:?}, include_bytes!({:?}), {digest:?}),",
             to.display().to_string()
         )
         .unwrap();
@@ -121,6 +126,15 @@ fn main() {
     );
 
     scaffold_files(root, &out_dir);
+}
+
+/// The lowercase hex sha256 of `bytes`, as the host names components.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What `host new plugin` writes, embedded: the project templates of every language and

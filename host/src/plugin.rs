@@ -114,17 +114,22 @@ impl fmt::Display for PluginRef {
 pub fn builtin_names(kind: Kind) -> Vec<&'static str> {
     builtins::BUILTINS
         .iter()
-        .filter(|(k, _, _)| *k == kind.as_str())
-        .map(|(_, name, _)| *name)
+        .filter(|(k, ..)| *k == kind.as_str())
+        .map(|(_, name, ..)| *name)
         .collect()
 }
 
 /// The component bytes of a built-in plugin.
 pub fn builtin_bytes(kind: Kind, name: &str) -> Option<&'static [u8]> {
+    builtin(kind, name).map(|(bytes, _)| bytes)
+}
+
+/// The component bytes of a built-in plugin with their sha256 (hex), taken at build time.
+fn builtin(kind: Kind, name: &str) -> Option<(&'static [u8], &'static str)> {
     builtins::BUILTINS
         .iter()
-        .find(|(k, n, _)| *k == kind.as_str() && *n == name)
-        .map(|(_, _, bytes)| *bytes)
+        .find(|(k, n, ..)| *k == kind.as_str() && *n == name)
+        .map(|(_, _, bytes, digest)| (*bytes, *digest))
 }
 
 /// Why a plugin could not be loaded.
@@ -178,7 +183,7 @@ impl PluginBytes {
 pub fn read(plugin: &PluginRef, kind: Kind) -> Result<PluginBytes, LoadError> {
     match plugin {
         PluginRef::Builtin(name) => {
-            let bytes = builtin_bytes(kind, name).ok_or_else(|| LoadError::UnknownBuiltin {
+            let (bytes, digest) = builtin(kind, name).ok_or_else(|| LoadError::UnknownBuiltin {
                 kind,
                 name: name.clone(),
                 available: builtin_names(kind)
@@ -187,7 +192,7 @@ pub fn read(plugin: &PluginRef, kind: Kind) -> Result<PluginBytes, LoadError> {
                     .collect(),
             })?;
             Ok(PluginBytes {
-                sha256: sha256_hex(bytes),
+                sha256: digest.to_string(),
                 bytes: bytes.into(),
             })
         }
@@ -418,4 +423,17 @@ pub fn inspect(runtime: &Runtime, label: &str, bytes: &[u8]) -> Result<Inspectio
         imports,
         exports,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_digests_taken_at_build_time_are_those_of_the_embedded_bytes() {
+        assert!(!builtins::BUILTINS.is_empty());
+        for (_, name, bytes, digest) in builtins::BUILTINS {
+            assert_eq!(sha256_hex(bytes), *digest, "builtin:{name}");
+        }
+    }
 }
