@@ -108,6 +108,18 @@ def pipeline_text(work, data_dir, data, mask, extra, readers=1):
 SPLIT_BYTES = "16MiB"
 
 
+def cpu_model():
+    """The processor's model name and whether it has SHA extensions (the digests' speed
+    depends on them)."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.processor() or "processor unknown"
+    model = next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")), "?")
+    flags = next((l.split(":", 1)[1].split() for l in text.splitlines() if l.startswith("flags")), [])
+    return f"{model}, {'with' if 'sha_ni' in flags else 'without'} SHA extensions"
+
+
 def identity_stage():
     digest = hashlib.sha256(open(IDENTITY_WASM, "rb").read()).hexdigest()
     return f'[[transform]]\nname = "identity"\nplugin = "{IDENTITY_WASM}"\nsha256 = "{digest}"\n'
@@ -325,7 +337,7 @@ def main():
         f"# R1: {args.rows:,} orders, {size_mb:.0f} MB CSV → masked Parquet (zstd)",
         "",
         f"{datetime.date.today()}, {platform.node()}: {os.cpu_count()} vCPUs, "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.platform()}. "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.platform()}, {cpu_model()}. "
         f"Median of {args.repeat}, alternating. Outputs verified equal (row count, masked sample).",
         "",
         "| tool | wall s | CPU s | peak RSS MiB | rows/s | MB/s | output MB | ours ÷ tool (wall) |",
