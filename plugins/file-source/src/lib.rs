@@ -46,6 +46,7 @@ pub struct Column {
 }
 
 /// What a config resolves to: the files, and the one stream's schema.
+#[derive(Clone)]
 pub struct Plan {
     pub settings: Settings,
     /// The matched files, sorted by path.
@@ -77,6 +78,28 @@ pub fn plan(config: &str) -> Result<Plan> {
         columns,
         schema,
     })
+}
+
+thread_local! {
+    /// The plan `open` made last, with its config. The host opens every split of a stream
+    /// with the same config; planning samples the first file, so a file read in many parts
+    /// would otherwise sample it once per part. An instance lives for one attempt of one
+    /// run, so the plan is as fresh as the stream's discovered schema.
+    static OPENED: std::cell::RefCell<Option<(String, Plan)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// [`plan`] for `open`: the plan made for the same config earlier in this instance, if any.
+fn plan_for_open(config: &str) -> Result<Plan> {
+    if let Some(plan) = OPENED.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(c, _)| c == config)
+            .map(|(_, p)| p.clone())
+    }) {
+        return Ok(plan);
+    }
+    let plan = plan(config)?;
+    OPENED.set(Some((config.to_string(), plan.clone())));
+    Ok(plan)
 }
 
 /// The inferred `columns` with the `[schema]` overrides applied, and their Arrow schema.
@@ -231,9 +254,9 @@ impl Source for FileSource {
         split: Split,
         position: Option<Vec<u8>>,
     ) -> Result<FileReader> {
-        // Planning again (rather than trusting state from `splits`) keeps `open` correct in
-        // a fresh instance after a restart; it costs one sample of the first file.
-        let plan = plan(config)?;
+        // Planning here (rather than trusting state from `splits`) keeps `open` correct in a
+        // fresh instance after a restart; it costs one sample of the first file per instance.
+        let plan = plan_for_open(config)?;
         plan.check_stream(stream)?;
         let descriptor: Descriptor = serde_json::from_slice(&split.descriptor).map_err(|e| {
             Error::fatal(format!(
