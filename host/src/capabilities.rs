@@ -89,10 +89,7 @@ pub fn digest_hex(
     let value = |i: usize| &values[offsets[i] as usize..offsets[i + 1] as usize];
     let mut digests = vec![[0u8; 32]; n];
     match algorithm {
-        Digest::Sha256 => {
-            let one = |v: &[u8]| -> [u8; 32] { Sha256::digest(v).into() };
-            sha256x8::digests(&sha256x8::IV, 0, n, value, one, &mut digests);
-        }
+        Digest::Sha256 => sha256x8::digests(&sha256x8::IV, 0, n, value, &mut digests),
         Digest::HmacSha256 => {
             if key.is_empty() {
                 return Err("digest-hex: hmac-sha256 needs a key that is not empty".into());
@@ -105,26 +102,11 @@ pub fn digest_hex(
             } else {
                 block[..key.len()].copy_from_slice(key);
             }
-            let pad = |byte: u8| block.map(|b| b ^ byte);
-            let (inner_pad, outer_pad) = (pad(0x36), pad(0x5c));
-            let inner = sha256x8::absorb(sha256x8::IV, &inner_pad);
-            let outer = sha256x8::absorb(sha256x8::IV, &outer_pad);
-            let padded = |pad: &[u8; SHA256_BLOCK]| {
-                let mut h = Sha256::new();
-                h.update(pad);
-                h
-            };
-            let (inner_one, outer_one) = (padded(&inner_pad), padded(&outer_pad));
-            let after = |state: &Sha256, v: &[u8]| -> [u8; 32] {
-                let mut h = state.clone();
-                h.update(v);
-                h.finalize().into()
-            };
+            let padded = |byte: u8| sha256x8::absorb(sha256x8::IV, &block.map(|b| b ^ byte));
+            let (inner, outer) = (padded(0x36), padded(0x5c));
             let mut macs = vec![[0u8; 32]; n];
-            let one = |v: &[u8]| after(&inner_one, v);
-            sha256x8::digests(&inner, 64, n, value, one, &mut macs);
-            let one = |v: &[u8]| after(&outer_one, v);
-            sha256x8::digests(&outer, 64, n, |i| &macs[i], one, &mut digests);
+            sha256x8::digests(&inner, 64, n, value, &mut macs);
+            sha256x8::digests(&outer, 64, n, |i| &macs[i], &mut digests);
         }
     }
     let mut out = vec![0u8; n * 64];

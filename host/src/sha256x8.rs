@@ -7,7 +7,7 @@
 //! from the same state after the same number of bytes: the initial state for SHA-256, the
 //! state after the padded key for HMAC's inner and outer hashes. Longer values, and
 //! processors with SHA instructions (which hash one value faster than this hashes eight),
-//! take the one-at-a-time path the caller gives.
+//! go one at a time through [`finish`] from the same state.
 
 use sha2::digest::generic_array::GenericArray;
 
@@ -40,23 +40,52 @@ pub fn available() -> bool {
 }
 
 /// The digest of each of `n` values (`value(i)`), each continuing from `state` after
-/// `prefix` bytes (a multiple of 64), into `out`. Values longer than [`MAX_SHORT`] go
-/// through `one`, as do all of them when [`available`] is false.
+/// `prefix` bytes (a multiple of 64), into `out`: eight at a time where [`available`],
+/// one at a time ([`finish`]) for values longer than [`MAX_SHORT`] and elsewhere.
 pub fn digests<'a>(
     state: &[u32; 8],
     prefix: u64,
     n: usize,
     value: impl Fn(usize) -> &'a [u8],
-    one: impl Fn(&[u8]) -> [u8; 32],
     out: &mut [[u8; 32]],
 ) {
-    if !available() {
+    if available() {
+        lanes(state, prefix, n, value, out);
+    } else {
         for (i, digest) in out.iter_mut().enumerate().take(n) {
-            *digest = one(value(i));
+            *digest = finish(*state, prefix, value(i));
         }
-        return;
     }
-    lanes(state, prefix, n, value, one, out);
+}
+
+/// The digest of `value` continuing from `state` after `prefix` bytes, a block at a time
+/// (`sha2`'s compression, which uses SHA instructions where the processor has them).
+pub fn finish(mut state: [u32; 8], prefix: u64, value: &[u8]) -> [u8; 32] {
+    let blocks = value.chunks_exact(64);
+    let rest = blocks.remainder();
+    for block in blocks {
+        state = absorb(state, block.try_into().expect("64-byte block"));
+    }
+    // The rest, the 0x80 marker and the length in bits: one block, or two when the rest
+    // leaves no room for the length.
+    let mut tail = [0u8; 128];
+    tail[..rest.len()].copy_from_slice(rest);
+    tail[rest.len()] = 0x80;
+    let end = if rest.len() <= MAX_SHORT { 64 } else { 128 };
+    tail[end - 8..end].copy_from_slice(&((prefix + value.len() as u64) * 8).to_be_bytes());
+    for block in tail[..end].chunks_exact(64) {
+        state = absorb(state, block.try_into().expect("64-byte block"));
+    }
+    digest_bytes(&state)
+}
+
+/// A state's words as the digest's bytes, big-endian.
+fn digest_bytes(state: &[u32; 8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (word, bytes) in state.iter().zip(out.chunks_exact_mut(4)) {
+        bytes.copy_from_slice(&word.to_be_bytes());
+    }
+    out
 }
 
 /// [`digests`] through the eight-lane path, whatever the processor offers beyond AVX2
@@ -66,7 +95,6 @@ fn lanes<'a>(
     prefix: u64,
     n: usize,
     value: impl Fn(usize) -> &'a [u8],
-    one: impl Fn(&[u8]) -> [u8; 32],
     out: &mut [[u8; 32]],
 ) {
     let mut batch = [0usize; 8];
@@ -78,15 +106,13 @@ fn lanes<'a>(
         }
         let states = compress8(state, &blocks);
         for (lane, &i) in batch.iter().enumerate() {
-            for (word, bytes) in states[lane].iter().zip(out[i].chunks_exact_mut(4)) {
-                bytes.copy_from_slice(&word.to_be_bytes());
-            }
+            out[i] = digest_bytes(&states[lane]);
         }
     };
     for i in 0..n {
         let v = value(i);
         if v.len() > MAX_SHORT {
-            out[i] = one(v);
+            out[i] = finish(*state, prefix, v);
             continue;
         }
         batch[filled] = i;
@@ -254,13 +280,13 @@ mod tests {
     fn eight_lanes_give_the_digests_sha256_gives_one_by_one() {
         let values = values();
         let mut out = vec![[0u8; 32]; values.len()];
-        let one = |v: &[u8]| -> [u8; 32] { Sha256::digest(v).into() };
-        lanes(&IV, 0, values.len(), |i| &values[i], one, &mut out);
+        lanes(&IV, 0, values.len(), |i| &values[i], &mut out);
         for (v, d) in values.iter().zip(&out) {
             assert_eq!(d[..], Sha256::digest(v)[..], "value of {} bytes", v.len());
+            assert_eq!(finish(IV, 0, v), *d, "one at a time, {} bytes", v.len());
         }
         let mut again = vec![[0u8; 32]; values.len()];
-        digests(&IV, 0, values.len(), |i| &values[i], one, &mut again);
+        digests(&IV, 0, values.len(), |i| &values[i], &mut again);
         assert_eq!(again, out);
     }
 
@@ -270,15 +296,15 @@ mod tests {
         let state = absorb(IV, &prefix);
         let values = values();
         let mut out = vec![[0u8; 32]; values.len()];
-        let one = |v: &[u8]| -> [u8; 32] {
+        let reference = |v: &[u8]| -> [u8; 32] {
             let mut h = Sha256::new();
             h.update(prefix);
             h.update(v);
             h.finalize().into()
         };
-        lanes(&state, 64, values.len(), |i| &values[i], one, &mut out);
+        lanes(&state, 64, values.len(), |i| &values[i], &mut out);
         for (v, d) in values.iter().zip(&out) {
-            assert_eq!(d, &one(v), "value of {} bytes", v.len());
+            assert_eq!(d, &reference(v), "value of {} bytes", v.len());
         }
     }
 }

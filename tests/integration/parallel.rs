@@ -40,11 +40,11 @@ fn orders_file(first: i64, rows: usize) -> String {
     format!("{ORDERS_HEADER}{}", orders_csv(&orders(first, rows)))
 }
 
-#[test]
-fn three_readers_of_one_file_in_parts_write_what_one_reader_writes() {
-    let text = orders_file(1, 150_000);
+/// The standard pipeline with epochs of `every_rows`: with one reader, and with three
+/// sharing the file in 1 MiB parts.
+fn one_and_three_readers(every_rows: u64) -> (PipelineSpec<'static>, PipelineSpec<'static>) {
     let one = PipelineSpec {
-        every_rows: 25_000,
+        every_rows,
         ..PipelineSpec::default()
     };
     let three = PipelineSpec {
@@ -52,6 +52,13 @@ fn three_readers_of_one_file_in_parts_write_what_one_reader_writes() {
         split_bytes: Some("1MiB"),
         ..one
     };
+    (one, three)
+}
+
+#[test]
+fn three_readers_of_one_file_in_parts_write_what_one_reader_writes() {
+    let text = orders_file(1, 150_000);
+    let (one, three) = one_and_three_readers(25_000);
     let (a, run_a) = run_with(&one, &[("orders.csv", text.clone())]);
     run_a.assert_ok();
     let (b, run_b) = run_with(&three, &[("orders.csv", text)]);
@@ -110,15 +117,7 @@ fn a_bad_record_in_a_later_part_fails_the_run_as_one_reader_would() {
     let line = text.matches('\n').count() + 1;
     text.push_str("121000,not,enough\n");
     text.push_str(&orders_csv(&orders(120_001, 30_000)));
-    let one = PipelineSpec {
-        every_rows: 20_000,
-        ..PipelineSpec::default()
-    };
-    let three = PipelineSpec {
-        readers: 3,
-        split_bytes: Some("1MiB"),
-        ..one
-    };
+    let (one, three) = one_and_three_readers(20_000);
     let (a, run_a) = run_with(&one, &[("orders.csv", text.clone())]);
     let (b, run_b) = run_with(&three, &[("orders.csv", text)]);
     assert_eq!(run_a.code, 1, "{run_a:?}");

@@ -591,6 +591,13 @@ fn locations(read: &Read) -> Vec<String> {
         .collect()
 }
 
+/// The parts gave the ids, notes and reject lines of the whole file, in order.
+fn assert_same_reading(parts: &Read, whole: &Read) {
+    assert_eq!(parts.ints("id"), whole.ints("id"));
+    assert_eq!(parts.texts("note"), whole.texts("note"));
+    assert_eq!(locations(parts), locations(whole), "reject lines");
+}
+
 #[test]
 fn csv_parts_start_at_records_and_read_together_as_the_whole_file() {
     let dir = TempDir::new("csv-parts");
@@ -603,9 +610,7 @@ fn csv_parts_start_at_records_and_read_together_as_the_whole_file() {
         assert!(splits.len() >= 3, "{} splits", splits.len());
         assert_eq!(splits[0].id, path);
         assert!(splits[1].id.starts_with(&format!("{path}@")));
-        assert_eq!(parts.ints("id"), whole.ints("id"));
-        assert_eq!(parts.texts("note"), whole.texts("note"));
-        assert_eq!(locations(&parts), locations(&whole), "reject lines");
+        assert_same_reading(&parts, &whole);
     }
 }
 
@@ -627,9 +632,7 @@ fn jsonl_parts_start_at_lines_and_read_together_as_the_whole_file() {
     let (splits, parts) = read_all_splits(&cfg);
     assert!(splits.len() >= 3, "{} splits", splits.len());
     assert_eq!(parts.rows(), 60_000);
-    assert_eq!(parts.ints("id"), whole.ints("id"));
-    assert_eq!(parts.texts("note"), whole.texts("note"));
-    assert_eq!(locations(&parts), locations(&whole), "reject lines");
+    assert_same_reading(&parts, &whole);
 }
 
 #[test]
