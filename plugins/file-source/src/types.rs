@@ -256,6 +256,11 @@ pub fn parse_date(value: &[u8]) -> Option<i32> {
 /// offset (`+HH:MM`, `+HHMM`, `+HH`). No zone means UTC.
 pub fn parse_timestamp(value: &[u8]) -> Option<i64> {
     let v = trim(value);
+    parse_timestamp_seconds_utc(v).or_else(|| parse_timestamp_general(v))
+}
+
+/// Every form [`parse_timestamp`] accepts, from the trimmed text.
+fn parse_timestamp_general(v: &[u8]) -> Option<i64> {
     if v.len() < 10 {
         return None;
     }
@@ -304,6 +309,42 @@ pub fn parse_timestamp(value: &[u8]) -> Option<i64> {
     days.checked_mul(86_400_000_000)?
         .checked_add(micros_of_day)?
         .checked_sub(offset_seconds * 1_000_000)
+}
+
+/// The most common form, `YYYY-MM-DDTHH:MM:SS` (or a space for `T`) with `Z` or no zone,
+/// in one pass without the general parser's steps; `None` for anything else, which the
+/// general parser then judges. Years have four digits, so nothing here can overflow.
+#[inline]
+fn parse_timestamp_seconds_utc(v: &[u8]) -> Option<i64> {
+    let v: &[u8; 19] = match v {
+        [head @ .., b'Z'] => head.try_into().ok()?,
+        _ => v.try_into().ok()?,
+    };
+    let separators_ok = v[4] == b'-'
+        && v[7] == b'-'
+        && (v[10] == b'T' || v[10] == b' ')
+        && v[13] == b':'
+        && v[16] == b':';
+    let d = |i: usize| u32::from(v[i].wrapping_sub(b'0'));
+    const DIGITS: [usize; 14] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    if !separators_ok || DIGITS.iter().any(|&i| d(i) > 9) {
+        return None;
+    }
+    let year = d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3);
+    let (month, day) = (d(5) * 10 + d(6), d(8) * 10 + d(9));
+    let (hour, minute, second) = (d(11) * 10 + d(12), d(14) * 10 + d(15), d(17) * 10 + d(18));
+    let year = i64::from(year);
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let seconds_of_day = i64::from(hour * 3600 + minute * 60 + second);
+    Some((days_from_civil(year, month, day) * 86_400 + seconds_of_day) * 1_000_000)
 }
 
 /// `Z`, `+HH:MM`, `+HHMM`, `+HH` (or `-`), or nothing, as seconds east of UTC.
@@ -640,6 +681,47 @@ mod tests {
         assert_eq!(parse_date(b"2023-02-29"), None);
         assert_eq!(parse_date(b"2024-13-01"), None);
         assert_eq!(parse_date(b"2024-1-01"), None);
+    }
+
+    #[test]
+    fn the_timestamp_fast_path_agrees_with_the_general_parser() {
+        let mut taken = 0;
+        for year in [
+            "0000", "0001", "1600", "1900", "1969", "1970", "2000", "2024", "9999",
+        ] {
+            for month in 0..=13 {
+                for day in [0, 1, 28, 29, 30, 31, 32] {
+                    for (hour, minute, second) in
+                        [(0, 0, 0), (23, 59, 59), (24, 0, 0), (0, 60, 0), (0, 0, 60)]
+                    {
+                        for sep in ['T', ' ', 't', 'x'] {
+                            for zone in ["", "Z", "z", "+00:00", "Zx"] {
+                                let text = format!(
+                                    "{year}-{month:02}-{day:02}{sep}{hour:02}:{minute:02}:\
+                                     {second:02}{zone}"
+                                );
+                                let v = text.as_bytes();
+                                let general = parse_timestamp_general(v);
+                                if let Some(fast) = parse_timestamp_seconds_utc(v) {
+                                    assert_eq!(Some(fast), general, "{text}");
+                                    taken += 1;
+                                }
+                                assert_eq!(parse_timestamp(v), general, "{text}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(taken > 3_000, "the fast path took {taken} values");
+        for text in [
+            "2024-02-29T12:0a:00Z",
+            "2024/02/29T12:00:00",
+            "+024-02-29T12:00:00",
+        ] {
+            assert_eq!(parse_timestamp_seconds_utc(text.as_bytes()), None, "{text}");
+            assert_eq!(parse_timestamp(text.as_bytes()), None, "{text}");
+        }
     }
 
     #[test]
