@@ -298,12 +298,7 @@ fn parse_timestamp_general(v: &[u8]) -> Option<i64> {
                 rest = &rest[1 + digits..];
             }
         }
-        if hour > 23 || minute > 59 || second > 59 {
-            return None;
-        }
-        micros_of_day = (i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second))
-            * 1_000_000
-            + fraction_micros;
+        micros_of_day = seconds_of_day(hour, minute, second)? * 1_000_000 + fraction_micros;
     }
     let offset_seconds = parse_offset(rest)?;
     days.checked_mul(86_400_000_000)?
@@ -330,21 +325,28 @@ fn parse_timestamp_seconds_utc(v: &[u8]) -> Option<i64> {
     if !separators_ok || DIGITS.iter().any(|&i| d(i) > 9) {
         return None;
     }
-    let year = d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3);
-    let (month, day) = (d(5) * 10 + d(6), d(8) * 10 + d(9));
-    let (hour, minute, second) = (d(11) * 10 + d(12), d(14) * 10 + d(15), d(17) * 10 + d(18));
-    let year = i64::from(year);
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+    let year = i64::from(d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3));
+    let days = civil_days(year, d(5) * 10 + d(6), d(8) * 10 + d(9))?;
+    let seconds = seconds_of_day(d(11) * 10 + d(12), d(14) * 10 + d(15), d(17) * 10 + d(18))?;
+    Some((days * 86_400 + seconds) * 1_000_000)
+}
+
+/// Days since 1970-01-01 of a calendar date, when the date exists.
+#[inline]
+fn civil_days(year: i64, month: u32, day: u32) -> Option<i64> {
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
         return None;
     }
-    let seconds_of_day = i64::from(hour * 3600 + minute * 60 + second);
-    Some((days_from_civil(year, month, day) * 86_400 + seconds_of_day) * 1_000_000)
+    Some(days_from_civil(year, month, day))
+}
+
+/// Seconds since midnight of a wall-clock time, when it is one (no leap second).
+#[inline]
+fn seconds_of_day(hour: u32, minute: u32, second: u32) -> Option<i64> {
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    Some(i64::from(hour * 3600 + minute * 60 + second))
 }
 
 /// `Z`, `+HH:MM`, `+HHMM`, `+HH` (or `-`), or nothing, as seconds east of UTC.
@@ -383,12 +385,7 @@ fn parse_ymd(v: &[u8]) -> Option<i64> {
         return None;
     }
     let year = i64::from(two_digits(&v[0..2])? * 100 + two_digits(&v[2..4])?);
-    let month = two_digits(&v[5..7])?;
-    let day = two_digits(&v[8..10])?;
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-        return None;
-    }
-    Some(days_from_civil(year, month, day))
+    civil_days(year, two_digits(&v[5..7])?, two_digits(&v[8..10])?)
 }
 
 fn days_in_month(year: i64, month: u32) -> u32 {
