@@ -3,7 +3,10 @@ phone (every character but the last four becomes '*'), write Parquet with zstd.
 Usage: peers.py TOOL INPUT.csv OUTPUT.parquet (for dlt, OUTPUT is a directory)"""
 
 import hashlib
+import os
+import subprocess
 import sys
+import tempfile
 
 
 def duckdb_job(src, dst, threads):
@@ -93,6 +96,31 @@ def dlt_job(src, dst):
     pipeline.run(orders(), loader_file_format="parquet")
 
 
+def sling_job(src, dst):
+    """Sling's file-to-file path (its own Go CSV reader and Parquet writer, telemetry off,
+    no DuckDB). Its legacy transforms, the only ones in the release on PyPI, cannot keep the
+    last four digits of the phone, and `hash_sha256` writes the raw 32-byte digest, not hex:
+    the email is hashed, the phone is left as it is, so Sling does less than the others."""
+    import platform
+
+    if platform.machine() == "aarch64":
+        from sling_linux_arm64 import SLING_BIN
+    else:
+        from sling_linux_amd64 import SLING_BIN
+
+    with tempfile.TemporaryDirectory(prefix="sling-home-") as home:
+        env = dict(os.environ, SLING_HOME_DIR=home, SLING_DISABLE_TELEMETRY="true",
+                   SLING_DUCKDB_COMPUTE="false")
+        subprocess.run(
+            [SLING_BIN, "run",
+             "--src-stream", "file://" + os.path.abspath(src),
+             "--tgt-object", "file://" + os.path.abspath(dst),
+             "--tgt-options", "{format: parquet, compression: zstd}",
+             "--transforms", '{"customer_email": ["hash_sha256"]}'],
+            env=env, check=True, stdout=subprocess.DEVNULL,
+        )
+
+
 def main():
     tool, src, dst = sys.argv[1:4]
     if tool == "duckdb":
@@ -105,6 +133,8 @@ def main():
         pyarrow_job(src, dst)
     elif tool == "dlt":
         dlt_job(src, dst)
+    elif tool == "sling":
+        sling_job(src, dst)
     else:
         sys.exit(f"unknown tool {tool}")
 
