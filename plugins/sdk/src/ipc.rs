@@ -14,12 +14,28 @@ pub use crate::ipc_peek::peek;
 
 /// Encode one batch as an IPC stream (schema message + the batch).
 pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    let mut out = Vec::with_capacity(encoded_size(batch));
     let mut writer = StreamWriter::try_new(&mut out, batch.schema_ref())?;
     writer.write(batch)?;
     writer.finish()?;
     drop(writer);
     Ok(out)
+}
+
+/// About the size of `batch` encoded as IPC: the bytes its columns use, plus room for the
+/// messages' headers and padding.
+///
+/// `RecordBatch::get_array_memory_size` is no estimate here: a column decoded from IPC
+/// counts the whole message it points into, so a batch that came from the host would be
+/// counted once per buffer, many times its size, and the output buffer reserved that
+/// large.
+fn encoded_size(batch: &RecordBatch) -> usize {
+    let columns: usize = batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+        .sum();
+    columns + 4096 + 64 * 4 * batch.num_columns()
 }
 
 /// Encode a schema alone as an IPC stream with no batch.
@@ -111,5 +127,39 @@ mod tests {
         assert_eq!(peek(&encode_schema(&schema).unwrap()).unwrap().1, 0);
         assert!(peek(b"not arrow").is_none());
         assert!(peek(&bytes[..bytes.len() - 20]).is_none());
+    }
+
+    #[test]
+    fn the_output_reserved_is_about_the_encoded_size_even_for_a_decoded_batch() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let n = 50_000;
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..n)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("value number {i}")),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("other {i}")),
+                )),
+            ],
+        )
+        .unwrap();
+        let bytes = encode_batch(&batch).unwrap();
+        // Every column of a decoded batch points into the one message it came in.
+        let decoded = decode_owned(bytes.clone()).unwrap();
+        for b in [&batch, &decoded] {
+            let reserved = encoded_size(b);
+            assert!(
+                reserved >= bytes.len() && reserved < bytes.len() + 64 * 1024,
+                "reserved {reserved} for {} bytes",
+                bytes.len()
+            );
+        }
     }
 }
