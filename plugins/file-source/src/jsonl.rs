@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 
 use arrow_schema::SchemaRef;
 use ingest_sdk::source::{Chunk, Replayed};
@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::parts::Part;
 use crate::position::{self, TextPosition};
+use crate::scan::ByteSet;
 use crate::types::{parse_bool, parse_date, parse_f64, parse_i64, parse_timestamp};
 use crate::types::{Cell, ColumnBuilder, ColumnType, Inference};
 use crate::{files, finish_batch, show, type_phrase, Column};
@@ -86,35 +87,85 @@ fn content(line: &[u8]) -> Option<&[u8]> {
     (!trimmed.is_empty()).then_some(trimmed)
 }
 
-/// Reads lines with their byte offsets and line numbers.
-struct Lines {
-    src: BufReader<File>,
-    line: Vec<u8>,
+/// Reads lines with their byte offsets and line numbers. Lines are found 16 bytes at a
+/// time ([`crate::scan`]) and read where they lie in the buffer, without a copy.
+struct Lines<R = File> {
+    src: R,
+    buf: Vec<u8>,
+    /// The last line read is `buf[start..end]`, with its line feed when it has one.
+    start: usize,
+    end: usize,
+    /// End of the bytes read into `buf`.
+    hi: usize,
+    eof: bool,
+    /// Byte offset in the file and number of the line after the last one read.
     offset: u64,
     number: u64,
 }
 
-impl Lines {
-    fn new(file: File, offset: u64, number: u64) -> Self {
+impl<R: Read> Lines<R> {
+    fn new(src: R, offset: u64, number: u64) -> Self {
+        Self::with_buffer(src, offset, number, READ_BUFFER)
+    }
+
+    /// As [`Lines::new`], reading `buffer` bytes at a time (the buffer grows for longer
+    /// lines, up to [`MAX_LINE`]).
+    fn with_buffer(src: R, offset: u64, number: u64, buffer: usize) -> Self {
         Lines {
-            src: BufReader::with_capacity(READ_BUFFER, file),
-            line: Vec::with_capacity(4096),
+            src,
+            buf: vec![0; buffer.clamp(16, MAX_LINE + 1)],
+            start: 0,
+            end: 0,
+            hi: 0,
+            eof: false,
             offset,
             number,
         }
     }
 
-    /// The next line and its number; `None` at the end of the file.
+    /// The last line read, with its line feed when it has one.
+    fn line(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Read the next line; its number, or `None` at the end of the file.
     fn next(&mut self, path: &str) -> Result<Option<u64>> {
-        self.line.clear();
-        let n = (&mut self.src)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut self.line)
-            .map_err(|e| files::io_error(path, "read", e))?;
-        if n == 0 {
-            return Ok(None);
-        }
-        if n > MAX_LINE {
+        let newline = ByteSet::new([b'\n'; 4]);
+        let mut lo = self.end;
+        let mut scanned = lo;
+        let end = loop {
+            if let Some(k) = newline.find(&self.buf[scanned..self.hi]) {
+                break scanned + k + 1;
+            }
+            scanned = self.hi;
+            if self.eof {
+                if lo == self.hi {
+                    return Ok(None);
+                }
+                break self.hi;
+            }
+            if self.hi - lo > MAX_LINE {
+                break self.hi;
+            }
+            if lo > 0 {
+                // Keep the line in progress; make room after it.
+                self.buf.copy_within(lo..self.hi, 0);
+                self.hi -= lo;
+                scanned -= lo;
+                lo = 0;
+            }
+            if self.hi == self.buf.len() {
+                let len = (self.buf.len() * 2).min(MAX_LINE + 1);
+                self.buf.resize(len, 0);
+            }
+            match self.src.read(&mut self.buf[self.hi..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.hi += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(files::io_error(path, "read", e)),
+            }
+        };
+        if end - lo > MAX_LINE {
             return Err(Error::data(format!(
                 "`{path}:{}`: the line is longer than {} MiB; JSON Lines needs one object \
                  per line",
@@ -123,7 +174,8 @@ impl Lines {
             )));
         }
         let number = self.number;
-        self.offset += n as u64;
+        (self.start, self.end) = (lo, end);
+        self.offset += (end - lo) as u64;
         self.number += 1;
         Ok(Some(number))
     }
@@ -139,7 +191,7 @@ pub fn infer(path: &str, infer_rows: usize) -> Result<Vec<Column>> {
     let mut inferred: Vec<Inference> = Vec::new();
     let mut sampled = 0;
     while sampled < infer_rows && lines.next(path)?.is_some() {
-        let Some(text) = content(&lines.line) else {
+        let Some(text) = content(lines.line()) else {
             continue;
         };
         // A line that is not an object is rejected when it is read; it says nothing here.
@@ -234,7 +286,7 @@ impl JsonlReader {
                 self.done = true;
                 break;
             };
-            let Some(text) = content(&self.lines.line) else {
+            let Some(text) = content(self.lines.line()) else {
                 continue;
             };
             match self.append_row(text, &mut builders) {
@@ -362,7 +414,9 @@ fn cell(ty: ColumnType, value: &RawValue) -> Option<Cell<'_>> {
     // the quotes as written: reading the line has already checked the string.
     let text = if let Some(quoted) = raw.strip_prefix('"') {
         match quoted.strip_suffix('"') {
-            Some(plain) if !plain.contains('\\') => Cow::Borrowed(plain),
+            Some(plain) if ByteSet::new([b'\\'; 4]).find(plain.as_bytes()).is_none() => {
+                Cow::Borrowed(plain)
+            }
             _ => serde_json::from_str::<Text>(raw).ok()?.0,
         }
     } else {
@@ -391,6 +445,60 @@ fn cell(ty: ColumnType, value: &RawValue) -> Option<Cell<'_>> {
 mod tests {
     use super::*;
     use crate::testutil::TempDir;
+
+    /// Every line of `text` read through a buffer of `buffer` bytes: (number, offset after
+    /// it, text).
+    fn read_lines(text: &[u8], buffer: usize) -> Vec<(u64, u64, Vec<u8>)> {
+        let mut lines = Lines::with_buffer(text, 0, 1, buffer);
+        let mut out = Vec::new();
+        while let Some(number) = lines.next("t.jsonl").unwrap() {
+            out.push((number, lines.offset, lines.line().to_vec()));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_are_read_whole_with_their_offsets_whatever_the_buffer() {
+        let text = b"{\"a\": 1}\n\n{\"a\": \"x y z, a longer line than the buffer\"}\r\n{\"a\": 3}";
+        let expected: Vec<(u64, u64, Vec<u8>)> = text
+            .split_inclusive(|&b| b == b'\n')
+            .scan((0u64, 0u64), |(n, at), line| {
+                *n += 1;
+                *at += line.len() as u64;
+                Some((*n, *at, line.to_vec()))
+            })
+            .collect();
+        assert_eq!(expected.len(), 4);
+        for buffer in [16, 17, 31, 64, 1 << 20] {
+            assert_eq!(
+                read_lines(text, buffer),
+                expected,
+                "buffer of {buffer} bytes"
+            );
+        }
+        assert!(read_lines(b"", 16).is_empty());
+        assert_eq!(read_lines(b"\n", 16), [(1, 1, b"\n".to_vec())]);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_fails_the_read_and_names_the_line() {
+        let mut text = b"{}\n".to_vec();
+        text.resize(text.len() + MAX_LINE + 1, b' ');
+        let mut lines = Lines::with_buffer(text.as_slice(), 0, 1, 1 << 20);
+        assert_eq!(lines.next("big.jsonl").unwrap(), Some(1));
+        let error = lines.next("big.jsonl").unwrap_err().to_string();
+        assert!(
+            error.contains("`big.jsonl:2`") && error.contains("longer than 64 MiB"),
+            "{error}"
+        );
+        // A line of exactly the limit, line feed included, is read.
+        let mut text = vec![b' '; MAX_LINE - 1];
+        text.push(b'\n');
+        let mut lines = Lines::with_buffer(text.as_slice(), 0, 1, 1 << 20);
+        assert_eq!(lines.next("t.jsonl").unwrap(), Some(1));
+        assert_eq!(lines.line().len(), MAX_LINE);
+        assert_eq!(lines.next("t.jsonl").unwrap(), None);
+    }
 
     #[test]
     fn inference_takes_keys_in_first_seen_order_and_widens_types() {
