@@ -1,6 +1,10 @@
 //! JSON Lines: one JSON object per line. Schema inference from a sample (the union of the
 //! top-level keys in first-seen order) and the reader that turns lines into Arrow batches
 //! and rejects. Blank lines are skipped; nested values are kept as their JSON text.
+//!
+//! A flat object (the common row) is read by the fast path of [`crate::json_object`];
+//! every other line by serde_json, which reads the same keys and values from any line both
+//! can read.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -15,6 +19,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::json_object;
 use crate::parts::Part;
 use crate::position::{self, TextPosition};
 use crate::scan::ByteSet;
@@ -31,7 +36,7 @@ const MAX_LINE: usize = 64 << 20;
 /// the order they are written (serde_json's own map sorts them, and inference must keep
 /// first-seen order). Reading a row this way allocates nothing per value unless a string
 /// holds escapes.
-struct RawObject<'a>(Vec<(Text<'a>, &'a RawValue)>);
+pub(crate) struct RawObject<'a>(pub(crate) Vec<(Text<'a>, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for RawObject<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -54,7 +59,7 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
 }
 
 /// A JSON string, borrowed from the line unless it holds escapes.
-struct Text<'a>(Cow<'a, str>);
+pub(crate) struct Text<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -228,6 +233,8 @@ pub struct JsonlReader {
     index: HashMap<String, usize>,
     schema: SchemaRef,
     lines: Lines,
+    /// Room for the entries of a line, kept from line to line.
+    entries: Vec<json_object::Entry>,
     /// The part of the file this reader reads.
     part: Part,
     rows: u64,
@@ -257,6 +264,7 @@ impl JsonlReader {
             index,
             schema,
             lines: Lines::new(file, at.offset, at.line),
+            entries: Vec::new(),
             part,
             rows: at.rows,
             done: false,
@@ -289,7 +297,13 @@ impl JsonlReader {
             let Some(text) = content(self.lines.line()) else {
                 continue;
             };
-            match self.append_row(text, &mut builders) {
+            match append_row(
+                &self.columns,
+                &self.index,
+                text,
+                &mut builders,
+                &mut self.entries,
+            ) {
                 Ok(()) => rows += 1,
                 Err(reason) => rejects.push(Reject::record(
                     String::from_utf8_lossy(text),
@@ -315,10 +329,6 @@ impl JsonlReader {
             rejects,
         }))
     }
-
-    fn append_row(&self, text: &[u8], builders: &mut [ColumnBuilder]) -> Result<(), String> {
-        append_row(&self.columns, &self.index, text, builders)
-    }
 }
 
 /// Parse again lines rejected earlier, each on its own: the rows that parse now, and the
@@ -335,9 +345,10 @@ pub fn replay(columns: Vec<Column>, schema: SchemaRef, records: Vec<String>) -> 
         .collect();
     let mut rows = 0;
     let mut rejects = Vec::new();
+    let mut entries = Vec::new();
     for (i, record) in records.into_iter().enumerate() {
         let parsed = match content(record.as_bytes()) {
-            Some(text) => append_row(&columns, &index, text, &mut builders),
+            Some(text) => append_row(&columns, &index, text, &mut builders, &mut entries),
             None => Err("the line is empty".to_string()),
         };
         match parsed {
@@ -355,16 +366,38 @@ pub fn replay(columns: Vec<Column>, schema: SchemaRef, records: Vec<String>) -> 
 }
 
 /// Parse one line into `builders`, all or nothing; the reason when it does not fit.
+/// `entries` is room for the fast path ([`json_object`]) to use from line to line.
 fn append_row(
     columns: &[Column],
     index: &HashMap<String, usize>,
     text: &[u8],
     builders: &mut [ColumnBuilder],
+    entries: &mut Vec<json_object::Entry>,
 ) -> Result<(), String> {
+    if let Some(line) = json_object::scan(text, entries) {
+        let entries = entries.iter().map(|e| {
+            let (key, value) = (&line[e.key.0..e.key.1], &line[e.value.0..e.value.1]);
+            (Cow::Borrowed(key), value)
+        });
+        return append_entries(columns, index, entries, builders);
+    }
     let RawObject(entries) =
         serde_json::from_slice::<RawObject>(text).map_err(|e| format!("not a JSON object: {e}"))?;
+    let entries = entries
+        .into_iter()
+        .map(|(Text(key), value)| (key, value.get()));
+    append_entries(columns, index, entries, builders)
+}
+
+/// Append a row of `entries` (key, value as written) to `builders`, all or nothing.
+fn append_entries<'a>(
+    columns: &[Column],
+    index: &HashMap<String, usize>,
+    entries: impl Iterator<Item = (Cow<'a, str>, &'a str)>,
+    builders: &mut [ColumnBuilder],
+) -> Result<(), String> {
     let mut cells: Vec<Cell> = vec![Cell::Null; columns.len()];
-    for (k, (Text(key), value)) in entries.into_iter().enumerate() {
+    for (k, (key, value)) in entries.enumerate() {
         // Keys usually come in the order of the columns; look them up only when not.
         let at = columns.get(k).filter(|c| c.name == key).map(|_| k);
         let Some(i) = at.or_else(|| index.get(key.as_ref()).copied()) else {
@@ -396,17 +429,16 @@ fn append_row(
 
 /// A value as compact JSON (`{"k":[1]}`, `1.5` for `1.50`): how a value other than a
 /// string is stored in a text column, and shown in errors.
-fn compact(value: &RawValue) -> String {
-    serde_json::from_str::<Value>(value.get())
+fn compact(raw: &str) -> String {
+    serde_json::from_str::<Value>(raw)
         .map(|v| v.to_string())
-        .unwrap_or_else(|_| value.get().to_string())
+        .unwrap_or_else(|_| raw.to_string())
 }
 
 /// `value` (as written) as a value of a column of type `ty`, or `None` when it does not
 /// fit. Strings that spell a value of the type are accepted for every type; a value other
 /// than a string in a text column is kept as compact JSON.
-fn cell(ty: ColumnType, value: &RawValue) -> Option<Cell<'_>> {
-    let raw = value.get();
+fn cell(ty: ColumnType, raw: &str) -> Option<Cell<'_>> {
     if raw == "null" {
         return Some(Cell::Null);
     }
@@ -421,7 +453,7 @@ fn cell(ty: ColumnType, value: &RawValue) -> Option<Cell<'_>> {
         }
     } else {
         match ty {
-            ColumnType::Utf8 => Cow::Owned(compact(value)),
+            ColumnType::Utf8 => Cow::Owned(compact(raw)),
             ColumnType::Boolean => {
                 return matches!(raw, "true" | "false").then(|| Cell::Bool(raw == "true"))
             }
@@ -532,10 +564,7 @@ mod tests {
 
     #[test]
     fn values_fit_their_column_or_are_refused() {
-        let fits = |ty, v: Value| {
-            let raw = RawValue::from_string(v.to_string()).unwrap();
-            cell(ty, &raw).is_some()
-        };
+        let fits = |ty, v: Value| cell(ty, &v.to_string()).is_some();
         assert!(fits(ColumnType::Int64, serde_json::json!(3)));
         assert!(fits(ColumnType::Int64, serde_json::json!("3")));
         assert!(!fits(ColumnType::Int64, serde_json::json!(3.5)));
@@ -550,7 +579,7 @@ mod tests {
     fn strings_are_read_as_their_text_with_escapes_resolved() {
         let text = |line: &str| {
             let RawObject(entries) = serde_json::from_str::<RawObject>(line).unwrap();
-            match cell(ColumnType::Utf8, entries[0].1) {
+            match cell(ColumnType::Utf8, entries[0].1.get()) {
                 Some(Cell::Text(t)) => t.into_owned(),
                 _ => panic!("{line}: not read as text"),
             }

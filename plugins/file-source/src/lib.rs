@@ -10,6 +10,7 @@
 pub mod config;
 pub mod csv;
 pub mod files;
+pub mod json_object;
 pub mod jsonl;
 pub mod parquet;
 pub mod parts;
