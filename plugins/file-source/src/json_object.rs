@@ -76,18 +76,19 @@ fn skip_space(line: &[u8], mut i: usize) -> usize {
 /// The index of the quote that ends the string whose text starts at `i`. With `escapes`,
 /// the text may hold `\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r` and `\t`.
 fn string_end(line: &[u8], mut i: usize, escapes: bool) -> Option<usize> {
-    let stops = ByteSet::new([b'"', b'\\', b'"', b'"']);
+    let stops = ByteSet::with_controls([b'"', b'\\', b'"', b'"']);
     loop {
         let k = i + stops.find(&line[i..])?;
-        // JSON allows no control character inside a string.
-        if line[i..k].iter().fold(false, |bad, &b| bad | (b < 0x20)) {
-            return None;
-        }
         if line[k] == b'"' {
             return Some(k);
         }
+        // A backslash, or a control character, which JSON allows in no string.
         match line.get(k + 1) {
-            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') if escapes => i = k + 2,
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')
+                if escapes && line[k] == b'\\' =>
+            {
+                i = k + 2
+            }
             _ => return None,
         }
     }

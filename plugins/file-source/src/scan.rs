@@ -1,22 +1,34 @@
-//! Byte-level work of the CSV hot path: finding the next byte of a small set (a
-//! delimiter, a quote, a line end) 16 bytes at a time — with wasm SIMD in the plugin, SSE2
-//! in native tests, byte by byte elsewhere — and copying the short runs of a field.
+//! Byte-level work of the CSV and JSON Lines hot paths: finding the next byte of a small
+//! set (a delimiter, a quote, a line end; for JSON strings, also any control character) 16
+//! bytes at a time — with wasm SIMD in the plugin, SSE2 in native tests, byte by byte
+//! elsewhere — and copying the short runs of a field.
 //!
 //! Short copies avoid `memcpy`: in a plugin it becomes a `memory.copy`, which the runtime
 //! executes out of line and which costs more than the copy itself for a few bytes.
 
-/// Up to four bytes to stop at. Repeat a byte to use fewer.
+/// Up to four bytes to stop at (repeat a byte to use fewer) and, with `CONTROLS`, every
+/// byte below 0x20: the control characters a JSON string may not hold.
 #[derive(Debug, Clone, Copy)]
-pub struct ByteSet([u8; 4]);
+pub struct ByteSet<const CONTROLS: bool = false>([u8; 4]);
+
+/// The stops inside a JSON string: the given bytes and every control character.
+pub type StringStops = ByteSet<true>;
 
 impl ByteSet {
     pub fn new(bytes: [u8; 4]) -> Self {
         ByteSet(bytes)
     }
 
+    /// `bytes` and every control character.
+    pub fn with_controls(bytes: [u8; 4]) -> StringStops {
+        ByteSet(bytes)
+    }
+}
+
+impl<const CONTROLS: bool> ByteSet<CONTROLS> {
     #[inline(always)]
     fn contains(&self, b: u8) -> bool {
-        self.0.contains(&b)
+        self.0.contains(&b) || (CONTROLS && b < 0x20)
     }
 
     /// Index of the first byte of `hay` in the set.
@@ -45,10 +57,13 @@ impl ByteSet {
         // SAFETY: `chunk` holds 16 readable bytes; `v128_load` allows any alignment.
         let v = unsafe { v128_load(chunk.as_ptr() as *const v128) };
         let [a, b, c, d] = self.0;
-        let hits = v128_or(
+        let mut hits = v128_or(
             v128_or(u8x16_eq(v, u8x16_splat(a)), u8x16_eq(v, u8x16_splat(b))),
             v128_or(u8x16_eq(v, u8x16_splat(c)), u8x16_eq(v, u8x16_splat(d))),
         );
+        if CONTROLS {
+            hits = v128_or(hits, u8x16_lt(v, u8x16_splat(0x20)));
+        }
         u8x16_bitmask(hits) as u32
     }
 
@@ -63,7 +78,7 @@ impl ByteSet {
         // `_mm_loadu_si128` allows any alignment.
         unsafe {
             let v = _mm_loadu_si128(chunk.as_ptr() as *const __m128i);
-            let hits = _mm_or_si128(
+            let mut hits = _mm_or_si128(
                 _mm_or_si128(
                     _mm_cmpeq_epi8(v, _mm_set1_epi8(a)),
                     _mm_cmpeq_epi8(v, _mm_set1_epi8(b)),
@@ -73,6 +88,11 @@ impl ByteSet {
                     _mm_cmpeq_epi8(v, _mm_set1_epi8(d)),
                 ),
             );
+            if CONTROLS {
+                // Unsigned v < 0x20 exactly when min(v, 0x1f) == v.
+                let low = _mm_set1_epi8(0x1f);
+                hits = _mm_or_si128(hits, _mm_cmpeq_epi8(_mm_min_epu8(v, low), v));
+            }
             _mm_movemask_epi8(hits) as u32
         }
     }
@@ -196,5 +216,32 @@ mod tests {
         let set = ByteSet::new([b',', b',', b',', b',']);
         let hay = "ééééééééééééééééé,".as_bytes();
         assert_eq!(set.find(hay), Some(hay.len() - 1));
+    }
+
+    #[test]
+    fn string_stops_find_every_control_character_and_nothing_else_of_the_other_bytes() {
+        let stops = ByteSet::with_controls([b'"', b'\\', b'"', b'"']);
+        let others: Vec<u8> = (0x20..=0xffu8)
+            .filter(|&b| b != b'"' && b != b'\\')
+            .collect();
+        for len in [5, 16, 17, 40] {
+            for start in (0..others.len()).step_by(7) {
+                let hay: Vec<u8> = others
+                    .iter()
+                    .cycle()
+                    .skip(start)
+                    .take(len)
+                    .copied()
+                    .collect();
+                assert_eq!(stops.find(&hay), None, "{hay:?}");
+                for at in 0..len {
+                    for control in [0x00, 0x09, 0x0a, 0x0d, 0x1f] {
+                        let mut hay = hay.clone();
+                        hay[at] = control;
+                        assert_eq!(stops.find(&hay), Some(at), "{control:#x} at {at} of {len}");
+                    }
+                }
+            }
+        }
     }
 }
