@@ -10,8 +10,13 @@ import tempfile
 
 
 def duckdb_job(src, dst, threads):
+    """DuckDB's COPY; a .jsonl input is read with read_json (newline-delimited)."""
     import duckdb
 
+    if src.endswith(".jsonl"):
+        reader = f"read_json('{src}', format = 'newline_delimited')"
+    else:
+        reader = f"read_csv('{src}', header = true, all_varchar = false)"
     con = duckdb.connect()
     con.execute(f"SET threads = {threads}")
     con.execute(
@@ -19,7 +24,7 @@ def duckdb_job(src, dst, threads):
             SELECT * REPLACE (
                 sha256(customer_email) AS customer_email,
                 repeat('*', greatest(length(phone) - 4, 0)) || right(phone, 4) AS phone)
-            FROM read_csv('{src}', header = true, all_varchar = false)
+            FROM {reader}
         ) TO '{dst}' (FORMAT parquet, COMPRESSION zstd)"""
     )
 

@@ -149,6 +149,9 @@ def measure(cmd, env=None):
     return wall_s, cpu, rss
 
 
+# A peer run on the JSON Lines input is named with this suffix.
+JSONL_SUFFIX = " (jsonl input)"
+
 # Peers that move rows one at a time: they run on the smaller data set.
 ROW_WISE = ("dlt", "sling")
 
@@ -333,6 +336,9 @@ def main():
         os.rename(jsonl + ".tmp", jsonl)
     size_mb = os.path.getsize(data) / 1e6
     python = venv(all_tools)
+    if args.jsonl and "duckdb" in tools:
+        # DuckDB on the same JSON Lines: the peer for our JSON Lines variant.
+        tools.append("duckdb" + JSONL_SUFFIX)
     env = dict(os.environ, BENCH_MASK_KEY=KEY, INGEST_CACHE_DIR=os.path.join(HERE, ".cache"))
 
     work = tempfile.mkdtemp(prefix="bench-", dir=HERE)
@@ -373,10 +379,12 @@ def main():
             runs[name].append(measure([host, "run", pipeline], env))
             outputs[name] = os.path.join(w, "out", "orders", "*.parquet")
         for tool in tools:
-            dst = os.path.join(work, f"{tool}.parquet")
+            src = jsonl if tool.endswith(JSONL_SUFFIX) else data
+            peer = tool.removesuffix(JSONL_SUFFIX)
+            dst = os.path.join(work, f"{list(runs).index(tool)}.parquet")
             if os.path.exists(dst):
                 os.remove(dst)
-            runs[tool].append(measure([python, os.path.join(HERE, "peers.py"), tool, data, dst]))
+            runs[tool].append(measure([python, os.path.join(HERE, "peers.py"), peer, src, dst]))
             outputs[tool] = dst
         print(f"repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
 
@@ -392,12 +400,22 @@ def main():
         "| tool | wall s | CPU s | peak RSS MiB | rows/s | MB/s | output MB | ours ÷ tool (wall) |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    def input_mb(name):
+        return os.path.getsize(jsonl if name.endswith(JSONL_SUFFIX) else data) / 1e6
+
     for name, (wall, cpu, rss) in med.items():
         written = sum(os.path.getsize(f) for f in glob.glob(outputs[name])) / 1e6
         lines.append(
-            f"| {name} | {wall:.2f} | {cpu:.2f} | {rss:.0f} | {args.rows / wall:,.0f} | {size_mb / wall:.0f} | {written:.0f} | {ours / wall:.2f} |"
+            f"| {name} | {wall:.2f} | {cpu:.2f} | {rss:.0f} | {args.rows / wall:,.0f} | {input_mb(name) / wall:.0f} | {written:.0f} | {ours / wall:.2f} |"
         )
     lines.append("")
+    jsonl_pair = ("ours" + JSONL_SUFFIX, "duckdb" + JSONL_SUFFIX)
+    if all(name in med for name in jsonl_pair):
+        ours_jsonl, duckdb_jsonl = (med[name][0] for name in jsonl_pair)
+        lines.append(
+            f"JSON Lines input ({input_mb(jsonl_pair[0]):.0f} MB): ours {ours_jsonl:.2f} s against "
+            f"DuckDB's {duckdb_jsonl:.2f} s ({ours_jsonl / duckdb_jsonl:.2f}x)."
+        )
     if "ours + identity transform" in med:
         tax = med["ours + identity transform"][0] / ours - 1
         lines.append(f"Boundary tax (identity Wasm transform added): {tax * 100:+.1f}% wall.")
