@@ -17,6 +17,8 @@ use crate::scan::ByteSet;
 pub struct Entry {
     pub key: (usize, usize),
     pub value: (usize, usize),
+    /// The value is a string holding escapes (its text is not the bytes between its quotes).
+    pub escaped: bool,
 }
 
 /// The line as text, with its entries in `entries` in the order written, when it is a flat
@@ -35,17 +37,18 @@ pub fn scan<'a>(line: &'a [u8], entries: &mut Vec<Entry>) -> Option<&'a str> {
             if line.get(i) != Some(&b'"') {
                 return None;
             }
-            let key_end = string_end(line, i + 1, false)?;
+            let (key_end, _) = string_end(line, i + 1, false)?;
             let key = (i + 1, key_end);
             i = skip_space(line, key_end + 1);
             if line.get(i) != Some(&b':') {
                 return None;
             }
             i = skip_space(line, i + 1);
-            let value_end = value_end(line, i)?;
+            let (value_end, escaped) = value_end(line, i)?;
             entries.push(Entry {
                 key,
                 value: (i, value_end),
+                escaped,
             });
             i = skip_space(line, value_end);
             match line.get(i) {
@@ -73,36 +76,43 @@ fn skip_space(line: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The index of the quote that ends the string whose text starts at `i`. With `escapes`,
-/// the text may hold `\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r` and `\t`.
-fn string_end(line: &[u8], mut i: usize, escapes: bool) -> Option<usize> {
+/// The index of the quote that ends the string whose text starts at `i`, and whether the
+/// text holds escapes. With `escapes`, it may hold `\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`
+/// and `\t`.
+fn string_end(line: &[u8], mut i: usize, escapes: bool) -> Option<(usize, bool)> {
     let stops = ByteSet::with_controls([b'"', b'\\', b'"', b'"']);
+    let mut escaped = false;
     loop {
         let k = i + stops.find(&line[i..])?;
         if line[k] == b'"' {
-            return Some(k);
+            return Some((k, escaped));
         }
         // A backslash, or a control character, which JSON allows in no string.
         match line.get(k + 1) {
             Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')
                 if escapes && line[k] == b'\\' =>
             {
-                i = k + 2
+                escaped = true;
+                i = k + 2;
             }
             _ => return None,
         }
     }
 }
 
-/// The index after the value that starts at `i`.
-fn value_end(line: &[u8], i: usize) -> Option<usize> {
-    let literal = |word: &[u8]| line[i..].starts_with(word).then_some(i + word.len());
+/// The index after the value that starts at `i`, and whether it is a string with escapes.
+fn value_end(line: &[u8], i: usize) -> Option<(usize, bool)> {
+    let literal = |word: &[u8]| {
+        line[i..]
+            .starts_with(word)
+            .then_some((i + word.len(), false))
+    };
     match *line.get(i)? {
-        b'"' => string_end(line, i + 1, true).map(|end| end + 1),
+        b'"' => string_end(line, i + 1, true).map(|(end, escaped)| (end + 1, escaped)),
         b't' => literal(b"true"),
         b'f' => literal(b"false"),
         b'n' => literal(b"null"),
-        b'-' | b'0'..=b'9' => number_end(line, i),
+        b'-' | b'0'..=b'9' => number_end(line, i).map(|end| (end, false)),
         _ => None,
     }
 }
@@ -167,6 +177,14 @@ mod tests {
     fn by_scan(line: &[u8]) -> Option<Vec<(String, String)>> {
         let mut entries = Vec::new();
         let text = scan(line, &mut entries)?;
+        for e in &entries {
+            let value = &text[e.value.0..e.value.1];
+            assert_eq!(
+                e.escaped,
+                value.starts_with('"') && value.contains('\\'),
+                "{value}"
+            );
+        }
         Some(
             entries
                 .iter()

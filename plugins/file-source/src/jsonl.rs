@@ -377,27 +377,30 @@ fn append_row(
     if let Some(line) = json_object::scan(text, entries) {
         let entries = entries.iter().map(|e| {
             let (key, value) = (&line[e.key.0..e.key.1], &line[e.value.0..e.value.1]);
-            (Cow::Borrowed(key), value)
+            (Cow::Borrowed(key), value, e.escaped)
         });
         return append_entries(columns, index, entries, builders);
     }
     let RawObject(entries) =
         serde_json::from_slice::<RawObject>(text).map_err(|e| format!("not a JSON object: {e}"))?;
-    let entries = entries
-        .into_iter()
-        .map(|(Text(key), value)| (key, value.get()));
+    let backslash = ByteSet::new([b'\\'; 4]);
+    let entries = entries.into_iter().map(|(Text(key), value)| {
+        let raw = value.get();
+        (key, raw, backslash.find(raw.as_bytes()).is_some())
+    });
     append_entries(columns, index, entries, builders)
 }
 
-/// Append a row of `entries` (key, value as written) to `builders`, all or nothing.
+/// Append a row of `entries` (key, value as written, whether it holds escapes) to
+/// `builders`, all or nothing.
 fn append_entries<'a>(
     columns: &[Column],
     index: &HashMap<String, usize>,
-    entries: impl Iterator<Item = (Cow<'a, str>, &'a str)>,
+    entries: impl Iterator<Item = (Cow<'a, str>, &'a str, bool)>,
     builders: &mut [ColumnBuilder],
 ) -> Result<(), String> {
     let mut cells: Vec<Cell> = vec![Cell::Null; columns.len()];
-    for (k, (key, value)) in entries.enumerate() {
+    for (k, (key, value, escaped)) in entries.enumerate() {
         // Keys usually come in the order of the columns; look them up only when not.
         let at = columns.get(k).filter(|c| c.name == key).map(|_| k);
         let Some(i) = at.or_else(|| index.get(key.as_ref()).copied()) else {
@@ -412,7 +415,7 @@ fn append_entries<'a>(
             ));
         };
         let column = &columns[i];
-        cells[i] = cell(column.ty, value).ok_or_else(|| {
+        cells[i] = cell(column.ty, value, escaped).ok_or_else(|| {
             format!(
                 "column `{}`: `{}` is not {}",
                 column.name,
@@ -435,20 +438,19 @@ fn compact(raw: &str) -> String {
         .unwrap_or_else(|_| raw.to_string())
 }
 
-/// `value` (as written) as a value of a column of type `ty`, or `None` when it does not
-/// fit. Strings that spell a value of the type are accepted for every type; a value other
-/// than a string in a text column is kept as compact JSON.
-fn cell(ty: ColumnType, raw: &str) -> Option<Cell<'_>> {
+/// `raw` (a value as written, `escaped` when it is a string with escapes) as a value of a
+/// column of type `ty`, or `None` when it does not fit. Strings that spell a value of the
+/// type are accepted for every type; a value other than a string in a text column is kept
+/// as compact JSON.
+fn cell(ty: ColumnType, raw: &str, escaped: bool) -> Option<Cell<'_>> {
     if raw == "null" {
         return Some(Cell::Null);
     }
-    // A string is read as its unescaped text. Without a backslash that is the text between
-    // the quotes as written: reading the line has already checked the string.
+    // A string is read as its unescaped text. Without escapes that is the text between the
+    // quotes as written: reading the line has already checked the string.
     let text = if let Some(quoted) = raw.strip_prefix('"') {
         match quoted.strip_suffix('"') {
-            Some(plain) if ByteSet::new([b'\\'; 4]).find(plain.as_bytes()).is_none() => {
-                Cow::Borrowed(plain)
-            }
+            Some(plain) if !escaped => Cow::Borrowed(plain),
             _ => serde_json::from_str::<Text>(raw).ok()?.0,
         }
     } else {
@@ -564,7 +566,7 @@ mod tests {
 
     #[test]
     fn values_fit_their_column_or_are_refused() {
-        let fits = |ty, v: Value| cell(ty, &v.to_string()).is_some();
+        let fits = |ty, v: Value| cell(ty, &v.to_string(), false).is_some();
         assert!(fits(ColumnType::Int64, serde_json::json!(3)));
         assert!(fits(ColumnType::Int64, serde_json::json!("3")));
         assert!(!fits(ColumnType::Int64, serde_json::json!(3.5)));
@@ -579,7 +581,8 @@ mod tests {
     fn strings_are_read_as_their_text_with_escapes_resolved() {
         let text = |line: &str| {
             let RawObject(entries) = serde_json::from_str::<RawObject>(line).unwrap();
-            match cell(ColumnType::Utf8, entries[0].1.get()) {
+            let raw = entries[0].1.get();
+            match cell(ColumnType::Utf8, raw, raw.contains('\\')) {
                 Some(Cell::Text(t)) => t.into_owned(),
                 _ => panic!("{line}: not read as text"),
             }
