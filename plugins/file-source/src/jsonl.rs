@@ -399,7 +399,29 @@ fn append_entries<'a>(
     entries: impl Iterator<Item = (Cow<'a, str>, &'a str, bool)>,
     builders: &mut [ColumnBuilder],
 ) -> Result<(), String> {
-    let mut cells: Vec<Cell> = vec![Cell::Null; columns.len()];
+    let rows = builders.first().map_or(0, ColumnBuilder::rows);
+    let appended = append_values(columns, index, entries, builders, rows);
+    for builder in builders.iter_mut() {
+        match appended {
+            // A column the line does not name is null.
+            Ok(()) if builder.rows() == rows => builder.append_null(),
+            Ok(()) => {}
+            // All or nothing: take back the values of this row appended so far.
+            Err(_) => builder.truncate(rows),
+        }
+    }
+    appended
+}
+
+/// Append each of `entries` to the builder of its column, which holds `rows` rows before
+/// the line; a key given twice keeps its last value.
+fn append_values<'a>(
+    columns: &[Column],
+    index: &HashMap<String, usize>,
+    entries: impl Iterator<Item = (Cow<'a, str>, &'a str, bool)>,
+    builders: &mut [ColumnBuilder],
+    rows: usize,
+) -> Result<(), String> {
     for (k, (key, value, escaped)) in entries.enumerate() {
         // Keys usually come in the order of the columns; look them up only when not.
         let at = columns.get(k).filter(|c| c.name == key).map(|_| k);
@@ -415,7 +437,7 @@ fn append_entries<'a>(
             ));
         };
         let column = &columns[i];
-        cells[i] = cell(column.ty, value, escaped).ok_or_else(|| {
+        let value = cell(column.ty, value, escaped).ok_or_else(|| {
             format!(
                 "column `{}`: `{}` is not {}",
                 column.name,
@@ -423,9 +445,10 @@ fn append_entries<'a>(
                 type_phrase(column.ty)
             )
         })?;
-    }
-    for (builder, cell) in builders.iter_mut().zip(cells) {
-        builder.append(cell);
+        if builders[i].rows() > rows {
+            builders[i].truncate(rows);
+        }
+        builders[i].append(value);
     }
     Ok(())
 }
@@ -561,6 +584,69 @@ mod tests {
                 ("mixed", ColumnType::Utf8),
                 ("n", ColumnType::Utf8),
             ]
+        );
+    }
+
+    #[test]
+    fn a_row_is_appended_whole_or_not_at_all_with_absent_keys_null_and_the_last_of_twins() {
+        let columns = vec![
+            Column {
+                name: "id".into(),
+                ty: ColumnType::Int64,
+            },
+            Column {
+                name: "name".into(),
+                ty: ColumnType::Utf8,
+            },
+        ];
+        let index = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        let mut builders: Vec<ColumnBuilder> = columns
+            .iter()
+            .map(|c| ColumnBuilder::new(c.ty, 8))
+            .collect();
+        let mut entries = Vec::new();
+        let mut append = |line: &str| {
+            append_row(
+                &columns,
+                &index,
+                line.as_bytes(),
+                &mut builders,
+                &mut entries,
+            )
+        };
+        append(r#"{"id": 1, "name": "a"}"#).unwrap();
+        // Fails at its second value, after the first was appended: nothing stays.
+        let error = append(r#"{"name": "b", "id": "x"}"#).unwrap_err();
+        assert!(error.contains("column `id`"), "{error}");
+        assert!(append(r#"{"name": "c", "other": 1}"#)
+            .unwrap_err()
+            .contains("`other`"));
+        append(r#"{"name": "d"}"#).unwrap();
+        append(r#"{"id": 5, "id": 6, "name": "e", "name": "f"}"#).unwrap();
+        // The same rows through serde_json (a nested value sends the line there).
+        append(r#"{"id": 7, "id": 8, "name": "g", "name": {"h": 1}}"#).unwrap();
+        assert!(append(r#"{"id": 9, "name": {"h": 1}, "id": [1]}"#).is_err());
+
+        let arrays: Vec<_> = builders.iter_mut().map(ColumnBuilder::finish).collect();
+        let ids = arrays[0]
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .unwrap();
+        let names = arrays[1]
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap();
+        assert_eq!(
+            ids.iter().collect::<Vec<_>>(),
+            [Some(1), None, Some(6), Some(8)]
+        );
+        assert_eq!(
+            names.iter().collect::<Vec<_>>(),
+            [Some("a"), Some("d"), Some("f"), Some(r#"{"h":1}"#)]
         );
     }
 
