@@ -356,9 +356,9 @@ def main():
     if args.readers > 1:
         variants[f"ours, {args.readers} readers"] = (HOST, data, "sha256", "", "", True, args.readers)
     if args.jsonl:
-        variants["ours (jsonl input)"] = (HOST, jsonl, "sha256", "", "", True, 1)
+        variants["ours" + JSONL_SUFFIX] = (HOST, jsonl, "sha256", "", "", True, 1)
         if args.readers > 1:
-            variants[f"ours (jsonl input), {args.readers} readers"] = (
+            variants[f"ours{JSONL_SUFFIX}, {args.readers} readers"] = (
                 HOST, jsonl, "sha256", "", "", True, args.readers)
     # Warm the compiled-component cache so that no timed run compiles a plugin.
     tiny_run(work, env, "warm")
@@ -367,6 +367,8 @@ def main():
         tiny_run(work, env, "warm-baseline", host=args.baseline)
     runs = {name: [] for name in list(variants) + tools}
     outputs = {}
+    # name → the file it read
+    inputs = {}
     for rep in range(args.repeat):
         for name, (host, src, rule, key, extra, masked, readers) in variants.items():
             w = os.path.join(work, f"v{list(variants).index(name)}")
@@ -378,6 +380,7 @@ def main():
                 f.write(pipeline_text(w, data_dir, src, mask, extra, readers))
             runs[name].append(measure([host, "run", pipeline], env))
             outputs[name] = os.path.join(w, "out", "orders", "*.parquet")
+            inputs[name] = src
         for tool in tools:
             src = jsonl if tool.endswith(JSONL_SUFFIX) else data
             peer = tool.removesuffix(JSONL_SUFFIX)
@@ -386,6 +389,7 @@ def main():
                 os.remove(dst)
             runs[tool].append(measure([python, os.path.join(HERE, "peers.py"), peer, src, dst]))
             outputs[tool] = dst
+            inputs[tool] = src
         print(f"repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
 
     med = {name: tuple(statistics.median(r[i] for r in rs) for i in range(3)) for name, rs in runs.items()}
@@ -401,7 +405,7 @@ def main():
         "|---|---|---|---|---|---|---|---|",
     ]
     def input_mb(name):
-        return os.path.getsize(jsonl if name.endswith(JSONL_SUFFIX) else data) / 1e6
+        return os.path.getsize(inputs[name]) / 1e6
 
     for name, (wall, cpu, rss) in med.items():
         written = sum(os.path.getsize(f) for f in glob.glob(outputs[name])) / 1e6

@@ -210,13 +210,8 @@ impl<R: Read> Framer<R> {
 
     /// Read more input after `hi`; at the end of the input, set `eof`.
     fn fill(&mut self) -> Result<(), FrameError> {
-        match self.src.read(&mut self.buf[self.hi..]) {
-            Ok(0) => self.eof = true,
-            Ok(n) => self.hi += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(FrameError::Io(e)),
-        }
-        Ok(())
+        files::read_more(&mut self.src, &mut self.buf, &mut self.hi, &mut self.eof)
+            .map_err(FrameError::Io)
     }
 
     /// Frame the record at `lo` if it is an ordinary one (see the module's docs), without

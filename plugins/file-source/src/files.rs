@@ -1,12 +1,13 @@
 //! Which files `path` names: a plain path or a glob (`*`, `?` within a name, `**` for any
-//! number of directories), expanded with `std::fs` inside the sandbox, and how an I/O
-//! error on a path becomes an error the host acts on.
+//! number of directories), expanded with `std::fs` inside the sandbox, how an I/O error on
+//! a path becomes an error the host acts on, and the refill step of the readers that keep
+//! their own buffer.
 //!
 //! Wildcards do not match a leading `.`, as in a shell, so hidden files and directories are
 //! left out unless the pattern spells the dot.
 
 use std::fs;
-use std::io::{self, Seek};
+use std::io::{self, Read, Seek};
 
 use ingest_sdk::Error;
 
@@ -249,6 +250,23 @@ fn not_capable(e: &io::Error) -> bool {
 #[cfg(not(target_os = "wasi"))]
 fn not_capable(_: &io::Error) -> bool {
     false
+}
+
+/// Read more of `src` into `buf` after its first `*hi` bytes, advancing `*hi`; at the end of
+/// the input, set `*eof`. An interrupted read reads nothing and is not an error.
+pub fn read_more(
+    src: &mut impl Read,
+    buf: &mut [u8],
+    hi: &mut usize,
+    eof: &mut bool,
+) -> io::Result<()> {
+    match src.read(&mut buf[*hi..]) {
+        Ok(0) => *eof = true,
+        Ok(n) => *hi += n,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -163,12 +163,8 @@ impl<R: Read> Lines<R> {
                 let len = (self.buf.len() * 2).min(MAX_LINE + 1);
                 self.buf.resize(len, 0);
             }
-            match self.src.read(&mut self.buf[self.hi..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.hi += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(files::io_error(path, "read", e)),
-            }
+            files::read_more(&mut self.src, &mut self.buf, &mut self.hi, &mut self.eof)
+                .map_err(|e| files::io_error(path, "read", e))?;
         };
         if end - lo > MAX_LINE {
             return Err(Error::data(format!(
@@ -253,11 +249,7 @@ impl JsonlReader {
     ) -> Result<Self> {
         let at = TextPosition::resume(path, position, &part)?;
         let file = files::open_at(path, at.offset)?;
-        let index = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
+        let index = column_index(&columns);
         Ok(JsonlReader {
             path: path.to_string(),
             columns,
@@ -334,11 +326,7 @@ impl JsonlReader {
 /// Parse again lines rejected earlier, each on its own: the rows that parse now, and the
 /// lines that still fail with their index in `records`.
 pub fn replay(columns: Vec<Column>, schema: SchemaRef, records: Vec<String>) -> Result<Replayed> {
-    let index = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name.clone(), i))
-        .collect();
+    let index = column_index(&columns);
     let mut builders: Vec<ColumnBuilder> = columns
         .iter()
         .map(|c| ColumnBuilder::new(c.ty, records.len()))
@@ -363,6 +351,15 @@ pub fn replay(columns: Vec<Column>, schema: SchemaRef, records: Vec<String>) -> 
     }
     let batch = finish_batch(&schema, &mut builders, rows)?;
     Ok(Replayed { batch, rejects })
+}
+
+/// Each column's position by name, for keys that do not come in the columns' order.
+fn column_index(columns: &[Column]) -> HashMap<String, usize> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.clone(), i))
+        .collect()
 }
 
 /// Parse one line into `builders`, all or nothing; the reason when it does not fit.
@@ -599,11 +596,7 @@ mod tests {
                 ty: ColumnType::Utf8,
             },
         ];
-        let index = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
+        let index = column_index(&columns);
         let mut builders: Vec<ColumnBuilder> = columns
             .iter()
             .map(|c| ColumnBuilder::new(c.ty, 8))
