@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ConfigError};
 use crate::plugin::{self, Kind, PluginRef, Runtime};
@@ -157,7 +157,11 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(dispatch(cli.command)) {
+    let outcome = rt.block_on(dispatch(cli.command));
+    // Every plugin call is bounded, so no stage thread should be left; should one be, it
+    // must not keep a stopped run from exiting.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", redact(&format!("{:#}", f.error)));
@@ -376,11 +380,11 @@ fn new_runtime(pipeline: Option<&config::Pipeline>) -> Result<Runtime, Failure> 
     })
 }
 
-/// Cancel the run on SIGINT/SIGTERM: running plugin calls stop at their next epoch tick.
-/// A second signal exits at once.
-fn cancel_on_signal() -> Arc<AtomicBool> {
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
+/// Cancel the run on SIGINT/SIGTERM: every plugin call in progress stops at once, waiting
+/// or computing, and the open epoch is aborted. A second signal exits at once.
+fn cancel_on_signal() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
     tokio::spawn(async move {
         #[cfg(unix)]
         {
@@ -396,10 +400,11 @@ fn cancel_on_signal() -> Arc<AtomicBool> {
                     _ = term.recv() => {},
                     _ = int.recv() => {},
                 }
-                if flag.swap(true, Ordering::SeqCst) {
+                if token.is_cancelled() {
                     eprintln!("error: interrupted again; exiting now");
                     std::process::exit(130);
                 }
+                token.cancel();
                 eprintln!("stopping: aborting the open epoch (interrupt again to exit at once)");
             }
         }
@@ -478,7 +483,7 @@ fn human_bytes(n: u64) -> String {
 async fn check(path: &Path) -> Result<(), Failure> {
     let pipeline = config::load(path)?;
     let runtime = new_runtime(Some(&pipeline))?;
-    let prepared = runtime::prepare(&pipeline, &runtime, Arc::new(AtomicBool::new(false)))
+    let prepared = runtime::prepare(&pipeline, &runtime, CancellationToken::new())
         .await
         .map_err(run_failure)?;
     println!("pipeline {} is valid", pipeline.name);

@@ -1,13 +1,13 @@
 //! The sandbox of one plugin instance: its grants (preopened directories, `host:port`
 //! connections, HTTP URL prefixes, environment variables, secrets) turned into a WASI
 //! context with nothing else — no other environment, network or inherited stdio — its
-//! memory cap, its per-call deadline and fuel, and the capture of what it prints.
+//! memory cap, its per-call fuel, and the capture of what it prints. (The per-call deadline
+//! and cancellation are the host timer around each call, in `runtime::instances`.)
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -151,15 +151,6 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpPolicy {
     }
 }
 
-/// Why a call was interrupted by the host.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Interrupted {
-    #[error("exceeded its deadline of {0:?} for one call")]
-    Deadline(Duration),
-    #[error("was cancelled")]
-    Cancelled,
-}
-
 /// The host-side state of one plugin instance (the `T` of its `Store<T>`).
 pub struct PluginState {
     /// The plugin as the user knows it, e.g. `transform "mask" (builtin:pii-mask)`.
@@ -172,9 +163,6 @@ pub struct PluginState {
     limits: StoreLimits,
     /// The limits the instance runs under, for messages.
     pub granted: Limits,
-    call_timeout: Duration,
-    deadline: Option<Instant>,
-    cancel: Arc<AtomicBool>,
     pub log_budget: LogBudget,
 }
 
@@ -214,7 +202,6 @@ pub fn new_store(
     engine: &Engine,
     label: Arc<str>,
     grants: &Grants,
-    cancel: Arc<AtomicBool>,
 ) -> Result<Store<PluginState>, SandboxError> {
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdout(PluginOutput::new(label.clone(), "stdout"))
@@ -275,9 +262,6 @@ pub fn new_store(
         table: ResourceTable::new(),
         limits,
         granted: grants.limits,
-        call_timeout: grants.limits.call_timeout,
-        deadline: None,
-        cancel,
         log_budget: LogBudget::default(),
     };
     let mut store = Store::new(engine, state);
@@ -290,33 +274,19 @@ pub fn new_store(
         // others get all they want.
         let _ = store.set_fuel(grants.limits.fuel.unwrap_or(u64::MAX));
     }
-    // Every epoch tick (see `plugin::Runtime`) a running call yields to the scheduler, so
-    // other stages progress and a cancelled run stops; past its deadline the call traps.
-    store.epoch_deadline_callback(|ctx| {
-        let state = ctx.data();
-        if state.cancel.load(Ordering::Relaxed) {
-            return Err(wasmtime::Error::new(Interrupted::Cancelled));
-        }
-        if let Some(deadline) = state.deadline {
-            if Instant::now() > deadline {
-                return Err(wasmtime::Error::new(Interrupted::Deadline(
-                    state.call_timeout,
-                )));
-            }
-        }
-        Ok(UpdateDeadline::Yield(1))
-    });
+    // Every epoch tick (see `plugin::Runtime`) running plugin code yields to the executor,
+    // so the host timer and the cancellation around each call (see
+    // `runtime::instances`) are polled even while the plugin computes without pause.
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
     store.set_epoch_deadline(1);
     Ok(store)
 }
 
-/// Start the clock of one call into the plugin.
+/// Prepare the store for one call into the plugin: the next epoch tick yields, and the
+/// fuel budget, which is per call like the deadline, is full again.
 pub fn arm(store: &mut Store<PluginState>) {
-    let timeout = store.data().call_timeout;
-    store.data_mut().deadline = Some(Instant::now() + timeout);
     store.set_epoch_deadline(1);
     if let Some(fuel) = store.data().granted.fuel {
-        // Fuel is per call, like the deadline.
         let _ = store.set_fuel(fuel);
     }
 }

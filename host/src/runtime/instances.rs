@@ -1,10 +1,21 @@
-//! Typed handles on running plugin instances: one store and one instance per handle, every
-//! call armed with the plugin's deadline, every failure turned into a [`RunError`] that
-//! names the plugin and says what happened.
+//! Typed handles on running plugin instances: one store and one instance per handle, and
+//! one way into the plugin, [`Instance::call`], that bounds every call by the plugin's
+//! deadline and by cancellation, and turns every failure into a [`RunError`] that names
+//! the plugin and says what happened.
+//!
+//! The deadline is a host timer around the call, not only the engine's epoch tick: a
+//! plugin waiting inside a host call (a sleep, a poll, a socket read from a server that
+//! never answers) runs no WebAssembly, so nothing inside the engine would stop it. When
+//! the timer fires or the run is cancelled, the call's future is dropped; wasmtime
+//! unwinds the plugin's stack, and the instance is discarded: every later call on it
+//! fails at once. Running code yields at every epoch tick (see `sandbox`), so the same
+//! timer also stops a plugin that computes without pause.
 
-use std::sync::atomic::AtomicBool;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::Store;
 
@@ -19,40 +30,60 @@ use crate::plugin::bindings::transform::exports::ingest::plugin::transform::Outp
 use crate::plugin::bindings::transform::{TransformPlugin, TransformPluginPre};
 use crate::plugin::bindings::types::{Error as WitError, Split, StreamInfo, WriteMode};
 use crate::plugin::Runtime;
-use crate::sandbox::{self, Grants, Interrupted, PluginState};
+use crate::sandbox::{self, Grants, Limits, PluginState};
 
-/// Turn the outcome of a call into our error: the outer layer is a trap or interruption,
-/// the inner one the plugin's own error.
-fn outcome<T>(
-    state: &PluginState,
-    result: wasmtime::Result<Result<T, WitError>>,
+/// Why the host stopped a call before it returned.
+#[derive(Debug, Clone, Copy)]
+enum Interrupted {
+    Deadline(Duration),
+    Cancelled,
+}
+
+/// Run one call into a plugin (`call`, a future over the plugin's store) under its
+/// deadline and the run's cancellation. The outer error is the host's (a trap, a limit, an
+/// interruption); whatever the plugin itself returned is inside the `Ok`.
+async fn bounded<T>(
+    label: &str,
+    limits: Limits,
+    cancel: &CancellationToken,
+    call: impl Future<Output = wasmtime::Result<T>>,
 ) -> Result<T, RunError> {
-    match result {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(RunError::from_plugin(&state.label, e)),
-        Err(e) => Err(trapped(state, e)),
+    let outcome = tokio::select! {
+        // A cancelled run starts no new call, and stops one that waits or computes.
+        biased;
+        _ = cancel.cancelled() => Err(Interrupted::Cancelled),
+        result = call => Ok(result),
+        _ = tokio::time::sleep(limits.call_timeout) => Err(Interrupted::Deadline(limits.call_timeout)),
+    };
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(trapped(label, limits, error)),
+        Err(Interrupted::Cancelled) => Err(RunError::Cancelled {
+            plugin: Some(label.to_string()),
+        }),
+        Err(Interrupted::Deadline(limit)) => Err(RunError::Trapped {
+            plugin: label.to_string(),
+            what: format!(
+                "exceeded its deadline of {} for one call (raise `deadline` to allow longer calls)",
+                humanize(limit)
+            ),
+        }),
     }
 }
 
-fn unit(state: &PluginState, result: wasmtime::Result<()>) -> Result<(), RunError> {
-    result.map_err(|e| trapped(state, e))
+/// A duration as a person writes it in pipeline.toml: `2s`, `1.5s`, `250ms`.
+fn humanize(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
 }
 
-/// Describe why a plugin instance died, naming the limit it hit.
-pub fn trapped(state: &PluginState, error: wasmtime::Error) -> RunError {
-    let label = state.label.as_ref();
-    let limits = state.granted;
-    if let Some(interrupted) = error.downcast_ref::<Interrupted>() {
-        return match interrupted {
-            Interrupted::Cancelled => RunError::Cancelled {
-                plugin: Some(label.to_string()),
-            },
-            Interrupted::Deadline(_) => RunError::Trapped {
-                plugin: label.to_string(),
-                what: format!("{interrupted} (raise `deadline` to allow longer calls)"),
-            },
-        };
-    }
+/// Describe why a plugin call failed inside the engine, naming the limit it hit.
+fn trapped(label: &str, limits: Limits, error: wasmtime::Error) -> RunError {
     let text = format!("{error:#}");
     let what = if text.contains("forcing trap when growing memory") {
         format!(
@@ -97,20 +128,6 @@ pub struct Loaded<P> {
     pre: P,
 }
 
-fn new_store(
-    runtime: &Runtime,
-    label: &Arc<str>,
-    grants: &Grants,
-    cancel: &Arc<AtomicBool>,
-) -> Result<Store<PluginState>, RunError> {
-    Ok(sandbox::new_store(
-        &runtime.engine,
-        label.clone(),
-        grants,
-        cancel.clone(),
-    )?)
-}
-
 macro_rules! loaded {
     ($pre:ty, $plugin:ty) => {
         impl Loaded<$pre> {
@@ -140,22 +157,28 @@ macro_rules! loaded {
                 })
             }
 
-            /// A fresh instance in a fresh sandbox.
+            /// A fresh instance in a fresh sandbox; instantiation (which may run the
+            /// plugin's start-up code) is bounded like any call.
             pub async fn start(
                 &self,
                 runtime: &Runtime,
-                cancel: &Arc<AtomicBool>,
+                cancel: &CancellationToken,
             ) -> Result<Instance<$plugin>, RunError> {
-                let mut store = new_store(runtime, &self.label, &self.grants, cancel)?;
+                let mut store =
+                    sandbox::new_store(&runtime.engine, self.label.clone(), &self.grants)?;
                 sandbox::arm(&mut store);
-                let plugin = self
-                    .pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| trapped(store.data(), e))?;
+                let plugin = bounded(
+                    &self.label,
+                    self.grants.limits,
+                    cancel,
+                    self.pre.instantiate_async(&mut store),
+                )
+                .await?;
                 Ok(Instance {
                     label: self.label.clone(),
                     config: self.stage.config_json.clone(),
+                    cancel: cancel.clone(),
+                    discarded: false,
                     store,
                     plugin,
                 })
@@ -172,13 +195,17 @@ loaded!(SinkPluginPre<PluginState>, SinkPlugin);
 pub struct Instance<P> {
     pub label: Arc<str>,
     config: String,
+    cancel: CancellationToken,
+    /// A call failed inside the engine or was stopped by the host: the instance's state
+    /// is gone, and it takes no more calls.
+    discarded: bool,
     store: Store<PluginState>,
     plugin: P,
 }
 
 impl<P> Instance<P> {
     /// The limits the instance runs under.
-    pub fn limits(&self) -> sandbox::Limits {
+    pub fn limits(&self) -> Limits {
         self.store.data().granted
     }
 
@@ -191,72 +218,85 @@ impl<P> Instance<P> {
     pub fn set_config(&mut self, config: String) {
         self.config = config;
     }
-}
 
-macro_rules! spec {
-    ($plugin:ty, $interface:ident) => {
-        impl Instance<$plugin> {
-            /// The JSON Schema of the plugin's config.
-            pub async fn spec(&mut self) -> Result<String, RunError> {
-                sandbox::arm(&mut self.store);
-                let r = self.plugin.$interface().call_spec(&mut self.store).await;
-                r.map_err(|e| trapped(self.store.data(), e))
-            }
+    /// Call into the plugin: `call` gets the bindings, the store and the config. Any
+    /// failure of the call itself (a trap, a limit, the deadline, cancellation) discards
+    /// the instance.
+    async fn call<T>(
+        &mut self,
+        call: impl AsyncFnOnce(&P, &mut Store<PluginState>, &String) -> wasmtime::Result<T>,
+    ) -> Result<T, RunError> {
+        if self.discarded {
+            return Err(RunError::Trapped {
+                plugin: self.label.to_string(),
+                what: "was discarded after an earlier call failed".into(),
+            });
         }
-    };
+        sandbox::arm(&mut self.store);
+        let limits = self.store.data().granted;
+        let result = bounded(
+            &self.label,
+            limits,
+            &self.cancel,
+            call(&self.plugin, &mut self.store, &self.config),
+        )
+        .await;
+        self.discarded = result.is_err();
+        result
+    }
+
+    /// [`Instance::call`] for a call whose result is the contract's `result<T, error>`:
+    /// the plugin's own error keeps the instance.
+    async fn try_call<T>(
+        &mut self,
+        call: impl AsyncFnOnce(
+            &P,
+            &mut Store<PluginState>,
+            &String,
+        ) -> wasmtime::Result<Result<T, WitError>>,
+    ) -> Result<T, RunError> {
+        self.call(call)
+            .await?
+            .map_err(|e| RunError::from_plugin(&self.label, e))
+    }
+
+    /// Close one of the plugin's resources (a reader, transformer or writer) by dropping it.
+    pub async fn close(&mut self, resource: ResourceAny) -> Result<(), RunError> {
+        self.call(async |_, store, _| resource.resource_drop_async(store).await)
+            .await
+    }
 }
-
-spec!(SourcePlugin, ingest_plugin_source);
-spec!(TransformPlugin, ingest_plugin_transform);
-spec!(SinkPlugin, ingest_plugin_sink);
-
-pub type LoadedSource = Loaded<SourcePluginPre<PluginState>>;
-pub type LoadedTransform = Loaded<TransformPluginPre<PluginState>>;
-pub type LoadedSink = Loaded<SinkPluginPre<PluginState>>;
-
-/// A running source instance.
-pub type Source = Instance<SourcePlugin>;
 
 impl Instance<SourcePlugin> {
+    /// The JSON Schema of the plugin's config.
+    pub async fn spec(&mut self) -> Result<String, RunError> {
+        self.call(async |p, s, _| p.ingest_plugin_source().call_spec(s).await)
+            .await
+    }
+
     pub async fn check(&mut self) -> Result<(), RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_source()
-            .call_check(&mut self.store, &self.config)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, c| p.ingest_plugin_source().call_check(s, c).await)
+            .await
     }
 
     pub async fn discover(&mut self) -> Result<Vec<StreamInfo>, RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_source()
-            .call_discover(&mut self.store, &self.config)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, c| p.ingest_plugin_source().call_discover(s, c).await)
+            .await
     }
 
     pub async fn splits(&mut self, stream: &str) -> Result<Vec<Split>, RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_source()
-            .call_splits(&mut self.store, &self.config, stream)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, c| p.ingest_plugin_source().call_splits(s, c, stream).await)
+            .await
     }
 
     /// Parse again records the source rejected earlier.
     pub async fn replay(&mut self, stream: &str, records: &[String]) -> Result<Replayed, RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_source()
-            .call_replay(&mut self.store, &self.config, stream, records)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, c| {
+            p.ingest_plugin_source()
+                .call_replay(s, c, stream, records)
+                .await
+        })
+        .await
     }
 
     pub async fn open(
@@ -265,14 +305,13 @@ impl Instance<SourcePlugin> {
         split: &Split,
         position: Option<&Vec<u8>>,
     ) -> Result<ResourceAny, RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_source()
-            .reader()
-            .call_open(&mut self.store, &self.config, stream, split, position)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, c| {
+            p.ingest_plugin_source()
+                .reader()
+                .call_open(s, c, stream, split, position)
+                .await
+        })
+        .await
     }
 
     pub async fn next(
@@ -280,48 +319,36 @@ impl Instance<SourcePlugin> {
         reader: ResourceAny,
         max_rows: u32,
     ) -> Result<Option<Chunk>, RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_source()
-            .reader()
-            .call_next(&mut self.store, reader, max_rows)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, _| {
+            p.ingest_plugin_source()
+                .reader()
+                .call_next(s, reader, max_rows)
+                .await
+        })
+        .await
     }
 
     pub async fn ack(&mut self, reader: ResourceAny, position: &Vec<u8>) -> Result<(), RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_source()
-            .reader()
-            .call_ack(&mut self.store, reader, position)
-            .await;
-        unit(self.store.data(), r)
-    }
-
-    pub async fn close(&mut self, reader: ResourceAny) -> Result<(), RunError> {
-        sandbox::arm(&mut self.store);
-        {
-            let r = reader.resource_drop_async(&mut self.store).await;
-            unit(self.store.data(), r)
-        }
+        self.call(async |p, s, _| {
+            p.ingest_plugin_source()
+                .reader()
+                .call_ack(s, reader, position)
+                .await
+        })
+        .await
     }
 }
 
-/// A running transform instance.
-pub type Transform = Instance<TransformPlugin>;
-
 impl Instance<TransformPlugin> {
+    /// The JSON Schema of the plugin's config.
+    pub async fn spec(&mut self) -> Result<String, RunError> {
+        self.call(async |p, s, _| p.ingest_plugin_transform().call_spec(s).await)
+            .await
+    }
+
     pub async fn check(&mut self) -> Result<(), RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_transform()
-            .call_check(&mut self.store, &self.config)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, c| p.ingest_plugin_transform().call_check(s, c).await)
+            .await
     }
 
     /// Open a transformer for `schema`, resuming from `state` (what `checkpoint` returned at
@@ -331,20 +358,24 @@ impl Instance<TransformPlugin> {
         schema: &Vec<u8>,
         state: Option<&Vec<u8>>,
     ) -> Result<(ResourceAny, Vec<u8>), RunError> {
-        sandbox::arm(&mut self.store);
-        let api = self.plugin.ingest_plugin_transform().transformer();
-        let r = api
-            .call_open(
-                &mut self.store,
-                &self.config,
-                schema,
-                state.map(Vec::as_slice),
-            )
-            .await;
-        let handle = outcome(self.store.data(), r)?;
-        sandbox::arm(&mut self.store);
-        let r = api.call_output_schema(&mut self.store, handle).await;
-        Ok((handle, outcome(self.store.data(), r)?))
+        let state = state.map(Vec::as_slice);
+        let handle = self
+            .try_call(async |p, s, c| {
+                p.ingest_plugin_transform()
+                    .transformer()
+                    .call_open(s, c, schema, state)
+                    .await
+            })
+            .await?;
+        let output = self
+            .try_call(async |p, s, _| {
+                p.ingest_plugin_transform()
+                    .transformer()
+                    .call_output_schema(s, handle)
+                    .await
+            })
+            .await?;
+        Ok((handle, output))
     }
 
     pub async fn process(
@@ -352,60 +383,47 @@ impl Instance<TransformPlugin> {
         handle: ResourceAny,
         batch: &Vec<u8>,
     ) -> Result<Output, RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_transform()
-            .transformer()
-            .call_process(&mut self.store, handle, batch)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, _| {
+            p.ingest_plugin_transform()
+                .transformer()
+                .call_process(s, handle, batch)
+                .await
+        })
+        .await
     }
 
     pub async fn flush(&mut self, handle: ResourceAny) -> Result<Output, RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_transform()
-            .transformer()
-            .call_flush(&mut self.store, handle)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, _| {
+            p.ingest_plugin_transform()
+                .transformer()
+                .call_flush(s, handle)
+                .await
+        })
+        .await
     }
 
     /// The state to keep with the epoch being closed.
     pub async fn checkpoint(&mut self, handle: ResourceAny) -> Result<Vec<u8>, RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_transform()
-            .transformer()
-            .call_checkpoint(&mut self.store, handle)
-            .await;
-        outcome(self.store.data(), r)
-    }
-
-    pub async fn close(&mut self, handle: ResourceAny) -> Result<(), RunError> {
-        sandbox::arm(&mut self.store);
-        {
-            let r = handle.resource_drop_async(&mut self.store).await;
-            unit(self.store.data(), r)
-        }
+        self.try_call(async |p, s, _| {
+            p.ingest_plugin_transform()
+                .transformer()
+                .call_checkpoint(s, handle)
+                .await
+        })
+        .await
     }
 }
 
-/// A running sink instance.
-pub type Sink = Instance<SinkPlugin>;
-
 impl Instance<SinkPlugin> {
+    /// The JSON Schema of the plugin's config.
+    pub async fn spec(&mut self) -> Result<String, RunError> {
+        self.call(async |p, s, _| p.ingest_plugin_sink().call_spec(s).await)
+            .await
+    }
+
     pub async fn check(&mut self) -> Result<(), RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_sink()
-            .call_check(&mut self.store, &self.config)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, c| p.ingest_plugin_sink().call_check(s, c).await)
+            .await
     }
 
     pub async fn open(
@@ -413,36 +431,33 @@ impl Instance<SinkPlugin> {
         stream: &StreamInfo,
         mode: &WriteMode,
     ) -> Result<ResourceAny, RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_sink()
-            .writer()
-            .call_open(&mut self.store, &self.config, stream, mode)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, c| {
+            p.ingest_plugin_sink()
+                .writer()
+                .call_open(s, c, stream, mode)
+                .await
+        })
+        .await
     }
 
     pub async fn write(&mut self, writer: ResourceAny, batch: &Vec<u8>) -> Result<(), RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_sink()
-            .writer()
-            .call_write(&mut self.store, writer, batch)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, _| {
+            p.ingest_plugin_sink()
+                .writer()
+                .call_write(s, writer, batch)
+                .await
+        })
+        .await
     }
 
     pub async fn prepare(&mut self, writer: ResourceAny, epoch: u64) -> Result<Vec<u8>, RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_sink()
-            .writer()
-            .call_prepare(&mut self.store, writer, epoch)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, _| {
+            p.ingest_plugin_sink()
+                .writer()
+                .call_prepare(s, writer, epoch)
+                .await
+        })
+        .await
     }
 
     /// Publish `epoch`; returns the names of what was published.
@@ -452,32 +467,100 @@ impl Instance<SinkPlugin> {
         epoch: u64,
         token: &[u8],
     ) -> Result<Vec<String>, RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_sink()
-            .writer()
-            .call_commit(&mut self.store, writer, epoch, token)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, _| {
+            p.ingest_plugin_sink()
+                .writer()
+                .call_commit(s, writer, epoch, token)
+                .await
+        })
+        .await
     }
 
     pub async fn abort(&mut self, writer: ResourceAny, epoch: u64) -> Result<(), RunError> {
-        sandbox::arm(&mut self.store);
-        let r = self
-            .plugin
-            .ingest_plugin_sink()
-            .writer()
-            .call_abort(&mut self.store, writer, epoch)
-            .await;
-        outcome(self.store.data(), r)
+        self.try_call(async |p, s, _| {
+            p.ingest_plugin_sink()
+                .writer()
+                .call_abort(s, writer, epoch)
+                .await
+        })
+        .await
+    }
+}
+
+pub type LoadedSource = Loaded<SourcePluginPre<PluginState>>;
+pub type LoadedTransform = Loaded<TransformPluginPre<PluginState>>;
+pub type LoadedSink = Loaded<SinkPluginPre<PluginState>>;
+
+/// A running source instance.
+pub type Source = Instance<SourcePlugin>;
+/// A running transform instance.
+pub type Transform = Instance<TransformPlugin>;
+/// A running sink instance.
+pub type Sink = Instance<SinkPlugin>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_that_waits_is_stopped_at_its_deadline() {
+        let limits = Limits {
+            call_timeout: Duration::from_millis(50),
+            ..Limits::default()
+        };
+        let started = std::time::Instant::now();
+        let waiting = async {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok(())
+        };
+        let error = bounded("source \"s\"", limits, &CancellationToken::new(), waiting)
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let text = error.to_string();
+        assert!(text.contains("deadline of 50ms"), "{text}");
+        assert!(
+            error.is_retryable(),
+            "a deadline overrun is retried like a trap"
+        );
     }
 
-    pub async fn close(&mut self, writer: ResourceAny) -> Result<(), RunError> {
-        sandbox::arm(&mut self.store);
-        {
-            let r = writer.resource_drop_async(&mut self.store).await;
-            unit(self.store.data(), r)
-        }
+    #[tokio::test]
+    async fn a_cancelled_run_stops_a_waiting_call_and_starts_no_new_one() {
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            trigger.cancel();
+        });
+        let waiting = async {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok(())
+        };
+        let error = bounded("sink \"s\"", Limits::default(), &cancel, waiting)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, RunError::Cancelled { plugin: Some(ref p) } if p == "sink \"s\""),
+            "{error:?}"
+        );
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let call = async {
+            started.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        };
+        let again = bounded("sink \"s\"", Limits::default(), &cancel, call).await;
+        assert!(matches!(again, Err(RunError::Cancelled { .. })));
+        assert!(
+            !started.into_inner(),
+            "a call after cancellation must not start"
+        );
+    }
+
+    #[test]
+    fn deadlines_read_as_written() {
+        assert_eq!(humanize(Duration::from_secs(2)), "2s");
+        assert_eq!(humanize(Duration::from_millis(250)), "250ms");
+        assert_eq!(humanize(Duration::from_millis(1500)), "1.5s");
     }
 }

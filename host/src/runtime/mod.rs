@@ -17,10 +17,10 @@ mod replay;
 mod stages;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::Linker;
 
 use crate::checkpoint::{LocalStore, State, StateError, StateStore};
@@ -138,7 +138,7 @@ pub struct Summary {
 pub struct Prepared {
     pub pipeline: Pipeline,
     pub runtime: Runtime,
-    pub cancel: Arc<AtomicBool>,
+    pub cancel: CancellationToken,
     pub source: LoadedSource,
     pub transforms: Vec<LoadedTransform>,
     pub sink: LoadedSink,
@@ -255,7 +255,7 @@ fn locate(pipeline: &Pipeline, stage: &Stage, error: RunError) -> RunError {
 pub async fn prepare(
     pipeline: &Pipeline,
     runtime: &Runtime,
-    cancel: Arc<AtomicBool>,
+    cancel: CancellationToken,
 ) -> Result<Prepared, RunError> {
     let secrets = crate::secrets::resolve(&pipeline.secrets).map_err(|errors| {
         RunError::Secrets(
@@ -377,7 +377,7 @@ pub async fn run(prepared: Arc<Prepared>) -> Result<Summary, RunError> {
                 return Ok(total);
             }
             Err(e) if e.is_retryable() && attempt < policy.max_attempts => {
-                if prepared.cancel.load(Ordering::Relaxed) {
+                if prepared.cancel.is_cancelled() {
                     return Err(RunError::Cancelled { plugin: None });
                 }
                 let delay = backoff(&policy, attempt, &e);

@@ -3,11 +3,11 @@
 //! channels, with the epoch barrier travelling in-band between the batches.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::ResourceAny;
 
 use super::channel::{self, Receiver, Sender};
@@ -284,7 +284,7 @@ pub(super) fn closed(_: channel::Closed) -> RunError {
 }
 
 pub(super) fn cancelled(prepared: &Prepared) -> Result<(), RunError> {
-    if prepared.cancel.load(Ordering::Relaxed) {
+    if prepared.cancel.is_cancelled() {
         Err(RunError::Cancelled { plugin: None })
     } else {
         Ok(())
@@ -356,7 +356,7 @@ async fn transform_stage(
     on_error: OnError,
     mut rx: Receiver<Message>,
     tx: Sender<Message>,
-    cancel: Arc<std::sync::atomic::AtomicBool>,
+    cancel: CancellationToken,
 ) -> Result<(), RunError> {
     let label = transform.label.clone();
     let mut open: Option<(ResourceAny, arrow::datatypes::SchemaRef, String)> = None;
@@ -364,7 +364,7 @@ async fn transform_stage(
         let Some((message, permit)) = rx.recv().await else {
             return Err(RunError::Stopped);
         };
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.is_cancelled() {
             return Err(RunError::Cancelled { plugin: None });
         }
         match message {
