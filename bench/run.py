@@ -77,7 +77,10 @@ format = "parquet"
 compression = "zstd"
 """
 
-MASK = """[[transform]]
+MASK = """[dlq]
+protect = "mask"
+
+[[transform]]
 plugin = "builtin:pii-mask"
 secrets = ["mask_key"]
 [transform.config]

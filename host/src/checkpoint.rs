@@ -12,6 +12,33 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Opaque bytes a plugin owns and the host keeps for it — a source position, a
+/// transform's checkpoint, a sink's commit token — written as hex in the state file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opaque(#[serde(with = "hex")] pub Vec<u8>);
+
+impl Opaque {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Opaque {
+    fn from(bytes: Vec<u8>) -> Self {
+        Opaque(bytes)
+    }
+}
+
+/// Where a source resumes reading one split: opaque bytes the source gave the host with
+/// the chunk before it.
+pub type Position = Opaque;
+
+/// Source positions by stream, then split.
+pub type Positions = BTreeMap<String, BTreeMap<String, Position>>;
+
+/// What stateful transforms checkpointed: by transform name, then stream.
+pub type TransformStates = BTreeMap<String, BTreeMap<String, Opaque>>;
+
 /// The durable state of one pipeline.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -20,34 +47,35 @@ pub struct State {
     /// Whether the commit of `epoch` is recorded. A prepared but uncommitted epoch is
     /// committed again (sinks commit idempotently) before a run reads anything new.
     pub committed: bool,
-    /// Source positions after `epoch`, by stream then split, as hex of the opaque bytes.
-    pub positions: BTreeMap<String, BTreeMap<String, String>>,
+    /// Source positions after `epoch`.
+    pub positions: Positions,
     /// What `epoch` must publish.
     pub pending: Vec<PendingCommit>,
-    /// Each stream's schema (hex of a schema-only Arrow IPC stream) and its version.
+    /// Each stream's schema and its version.
     pub schemas: BTreeMap<String, SchemaRecord>,
     /// Totals over all epochs, for `state show`.
     pub totals: Totals,
-    /// What stateful transforms checkpointed with `epoch`: by transform name, then stream,
-    /// as hex of the opaque bytes.
+    /// What stateful transforms checkpointed with `epoch`.
     #[serde(default)]
-    pub transforms: BTreeMap<String, BTreeMap<String, String>>,
+    pub transforms: TransformStates,
 }
 
 /// A sink's prepared epoch for one stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingCommit {
     pub stream: String,
-    /// The sink's token (hex).
-    pub token: String,
-    /// The dead-letter queue's token, when rejects were staged in the epoch.
-    pub dlq_token: Option<String>,
+    /// The sink's token.
+    pub token: Opaque,
+    /// The dead-letter queue's token, when letters were staged in the epoch.
+    #[serde(default, deserialize_with = "crate::dlq::Token::deserialize_recorded")]
+    pub dlq_token: Option<crate::dlq::Token>,
 }
 
+/// A stream's schema (a schema-only Arrow IPC stream) and its version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaRecord {
     pub version: u32,
-    pub ipc: String,
+    pub ipc: Opaque,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,8 +220,14 @@ mod tests {
         s.positions
             .entry("orders".into())
             .or_default()
-            .insert("a.csv".into(), "7b7d".into());
+            .insert("a.csv".into(), Opaque(b"{}".to_vec()));
         s
+    }
+
+    #[test]
+    fn opaque_bytes_are_hex_in_the_state_file() {
+        let text = serde_json::to_string(&sample()).unwrap();
+        assert!(text.contains(r#""a.csv":"7b7d""#), "{text}");
     }
 
     #[test]

@@ -229,10 +229,39 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
     }
 }
 
+/// How `pipeline`'s dead letters are kept, with the key to open sealed ones; only the key's
+/// secret is resolved.
+fn dlq_protection(pipeline: &config::Pipeline) -> Result<crate::dlq::Protection, Failure> {
+    let needed: std::collections::BTreeMap<_, _> = pipeline
+        .secrets
+        .iter()
+        .filter(|(name, _)| {
+            matches!(&pipeline.dlq_protect, crate::dlq::Protect::Encrypt { key_secret } if key_secret == *name)
+        })
+        .map(|(name, source)| (name.clone(), source.clone()))
+        .collect();
+    let secrets = crate::secrets::resolve(&needed).map_err(|errors| Failure {
+        code: 2,
+        error: anyhow::anyhow!(
+            "cannot open the dead letters: {}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    })?;
+    crate::dlq::Protection::new(&pipeline.dlq_protect, &secrets).map_err(|e| Failure {
+        code: 2,
+        error: e.into(),
+    })
+}
+
 fn dlq_show(path: &Path) -> Result<(), Failure> {
     let pipeline = config::load(path)?;
+    let protection = dlq_protection(&pipeline)?;
     let failed = |e: crate::dlq::DlqError| Failure {
-        code: 1,
+        code: if e.is_key_problem() { 2 } else { 1 },
         error: e.into(),
     };
     let dir = &pipeline.dlq_dir;
@@ -250,14 +279,8 @@ fn dlq_show(path: &Path) -> Result<(), Failure> {
     for stream in streams {
         let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
         for file in crate::dlq::published_files(dir, &stream).map_err(failed)? {
-            for letter in crate::dlq::read(&file).map_err(failed)? {
-                // Group reasons by their kind, not by the value they quote.
-                let reason = letter
-                    .reason
-                    .split('`')
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join("`");
+            for letter in crate::dlq::read(&file, &protection).map_err(failed)? {
+                let reason = reason_kind(&letter.reason);
                 *counts.entry((letter.plugin, reason)).or_default() += 1;
             }
         }
@@ -271,7 +294,7 @@ fn dlq_show(path: &Path) -> Result<(), Failure> {
             if n == 1 { "" } else { "s" }
         );
         for ((plugin, reason), count) in counts {
-            println!("  {count:>8}  {plugin}: {reason}…");
+            println!("  {count:>8}  {plugin}: {reason}");
         }
     }
     println!(
@@ -281,6 +304,23 @@ fn dlq_show(path: &Path) -> Result<(), Failure> {
         dir.display()
     );
     Ok(())
+}
+
+/// A reason grouped by its kind, not by the value it quotes: every backquoted value is
+/// shown as `…`, but the name after `column`, which says where the problem is.
+fn reason_kind(reason: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in reason.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        if i % 2 == 1 && !out.ends_with("column `") {
+            out.push('…');
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// `host plugins conform`: one line per check, exit 1 when any failed.
@@ -626,8 +666,8 @@ fn state_show(path: &Path) -> Result<(), Failure> {
     for (stream, splits) in &state.positions {
         println!("stream {stream}:");
         for (split, position) in splits {
-            let bytes = hex::decode(position).unwrap_or_default();
-            let shown = String::from_utf8(bytes).unwrap_or_else(|_| format!("0x{position}"));
+            let shown = String::from_utf8(position.0.clone())
+                .unwrap_or_else(|_| format!("0x{}", hex::encode(&position.0)));
             println!("  {split}: {shown}");
         }
         if let Some(schema) = state.schemas.get(stream) {
@@ -680,4 +720,22 @@ fn state_reset(path: &Path, yes: bool) -> Result<(), Failure> {
         file.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_grouped_by_kind_keeping_the_column_and_hiding_the_value() {
+        assert_eq!(
+            reason_kind("column `amount`: `N/A` is not a float64"),
+            "column `amount`: `…` is not a float64"
+        );
+        assert_eq!(
+            reason_kind("`ann@example.com` is on the block list"),
+            "`…` is on the block list"
+        );
+        assert_eq!(reason_kind("no quotes here"), "no quotes here");
+    }
 }

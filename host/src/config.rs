@@ -76,6 +76,10 @@ struct RawRetry {
 #[serde(deny_unknown_fields)]
 struct RawDlq {
     dir: Option<String>,
+    /// How letters are kept on disk: `encrypt`, `mask` or `raw`.
+    protect: Option<String>,
+    /// `protect = "encrypt"`: the secret the key is derived from.
+    key_secret: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,6 +235,8 @@ pub struct Pipeline {
     pub text: String,
     pub state_dir: PathBuf,
     pub dlq_dir: PathBuf,
+    /// How dead letters are kept on disk (`raw` when the pipeline writes none).
+    pub dlq_protect: crate::dlq::Protect,
     pub checkpoint: CheckpointPolicy,
     pub retry: RetryPolicy,
     /// What to do when a stream's schema changed since the recorded version.
@@ -300,6 +306,11 @@ pub struct Stage {
 pub const MAX_READERS: u32 = 64;
 
 impl Stage {
+    /// A `builtin:pii-mask` transform: under `[dlq] protect = "mask"` it masks dead letters.
+    pub fn is_masker(&self) -> bool {
+        self.kind == Kind::Transform && self.plugin == PluginRef::Builtin("pii-mask".into())
+    }
+
     /// How the stage is named in messages: `transform "mask" (builtin:pii-mask)`.
     pub fn label(&self) -> String {
         format!("{} \"{}\" ({})", self.kind, self.name, self.plugin)
@@ -507,6 +518,13 @@ fn validate(
             ));
         }
     }
+    let dlq_protect = validate_protect(
+        &raw.dlq,
+        &secrets,
+        source.iter().chain(&transforms).chain(&sink),
+        raw.schema.on_change == Some(crate::schema::OnChange::Quarantine),
+        problems,
+    );
     let source = source.into_iter().next()?;
     let sink = sink.into_iter().next()?;
     Some(Pipeline {
@@ -515,6 +533,7 @@ fn validate(
         text: text.to_string(),
         state_dir,
         dlq_dir,
+        dlq_protect,
         checkpoint,
         retry,
         on_schema_change: raw.schema.on_change.unwrap_or_default(),
@@ -524,6 +543,72 @@ fn validate(
         transforms,
         sink,
     })
+}
+
+/// `[dlq] protect`: required when the pipeline can write dead letters or masks personal
+/// data, since a letter holds its record as it was before the plugin that rejected it.
+fn validate_protect<'a>(
+    raw: &RawDlq,
+    secrets: &BTreeMap<String, SecretSource>,
+    stages: impl Iterator<Item = &'a Stage>,
+    quarantine: bool,
+    problems: &mut Vec<String>,
+) -> crate::dlq::Protect {
+    use crate::dlq::Protect;
+    let stages: Vec<&Stage> = stages.collect();
+    let masker = stages.iter().find(|s| s.is_masker()).map(|s| s.label());
+    let dead_letters = quarantine || stages.iter().any(|s| s.on_error == OnError::Dlq);
+    const CHOICES: &str = "\"encrypt\" (with `key_secret = \"<secret>\"`; `host dlq show` and `replay` decrypt with it), \"mask\" (records go through the pipeline's pii-mask rules before they are written; such letters are kept for inspection and cannot be replayed) or \"raw\" (kept as they are)";
+    let protect = match raw.protect.as_deref() {
+        Some("encrypt") => {
+            let key_secret = match &raw.key_secret {
+                Some(name) if secrets.contains_key(name) => name.clone(),
+                Some(name) => {
+                    problems.push(format!(
+                        "[dlq] key_secret = {name:?} is not defined; add `[secrets] {name} = {{ env = \"VARIABLE\" }}`"
+                    ));
+                    name.clone()
+                }
+                None => {
+                    problems.push(
+                        "[dlq] protect = \"encrypt\" needs `key_secret = \"<name of a [secrets] entry>\"`, the secret the key is derived from".into(),
+                    );
+                    String::new()
+                }
+            };
+            Protect::Encrypt { key_secret }
+        }
+        Some("mask") => {
+            if masker.is_none() {
+                problems.push(
+                    "[dlq] protect = \"mask\" masks letters with the pipeline's `builtin:pii-mask` stage, and this pipeline has none; add one, or choose \"encrypt\"".into(),
+                );
+            }
+            Protect::Mask
+        }
+        Some("raw") => Protect::Raw,
+        Some(other) => {
+            problems.push(format!("[dlq] protect = {other:?}; accepted: {CHOICES}"));
+            Protect::Raw
+        }
+        None => {
+            let why = match (&masker, dead_letters) {
+                (Some(masker), _) => Some(format!("this pipeline masks personal data ({masker})")),
+                (None, true) => Some("this pipeline can write dead letters (`on_error = \"dlq\"` or `[schema] on_change = \"quarantine\"`)".to_string()),
+                (None, false) => None,
+            };
+            if let Some(why) = why {
+                problems.push(format!(
+                    "[dlq] protect is not set, and {why}: a dead letter keeps its record as it was before the plugin that rejected it (for a source's reject, the raw input, unmasked). Choose how letters are kept: protect = {CHOICES}"
+                ));
+            }
+            Protect::Raw
+        }
+    };
+    if raw.key_secret.is_some() && !matches!(protect, Protect::Encrypt { .. }) {
+        problems.push("[dlq] key_secret applies to protect = \"encrypt\" only".into());
+    }
+    protect
 }
 
 #[allow(clippy::too_many_arguments)]

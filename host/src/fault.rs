@@ -6,7 +6,9 @@
 //! The points, in protocol order: `before-prepare`, `after-prepare` (the sink staged the
 //! epoch, the state does not know it), `mid-state-write` (the new state is written to its
 //! temporary file, not yet renamed), `after-state` (the prepared epoch is recorded, nothing
-//! is published), `after-commit` (published, the commit not yet recorded).
+//! is published), `after-sink-commit` (the sink published, the dead-letter queue not yet),
+//! `after-commit` (both published, the commit not yet recorded). They are all in
+//! `runtime::epoch`, which every commit — a run's, a recovery's, a replay's — goes through.
 
 use std::sync::OnceLock;
 
@@ -16,6 +18,7 @@ pub const POINTS: &[&str] = &[
     "after-prepare",
     "mid-state-write",
     "after-state",
+    "after-sink-commit",
     "after-commit",
 ];
 

@@ -69,12 +69,7 @@ fn with_a_dead_letter_queue_bad_rows_are_set_aside_and_the_rest_arrives() {
     );
     assert_output_matches(&scratch.path("out"), &good);
 
-    let dlq = scratch.path(".state/orders/dlq/orders/epoch-0000000001.jsonl");
-    let letters: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
-        .unwrap_or_else(|e| panic!("{}: {e}", dlq.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let letters = dead_letters(&scratch.path(""), "orders", "orders");
     assert_eq!(letters.len(), 2, "{letters:?}");
     assert!(letters[0]["record"].as_str().unwrap().contains("EXTRA"));
     assert!(letters[0]["location"]

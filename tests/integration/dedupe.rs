@@ -175,7 +175,7 @@ fn a_crash_at_any_point_of_the_commit_protocol_restores_the_committed_window() {
                 crashed.stderr
             );
             let recorded = match *point {
-                "after-state" | "after-commit" => {
+                "after-state" | "after-sink-commit" | "after-commit" => {
                     format!("epoch {epoch} (prepared, commit pending)")
                 }
                 _ => format!("epoch {} (committed)", epoch - 1),

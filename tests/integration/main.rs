@@ -9,6 +9,7 @@ mod inspect;
 mod javascript;
 mod parallel;
 mod polyglot;
+mod protect;
 mod python;
 mod recovery;
 mod retries;

@@ -58,6 +58,8 @@ fn a_python_and_a_javascript_transform_run_in_one_pipeline_between_rust_plugins(
             r#"[pipeline]
 name = "polyglot"
 on_error = "dlq"
+[dlq]
+protect = "raw"
 
 [[source]]
 name = "people"

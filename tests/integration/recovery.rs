@@ -113,7 +113,9 @@ fn a_crash_at_any_point_of_the_commit_protocol_loses_nothing_and_publishes_nothi
 
         let state = scratch.host(&["state", "show", "pipeline.toml"]);
         let recorded = match *point {
-            "after-state" | "after-commit" => "epoch 2 (prepared, commit pending)",
+            "after-state" | "after-sink-commit" | "after-commit" => {
+                "epoch 2 (prepared, commit pending)"
+            }
             _ => "epoch 1 (committed)",
         };
         assert!(state.stdout.contains(recorded), "{point}: {}", state.stdout);

@@ -8,6 +8,8 @@ fn pipeline(path: &str, policy: &str) -> String {
     format!(
         r#"[pipeline]
 name = "prices"
+[dlq]
+protect = "raw"
 [schema]
 on_change = "{policy}"
 [[source]]

@@ -15,6 +15,9 @@ use sha2::Sha256;
 /// The secret every test pipeline masks with.
 pub const MASK_KEY: &str = "integration-test-mask-key-5d1f0e";
 
+/// The secret test pipelines seal dead letters with (`protect = "encrypt"`).
+pub const DLQ_KEY: &str = "integration-test-dead-letter-key-9c2e7a41";
+
 /// Outcome of one `host` invocation.
 #[derive(Debug)]
 pub struct Output {
@@ -92,6 +95,7 @@ pub fn host_command(dir: &Path, args: &[&str]) -> Command {
         .current_dir(dir)
         .env("INGEST_CACHE_DIR", cache_dir())
         .env("TEST_MASK_KEY", MASK_KEY)
+        .env("TEST_DLQ_KEY", DLQ_KEY)
         .env_remove("INGEST_LOG")
         .env_remove("INGEST_FAULT");
     command
@@ -118,7 +122,7 @@ pub fn output(mut command: Command) -> Output {
 /// The test secret does not appear in `captured`.
 pub fn assert_no_secret(captured: &str) {
     assert!(
-        !captured.contains(MASK_KEY),
+        !captured.contains(MASK_KEY) && !captured.contains(DLQ_KEY),
         "the secret leaked into the host's output:\n{captured}"
     );
 }
@@ -373,6 +377,8 @@ pub fn fixture(name: &str) -> PathBuf {
 pub struct PipelineSpec<'a> {
     pub input: &'a str,
     pub on_error: &'a str,
+    /// `[dlq] protect`: `raw`, `mask` or `encrypt` (keyed by `TEST_DLQ_KEY`).
+    pub protect: &'a str,
     pub every_rows: u64,
     pub batch_rows: u32,
     pub extra_transform: &'a str,
@@ -388,6 +394,7 @@ impl Default for PipelineSpec<'_> {
         PipelineSpec {
             input: "data/orders.csv",
             on_error: "fail",
+            protect: "raw",
             every_rows: 1_000_000,
             batch_rows: 8192,
             extra_transform: "",
@@ -405,6 +412,9 @@ impl PipelineSpec<'_> {
 name = "orders"
 on_error = "{on_error}"
 
+[dlq]
+protect = "{protect}"
+{dlq_key}
 [checkpoint]
 every_rows = {every_rows}
 
@@ -414,6 +424,7 @@ initial_backoff = "10ms"
 
 [secrets]
 mask_key = {{ env = "TEST_MASK_KEY" }}
+dlq_key = {{ env = "TEST_DLQ_KEY" }}
 
 [[source]]
 name = "orders"
@@ -447,6 +458,12 @@ format = "parquet"
 compression = "zstd"
 "#,
             on_error = self.on_error,
+            protect = self.protect,
+            dlq_key = if self.protect == "encrypt" {
+                "key_secret = \"dlq_key\"\n"
+            } else {
+                ""
+            },
             every_rows = self.every_rows,
             max_attempts = self.max_attempts,
             batch_rows = self.batch_rows,

@@ -214,6 +214,22 @@ impl<P> Instance<P> {
         &self.config
     }
 
+    /// A batch the plugin returned over its `max_batch` limit breaks the contract.
+    pub fn check_batch_size(&self, bytes: usize) -> Result<(), RunError> {
+        let max = self.limits().max_batch_bytes;
+        if bytes > max {
+            return Err(RunError::Contract {
+                plugin: self.label.to_string(),
+                message: format!(
+                    "returned a batch of {}, over its `max_batch` limit of {}; return smaller batches (or raise `max_batch`)",
+                    sandbox::show_bytes(bytes),
+                    sandbox::show_bytes(max)
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Pass `config` instead from now on (the conformance suite tries a bad one).
     pub fn set_config(&mut self, config: String) {
         self.config = config;

@@ -9,12 +9,17 @@
 //! atomically, calls `commit`, records the commit, and only then acknowledges the
 //! positions to the source.
 
+mod attempt;
 mod channel;
 mod conform;
+mod epoch;
+mod error;
 mod instances;
-mod reading;
+mod message;
 mod replay;
-mod stages;
+mod sink;
+mod source;
+mod transform;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,96 +30,16 @@ use wasmtime::component::Linker;
 
 use crate::checkpoint::{LocalStore, State, StateError, StateStore};
 use crate::config::{Pipeline, Stage};
-use crate::dlq::DlqError;
-use crate::plugin::bindings::types::{Error as WitError, StreamInfo, WriteMode as WitWriteMode};
-use crate::plugin::{LoadError, Runtime};
-use crate::sandbox::{Grants, SandboxError};
+use crate::dlq::{DeadLetters, Protection};
+use crate::plugin::bindings::types::{StreamInfo, WriteMode as WitWriteMode};
+use crate::plugin::Runtime;
+use crate::sandbox::Grants;
 use crate::{batch, capabilities, config};
 
 pub use conform::{conform, Finding};
+pub use error::RunError;
 pub use instances::{LoadedSink, LoadedSource, LoadedTransform};
 pub use replay::{replay, ReplaySummary};
-
-/// Why a run (or a check) failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("{plugin}: invalid config: {message}")]
-    InvalidConfig { plugin: String, message: String },
-    #[error("{plugin}: access denied: {message}")]
-    AccessDenied { plugin: String, message: String },
-    #[error("{plugin}: {message} (transient)")]
-    Transient {
-        plugin: String,
-        message: String,
-        retry_after: Option<Duration>,
-    },
-    #[error("{plugin}: bad data: {message}")]
-    Data { plugin: String, message: String },
-    #[error("{plugin}: {message}")]
-    Fatal { plugin: String, message: String },
-    #[error("{plugin} {what}")]
-    Trapped { plugin: String, what: String },
-    #[error("{plugin} broke the plugin contract: {message}")]
-    Contract { plugin: String, message: String },
-    #[error("{plugin} rejected a record{}: {reason} (on_error = \"fail\"; set on_error = \"dlq\" or \"skip\" to go on past bad records)", .location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default())]
-    Rejected {
-        plugin: String,
-        location: Option<String>,
-        reason: String,
-    },
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error(transparent)]
-    Sandbox(#[from] SandboxError),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Dlq(#[from] DlqError),
-    #[error(transparent)]
-    Schema(#[from] crate::schema::Refused),
-    #[error("{0}")]
-    Secrets(String),
-    /// A signal stopped the run; `plugin` was inside a call at that moment, if any.
-    #[error("the run was cancelled{}; the open epoch was aborted and the state stays at the last commit", .plugin.as_ref().map(|p| format!(" while {p} was running")).unwrap_or_default())]
-    Cancelled { plugin: Option<String> },
-    /// A stage stopped because a neighbouring stage failed; never the cause itself.
-    #[error("a neighbouring stage stopped")]
-    Stopped,
-}
-
-impl RunError {
-    fn from_plugin(plugin: &str, error: WitError) -> Self {
-        let plugin = plugin.to_string();
-        match error {
-            WitError::InvalidConfig(message) => RunError::InvalidConfig { plugin, message },
-            WitError::AccessDenied(message) => RunError::AccessDenied { plugin, message },
-            WitError::Transient(t) => RunError::Transient {
-                plugin,
-                message: t.message,
-                retry_after: t.retry_after_ms.map(Duration::from_millis),
-            },
-            WitError::Data(message) => RunError::Data { plugin, message },
-            WitError::Fatal(message) => RunError::Fatal { plugin, message },
-        }
-    }
-
-    /// Worth another attempt from the last checkpoint on fresh instances.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, RunError::Trapped { .. } | RunError::Transient { .. })
-    }
-
-    /// A problem with the pipeline's configuration or grants, found before data moved.
-    pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            RunError::InvalidConfig { .. }
-                | RunError::AccessDenied { .. }
-                | RunError::Load(_)
-                | RunError::Sandbox(_)
-                | RunError::Secrets(_)
-        )
-    }
-}
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -144,6 +69,30 @@ pub struct Prepared {
     pub sink: LoadedSink,
     /// What the source offers, as discovered during the check.
     pub streams: Vec<StreamInfo>,
+    /// How dead letters are kept, with its key.
+    pub protection: Arc<Protection>,
+}
+
+impl Prepared {
+    /// Stop with [`RunError::Cancelled`] once the run is cancelled.
+    pub fn check_cancelled(&self) -> Result<(), RunError> {
+        if self.cancel.is_cancelled() {
+            Err(RunError::Cancelled { plugin: None })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether transform `index` masks the dead letters passing it (`protect = "mask"`).
+    pub fn masks_letters(&self, index: usize) -> bool {
+        self.pipeline.dlq_protect == crate::dlq::Protect::Mask
+            && self.transforms[index].stage.is_masker()
+    }
+
+    /// The dead-letter queue of `stream`.
+    pub fn dead_letters(&self, stream: &str) -> DeadLetters {
+        DeadLetters::new(&self.pipeline.dlq_dir, stream, self.protection.clone())
+    }
 }
 
 fn grants(stage: &Stage, secrets: &BTreeMap<String, String>) -> Result<Grants, RunError> {
@@ -266,6 +215,8 @@ pub async fn prepare(
                 .join("; "),
         )
     })?;
+    let protection = Protection::new(&pipeline.dlq_protect, &secrets)
+        .map_err(|e| RunError::Secrets(e.to_string()))?;
     let mut linker = Linker::new(&runtime.engine);
     capabilities::add_to_linker(&mut linker).map_err(|e| RunError::Fatal {
         plugin: "host".into(),
@@ -335,6 +286,7 @@ pub async fn prepare(
         transforms,
         sink,
         streams,
+        protection: Arc::new(protection),
     })
 }
 
@@ -369,7 +321,7 @@ pub async fn run(prepared: Arc<Prepared>) -> Result<Summary, RunError> {
     let mut total = Summary::default();
     loop {
         attempt += 1;
-        let result = stages::attempt(prepared.clone(), &mut total).await;
+        let result = attempt::attempt(prepared.clone(), &mut total).await;
         match result {
             Ok(()) => {
                 total.attempts = attempt;

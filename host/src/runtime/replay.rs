@@ -16,12 +16,14 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use wasmtime::component::ResourceAny;
 
+use super::epoch::{Closing, Epochs};
 use super::instances::{Sink, Transform};
-use super::stages::{evolve_schema, hex_decode, quarantine, recover, rejected_record, QUARANTINE};
-use super::{state_store, wit_write_mode, Prepared, RunError};
+use super::sink::{evolve_schema, quarantine, QUARANTINE};
+use super::transform::rejected_record;
+use super::{wit_write_mode, Prepared, RunError};
 use crate::batch;
-use crate::checkpoint::{PendingCommit, StateStore};
-use crate::dlq::{self, DeadLetter, DeadLetters};
+use crate::checkpoint::Opaque;
+use crate::dlq::{self, DeadLetter};
 use crate::plugin::bindings::types::StreamInfo;
 use crate::plugin::Kind;
 
@@ -91,9 +93,8 @@ struct Opened {
 
 /// Replay the dead-letter queue of every stream of a prepared pipeline.
 pub async fn replay(prepared: Arc<Prepared>) -> Result<ReplaySummary, RunError> {
-    let store = state_store(&prepared.pipeline);
-    let mut state = store.load()?;
-    recover(&prepared, &store, &mut state).await?;
+    let mut epochs = Epochs::load(&prepared.pipeline)?;
+    epochs.recover(&prepared).await?;
     let mut summary = ReplaySummary::default();
     let dlq_dir = prepared.pipeline.dlq_dir.clone();
 
@@ -103,10 +104,20 @@ pub async fn replay(prepared: Arc<Prepared>) -> Result<ReplaySummary, RunError> 
         let files = dlq::published_files(&dlq_dir, &info.name)?;
         let mut letters = Vec::new();
         for file in &files {
-            letters.extend(dlq::read(file)?);
+            letters.extend(dlq::read(file, &prepared.protection)?);
         }
-        if !letters.is_empty() {
-            summary.letters += letters.len() as u64;
+        summary.letters += letters.len() as u64;
+        // Masked letters no longer hold the values they were rejected for: they stay in
+        // the queue for inspection, and are never sent through the pipeline again.
+        let masked = letters.iter().filter(|l| l.masked).count() as u64;
+        if masked > 0 {
+            tracing::warn!(
+                stream = %info.name,
+                "{masked} dead letters were masked when written (`[dlq] protect = \"mask\"`) and cannot be replayed; they stay in the queue"
+            );
+            summary.still_failing += masked;
+        }
+        if letters.iter().any(|l| !l.masked) {
             queues.push((info.clone(), files, letters));
         }
     }
@@ -123,7 +134,10 @@ pub async fn replay(prepared: Arc<Prepared>) -> Result<ReplaySummary, RunError> 
         });
     }
     let (info, files, letters) = queues.pop().expect("one queue");
-    let epoch = state.epoch + 1;
+    let (kept, letters): (Vec<DeadLetter>, Vec<DeadLetter>) =
+        letters.into_iter().partition(|l| l.masked);
+    let kept_masked = kept.len() as u64;
+    let epoch = epochs.state().epoch + 1;
 
     let mut source = prepared
         .source
@@ -145,11 +159,12 @@ pub async fn replay(prepared: Arc<Prepared>) -> Result<ReplaySummary, RunError> 
     for loaded in &prepared.transforms {
         let mut transform = loaded.start(&prepared.runtime, &prepared.cancel).await?;
         let label = transform.label.clone();
-        let state_hex = state
+        let saved = epochs
+            .state()
             .transforms
             .get(&loaded.stage.name)
-            .and_then(|m| m.get(&info.name));
-        let saved = state_hex.map(|h| hex_decode(&label, h)).transpose()?;
+            .and_then(|m| m.get(&info.name))
+            .map(|s| s.0.clone());
         let input = batch::decode_schema(&schema_ipc).map_err(|e| unreadable(&label, e))?;
         let (handle, output_ipc) = transform.open(&schema_ipc, saved.as_ref()).await?;
         let output = batch::decode_schema(&output_ipc).map_err(|e| unreadable(&label, e))?;
@@ -163,7 +178,7 @@ pub async fn replay(prepared: Arc<Prepared>) -> Result<ReplaySummary, RunError> 
     }
 
     let chain_output = batch::decode_schema(&schema_ipc).map_err(|e| unreadable("host", e))?;
-    let conform = evolve_schema(&prepared, &mut state, &info.name, &schema_ipc)?;
+    let conform = evolve_schema(&prepared, epochs.schemas_mut(), &info.name, &schema_ipc)?;
     let mode = wit_write_mode(&prepared.pipeline.sink.write_mode);
     let sink_info = StreamInfo {
         schema: match &conform {
@@ -175,7 +190,7 @@ pub async fn replay(prepared: Arc<Prepared>) -> Result<ReplaySummary, RunError> 
     let writer = sink.open(&sink_info, &mode).await?;
     sink.abort(writer, epoch).await?;
 
-    let mut failing: Vec<DeadLetter> = Vec::new();
+    let mut failing: Vec<DeadLetter> = kept;
     let again = |letter: &DeadLetter, plugin: &str, reason: String, record: String| DeadLetter {
         time: dlq::now_rfc3339(),
         plugin: plugin.to_string(),
@@ -270,7 +285,7 @@ pub async fn replay(prepared: Arc<Prepared>) -> Result<ReplaySummary, RunError> 
         let state = stage.transform.checkpoint(stage.handle).await?;
         transform_states.insert(
             prepared.transforms[i].stage.name.clone(),
-            (!state.is_empty()).then(|| hex::encode(state)),
+            (!state.is_empty()).then_some(Opaque(state)),
         );
         rows_written += drive(&mut chain, flushed, &mut sink, &to_sink, &mut failing).await?;
     }
@@ -280,46 +295,42 @@ pub async fn replay(prepared: Arc<Prepared>) -> Result<ReplaySummary, RunError> 
 
     // Commit: the sink's rows, the letters that still fail, and the removal of the
     // replayed files, as one epoch.
-    let token = sink.prepare(writer, epoch).await?;
-    let mut queue = DeadLetters::new(&dlq_dir, &info.name);
-    queue.abort();
+    let mut queue = prepared.dead_letters(&info.name);
+    queue.discard_stale()?;
     for letter in &failing {
         queue.write(letter)?;
     }
-    let dlq_token = queue.prepare(epoch)?.unwrap_or_default().replacing(files);
-    state.epoch = epoch;
-    state.committed = false;
+    queue.replacing(files);
     // As a run does: a transform's new state replaces its old one, an empty one removes it.
+    let mut transforms = epochs.state().transforms.clone();
     for (name, checkpoint) in transform_states {
-        let states = state.transforms.entry(name.clone()).or_default();
+        let states = transforms.entry(name.clone()).or_default();
         match checkpoint {
-            Some(hex) => {
-                states.insert(info.name.clone(), hex);
+            Some(state) => {
+                states.insert(info.name.clone(), state);
             }
             None => {
                 states.remove(&info.name);
             }
         }
         if states.is_empty() {
-            state.transforms.remove(&name);
+            transforms.remove(&name);
         }
     }
-    state.pending = vec![PendingCommit {
-        stream: info.name.clone(),
-        token: hex::encode(&token),
-        dlq_token: Some(serde_json::to_string(&dlq_token).expect("token serializes")),
-    }];
-    state.totals.rows_written += rows_written;
-    store.save(&state)?;
-    let published = sink.commit(writer, epoch, &token).await?;
-    dlq::commit(&dlq_token)?;
-    state.committed = true;
-    state.pending.clear();
-    store.save(&state)?;
+    let closing = Closing {
+        epoch,
+        positions: epochs.state().positions.clone(),
+        transforms,
+        rows_written,
+        rows_rejected: 0,
+    };
+    let published = epochs
+        .commit(&mut sink, writer, &info.name, &mut queue, closing)
+        .await?;
     sink.close(writer).await?;
 
     summary.rows_written = rows_written;
-    summary.still_failing = failing.len() as u64;
+    summary.still_failing += failing.len() as u64 - kept_masked;
     summary.published = published.len() as u64;
     summary.epoch = Some(epoch);
     Ok(summary)
@@ -416,6 +427,7 @@ fn collect(
             location: reject.location,
             reason: reject.reason,
             record,
+            masked: false,
         });
     }
     Ok(())

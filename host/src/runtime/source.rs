@@ -12,24 +12,72 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arrow::datatypes::Schema;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::ResourceAny;
 
+use super::attempt::dedicated;
 use super::channel::{self, Receiver, Sender};
 use super::instances::Source;
-use super::stages::{
-    cancelled, check_size, closed, dedicated, hex_decode, EpochClock, Message, Positions,
-    RejectBatch, SourceStats,
-};
+use super::message::{Barrier, Message, RejectBatch, Rejected};
 use super::{Prepared, RunError};
 use crate::batch;
+use crate::checkpoint::{Position, Positions, TransformStates};
+use crate::config::CheckpointPolicy;
 use crate::plugin::bindings::source::exports::ingest::plugin::source::Chunk;
 use crate::plugin::bindings::types::{Split, StreamInfo};
 
 /// Bytes of batches one claimed split may hold before its reader waits.
 const SPLIT_BYTES: usize = 16 << 20;
+
+/// What the source stage read.
+#[derive(Default)]
+pub(super) struct SourceStats {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// What the open epoch holds so far, measured against the checkpoint policy.
+struct EpochClock {
+    epoch: u64,
+    rows: u64,
+    bytes: u64,
+    since: Instant,
+    /// Positions moved since the last barrier (even without rows: rejects, progress).
+    dirty: bool,
+}
+
+impl EpochClock {
+    fn new(epoch: u64) -> Self {
+        EpochClock {
+            epoch,
+            rows: 0,
+            bytes: 0,
+            since: Instant::now(),
+            dirty: false,
+        }
+    }
+
+    fn due(&self, policy: &CheckpointPolicy) -> bool {
+        self.rows >= policy.every_rows
+            || self.bytes >= policy.every_bytes
+            || self.since.elapsed() >= policy.every
+    }
+
+    /// Close the open epoch: send its barrier with the positions after it.
+    async fn close(&mut self, tx: &Sender<Message>, positions: &Positions) -> Result<(), RunError> {
+        let barrier = Barrier {
+            epoch: self.epoch,
+            positions: positions.clone(),
+            transforms: TransformStates::new(),
+        };
+        tx.send(Message::Barrier(barrier), 0).await?;
+        *self = EpochClock::new(self.epoch + 1);
+        Ok(())
+    }
+}
 
 /// Reads every split of every stream, emitting barriers by the checkpoint policy.
 pub(super) async fn source_stage(
@@ -67,8 +115,7 @@ pub(super) async fn source_stage(
                 },
                 info.schema.len(),
             )
-            .await
-            .map_err(closed)?;
+            .await?;
         let splits = readers[0].splits(&info.name).await?;
         let wanted = (prepared.pipeline.source.readers as usize).min(splits.len());
         if wanted > 1 {
@@ -89,7 +136,7 @@ pub(super) async fn source_stage(
             out.clock.close(&out.tx, &out.positions).await?;
         }
     }
-    out.tx.send(Message::End, 0).await.map_err(closed)?;
+    out.tx.send(Message::End, 0).await?;
     Ok(out.stats)
 }
 
@@ -118,7 +165,7 @@ async fn next_checked(
     let Some(chunk) = source.next(reader, batch_rows).await? else {
         return Ok(None);
     };
-    check_size(source, chunk.batch.len())?;
+    source.check_batch_size(chunk.batch.len())?;
     let (schema, rows) = batch::inspect(&chunk.batch).map_err(|e| {
         contract(
             &source.label,
@@ -152,15 +199,15 @@ struct Output {
 
 impl Output {
     /// The stored position of `split` of `stream`, if it was read before.
-    fn position(&self, stream: &str, split: &str) -> Result<Option<Vec<u8>>, RunError> {
-        match self.positions.get(stream).and_then(|m| m.get(split)) {
-            Some(hex) => Ok(Some(hex_decode(&self.label, hex)?)),
-            None => Ok(None),
-        }
+    fn position(&self, stream: &str, split: &str) -> Option<Vec<u8>> {
+        self.positions
+            .get(stream)
+            .and_then(|m| m.get(split))
+            .map(|p| p.0.clone())
     }
 
     /// The positions the sink has made durable since the last call, for `stream`.
-    fn durable(&mut self, stream: &str) -> Vec<(String, String)> {
+    fn durable(&mut self, stream: &str) -> Vec<(String, Position)> {
         let mut out = Vec::new();
         while let Ok(acked) = self.acks.try_recv() {
             if let Some(splits) = acked.get(stream) {
@@ -176,13 +223,18 @@ impl Output {
         self.positions
             .entry(stream.to_string())
             .or_default()
-            .insert(split.to_string(), hex::encode(&chunk.position));
+            .insert(split.to_string(), Position::from(chunk.position));
         self.clock.dirty = true;
         if !chunk.rejects.is_empty() {
             let letters = chunk
                 .rejects
                 .into_iter()
-                .map(|r| (r.location, r.reason, r.original.unwrap_or_default()))
+                .map(|r| Rejected {
+                    location: r.location,
+                    reason: r.reason,
+                    record: r.original.unwrap_or_default(),
+                    masked: false,
+                })
                 .collect();
             let reject = RejectBatch {
                 plugin: self.label.clone(),
@@ -190,10 +242,7 @@ impl Output {
                 stream: stream.to_string(),
                 letters,
             };
-            self.tx
-                .send(Message::Rejects(reject), 0)
-                .await
-                .map_err(closed)?;
+            self.tx.send(Message::Rejects(reject), 0).await?;
         }
         let size = chunk.batch.len();
         self.stats.rows += rows;
@@ -205,7 +254,7 @@ impl Output {
                 batch: chunk.batch,
                 rows,
             };
-            self.tx.send(data, size).await.map_err(closed)?;
+            self.tx.send(data, size).await?;
         }
         if self.clock.due(&self.prepared.pipeline.checkpoint) {
             self.clock.close(&self.tx, &self.positions).await?;
@@ -223,13 +272,13 @@ async fn read_split_here(
     split: &Split,
 ) -> Result<(), RunError> {
     let batch_rows = out.prepared.pipeline.source.batch_rows;
-    let position = out.position(&info.name, &split.id)?;
+    let position = out.position(&info.name, &split.id);
     let reader = source.open(&info.name, split, position.as_ref()).await?;
     loop {
-        cancelled(&out.prepared)?;
+        out.prepared.check_cancelled()?;
         for (id, p) in out.durable(&info.name) {
             if id == split.id {
-                source.ack(reader, &hex_decode(&out.label, &p)?).await?;
+                source.ack(reader, &p.0).await?;
             }
         }
         let Some(checked) = next_checked(source, reader, batch_rows, &info.name, declared).await?
@@ -289,7 +338,7 @@ async fn read_in_parallel(
     let mut queue = VecDeque::with_capacity(count);
     let mut ids = Vec::with_capacity(count);
     for (index, split) in splits.into_iter().enumerate() {
-        let position = out.position(&info.name, &split.id)?;
+        let position = out.position(&info.name, &split.id);
         ids.push(split.id.clone());
         queue.push_back(Unclaimed {
             index,
@@ -391,7 +440,7 @@ async fn merge(
                 };
                 if let Some(reader) = holder {
                     // A reader that already moved on drops it, as one reader would.
-                    let _ = ack_txs[reader].send((split, hex_decode(&out.label, &p)?));
+                    let _ = ack_txs[reader].send((split, p.0));
                 }
             }
             let Some((part, _permit)) = claim.parts.recv().await else {
@@ -466,7 +515,7 @@ async fn read_claimed(
     let batch_rows = work.prepared.pipeline.source.batch_rows;
     let reader = source.open(&work.stream, split, position.as_ref()).await?;
     loop {
-        cancelled(&work.prepared)?;
+        work.prepared.check_cancelled()?;
         while let Ok((id, p)) = acks.try_recv() {
             if id == split.id {
                 source.ack(reader, &p).await?;
@@ -477,7 +526,7 @@ async fn read_claimed(
             break;
         };
         let size = checked.chunk.batch.len();
-        tx.send(Part::Chunk(checked), size).await.map_err(closed)?;
+        tx.send(Part::Chunk(checked), size).await?;
     }
     source.close(reader).await
 }

@@ -1,0 +1,55 @@
+//! What travels between the stages of a run: data and control in one ordered stream, so
+//! the epoch barrier is visible in the types and everything before a barrier belongs to
+//! its epoch.
+
+use std::sync::Arc;
+
+use crate::checkpoint::{Positions, TransformStates};
+use crate::config::OnError;
+
+/// One message between two stages.
+pub enum Message {
+    /// A stream begins; its schema as the receiving stage will see it.
+    Stream {
+        name: String,
+        schema: Vec<u8>,
+        primary_key: Vec<String>,
+    },
+    /// One record batch (an IPC stream) with its row count.
+    Data { batch: Vec<u8>, rows: u64 },
+    /// Records a plugin rejected, to be routed by its `on_error` policy.
+    Rejects(RejectBatch),
+    /// Close an epoch.
+    Barrier(Barrier),
+    /// End of input.
+    End,
+}
+
+/// The end of an epoch: the source positions after it, and the state each stateful
+/// transform checkpointed at it (added by the transforms as the barrier passes).
+pub struct Barrier {
+    pub epoch: u64,
+    pub positions: Positions,
+    pub transforms: TransformStates,
+}
+
+/// Records one plugin rejected from one batch.
+pub struct RejectBatch {
+    /// The plugin, as messages name it.
+    pub plugin: Arc<str>,
+    pub on_error: OnError,
+    pub stream: String,
+    pub letters: Vec<Rejected>,
+}
+
+/// One rejected record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// Where the record came from (`file:line`), when known.
+    pub location: Option<String>,
+    pub reason: String,
+    /// The raw text a source could not parse, or the row as a JSON object.
+    pub record: String,
+    /// A masking stage replaced its personal data (`[dlq] protect = "mask"`).
+    pub masked: bool,
+}
