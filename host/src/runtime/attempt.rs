@@ -26,8 +26,11 @@ pub(super) async fn attempt(
     let mut epochs = Epochs::load(&prepared.pipeline)?;
     epochs.recover(&prepared).await?;
     let state = epochs.state();
-    summary.resumed_after_epoch = state.epoch;
-    summary.last_epoch = state.epoch;
+    if summary.attempts == 1 {
+        // What the run started after; later attempts resume from what earlier ones committed.
+        summary.resumed_after_epoch = state.epoch;
+    }
+    summary.last_epoch = summary.last_epoch.max(state.epoch);
 
     let (source_tx, mut next_rx) = channel::channel::<Message>(CHANNEL_BYTES);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Positions>();

@@ -321,10 +321,10 @@ pub async fn run(prepared: Arc<Prepared>) -> Result<Summary, RunError> {
     let mut total = Summary::default();
     loop {
         attempt += 1;
+        total.attempts = attempt;
         let result = attempt::attempt(prepared.clone(), &mut total).await;
         match result {
             Ok(()) => {
-                total.attempts = attempt;
                 total.elapsed = started.elapsed();
                 return Ok(total);
             }
