@@ -66,16 +66,10 @@ fn personal_data_of_rejected() -> Vec<String> {
 /// Every file under `dir` that holds one of `needles`, with the needle.
 fn files_holding(dir: &Path, needles: &[String]) -> Vec<(String, String)> {
     let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        if path.is_dir() {
-            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
+    for (path, bytes) in snapshot(dir) {
         for needle in needles {
             if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                found.push((path.display().to_string(), needle.clone()));
+                found.push((path.clone(), needle.clone()));
             }
         }
     }

@@ -312,16 +312,7 @@ fn is_bad(id: i64) -> bool {
 fn kill_at_random_moments(test: KillTest) {
     let scratch = Scratch::new();
     if test.bad_rows {
-        let input: Vec<Order> = orders(1, test.rows)
-            .into_iter()
-            .map(|mut o| {
-                if is_bad(o.order_id) {
-                    o.amount = "N/A".into();
-                }
-                o
-            })
-            .collect();
-        scratch.write_orders(&input);
+        write_orders_with_bad_rows(&scratch, test.rows);
     } else {
         write_orders_file(&scratch.path("data/orders.csv"), test.rows);
     }
