@@ -289,7 +289,7 @@ pub struct Stage {
     /// `host:port` the plugin may connect to over TCP.
     pub net: Vec<NetGrant>,
     /// URL prefixes the plugin may send HTTP requests to.
-    pub http: Vec<String>,
+    pub http: Vec<crate::http_grant::HttpGrant>,
     /// Environment variables the plugin sees, with their values.
     pub env: Vec<(String, String)>,
     pub secrets: Vec<String>,
@@ -725,10 +725,10 @@ fn validate_stage(
     }
     let mut http = Vec::new();
     for grant in &raw.http {
-        match parse_http_grant(grant) {
-            Some(prefix) => http.push(prefix),
-            None => problems.push(format!(
-                "{at}: http grant {grant:?} is not a URL prefix; write e.g. \"https://api.example.com/v1/\" or \"http://127.0.0.1:8080/\""
+        match crate::http_grant::HttpGrant::parse(grant) {
+            Ok(prefix) => http.push(prefix),
+            Err(why) => problems.push(format!(
+                "{at}: http grant {grant:?} is refused: {why}; write a URL prefix, e.g. \"https://api.example.com/v1/\" or \"http://127.0.0.1:8080/\""
             )),
         }
     }
@@ -846,28 +846,6 @@ fn validate_stage(
         readers: raw.readers.unwrap_or(1),
         write_mode,
     })
-}
-
-/// An `http://` or `https://` URL with a host, as the prefix requests must start with;
-/// the scheme and host are lower-cased as request URLs are.
-fn parse_http_grant(text: &str) -> Option<String> {
-    let text = text.trim();
-    let (scheme, rest) = text.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
-        return None;
-    }
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
-        return None;
-    }
-    let host = authority.to_ascii_lowercase();
-    // A request URL always has a path: `http://h` means `http://h/`.
-    let path = if path.is_empty() { "/" } else { path };
-    Some(format!("{scheme}://{host}{path}"))
 }
 
 /// `host:port` with a port from 1 to 65535; IPv6 addresses in brackets.

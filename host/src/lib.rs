@@ -9,6 +9,9 @@ pub mod config;
 pub mod dlq;
 pub mod encoder;
 pub mod fault;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
+pub mod http_grant;
 pub mod plugin;
 pub mod runtime;
 pub mod sandbox;

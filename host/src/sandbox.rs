@@ -13,6 +13,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
+
+use crate::http_grant::{check_request, HttpGrant};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::sockets::SocketAddrUse;
@@ -98,7 +100,7 @@ pub struct Grants {
     /// resolved by the host. Nothing else is reachable, whatever a name resolves to later.
     pub net: Vec<SocketAddr>,
     /// URL prefixes the plugin may send `wasi:http` requests to.
-    pub http: Vec<String>,
+    pub http: Vec<HttpGrant>,
     /// Environment variables the plugin sees, with their values.
     pub env: Vec<(String, String)>,
     /// Granted secrets by name, with their resolved values.
@@ -106,20 +108,10 @@ pub struct Grants {
     pub limits: Limits,
 }
 
-/// Whether `url` lies under the granted `prefix`: the same scheme and authority, and a path
-/// that continues the prefix at a segment boundary (`http://h/api` covers `http://h/api/x`
-/// and `http://h/api?q`, not `http://h/apix`).
-pub fn url_allowed(prefix: &str, url: &str) -> bool {
-    let Some(rest) = url.strip_prefix(prefix) else {
-        return false;
-    };
-    prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?', '#'])
-}
-
 /// The `wasi:http` policy of one plugin: requests go out only under its `http` grants.
 pub struct HttpPolicy {
     label: Arc<str>,
-    allowed: Arc<Vec<String>>,
+    allowed: Arc<Vec<HttpGrant>>,
 }
 
 impl wasmtime_wasi_http::WasiHttpHooks for HttpPolicy {
@@ -142,9 +134,9 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpPolicy {
                 >,
             > + Send,
     > {
-        let url = request.uri().to_string();
-        if !self.allowed.iter().any(|p| url_allowed(p, &url)) {
-            tracing::warn!(plugin = %self.label, "denied an HTTP request to {url}: not under the plugin's `http` grant");
+        let host = request.headers().get(http::header::HOST);
+        if let Err(rule) = check_request(&self.allowed, request.uri(), host) {
+            tracing::warn!(plugin = %self.label, "denied an HTTP request to {}: {rule}", request.uri());
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         wasmtime_wasi_http::default_hooks().send_request(request, options, fut)

@@ -498,6 +498,62 @@ fn http_requests_go_only_under_a_granted_url_prefix() {
 }
 
 #[test]
+fn a_path_that_walks_out_of_the_http_grant_never_reaches_the_server() {
+    let scratch = scratch_with_orders();
+    let server = HttpServer::start();
+    let port = server.port;
+    let base = format!("http://127.0.0.1:{port}");
+    let walks = [
+        "/api/../admin",
+        "/api/./../admin",
+        "/api/%2e%2e/secret",
+        "/api/%2E%2e/secret",
+        "/api/.%2E/secret",
+        "/api/..%2fother",
+        "/api/x%2F..%2F..%2Fadmin",
+        "/api/x%5c..%5cadmin",
+        "/api/..;/admin",
+        "/api/%c0%ae%c0%ae/admin",
+    ];
+    let urls: Vec<String> = walks
+        .iter()
+        .map(|path| format!("{base}{path}"))
+        .chain([format!("http://user@127.0.0.1:{port}/api/x")])
+        .collect();
+    let stage = hostile(
+        "http",
+        &format!("http = [\"{base}/api/\"]\n"),
+        &format!(
+            "urls = [{}]\n",
+            urls.iter()
+                .map(|u| format!("\"{u}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    let run = run_with(&scratch, &stage, &["--log", "warn"]);
+    assert_eq!(server.served(), 0, "{}", run.stderr);
+    for path in walks {
+        assert!(
+            run.stderr.contains(&format!(
+                "denied an HTTP request to {base}{path}: its path holds"
+            )),
+            "the log names the denial of {path}: {}",
+            run.stderr
+        );
+    }
+    assert!(
+        run.stderr.contains("http: blocked: ")
+            && run
+                .stderr
+                .contains("the request's authority holds a user name"),
+        "{}",
+        run.stderr
+    );
+    assert_contained(&scratch, &run);
+}
+
+#[test]
 fn a_granted_url_prefix_answers() {
     let scratch = scratch_with_orders();
     let server = HttpServer::start();

@@ -339,7 +339,12 @@ pub async fn run(prepared: Arc<Prepared>) -> Result<Summary, RunError> {
                     delay_ms = delay.as_millis() as u64,
                     "attempt failed, retrying from the last checkpoint: {e}"
                 );
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = prepared.cancel.cancelled() => {
+                        return Err(RunError::Cancelled { plugin: None });
+                    }
+                }
             }
             Err(e) => return Err(e),
         }
