@@ -52,10 +52,13 @@ fn with_a_dead_letter_queue_bad_rows_are_set_aside_and_the_rest_arrives() {
         "1000,y@example.com,\"Unclosed, quote,+1 555,US,2.00,2026-11-01T00:00:00Z,note\n",
     );
     scratch.write("data/orders.csv", text);
+    // The file is complete: the quote left open at its end is a bad record, not one its
+    // writer has yet to finish.
     scratch.write(
         "pipeline.toml",
         PipelineSpec {
             on_error: "dlq",
+            last_record: Some("read"),
             ..PipelineSpec::default()
         }
         .render(),

@@ -387,6 +387,8 @@ pub struct PipelineSpec<'a> {
     pub readers: u32,
     /// The file source's `split_bytes`, if set.
     pub split_bytes: Option<&'a str>,
+    /// The file source's `last_record` (`wait` or `read`), if set.
+    pub last_record: Option<&'a str>,
 }
 
 impl Default for PipelineSpec<'_> {
@@ -401,6 +403,7 @@ impl Default for PipelineSpec<'_> {
             max_attempts: 1,
             readers: 1,
             split_bytes: None,
+            last_record: None,
         }
     }
 }
@@ -435,7 +438,7 @@ readers = {readers}
 [source.config]
 path = "{input}"
 stream = "orders"
-{split_bytes}[source.config.schema]
+{split_bytes}{last_record}[source.config.schema]
 amount = "utf8"
 {extra}
 [[transform]]
@@ -472,6 +475,10 @@ compression = "zstd"
             split_bytes = self
                 .split_bytes
                 .map(|s| format!("split_bytes = \"{s}\"\n"))
+                .unwrap_or_default(),
+            last_record = self
+                .last_record
+                .map(|s| format!("last_record = \"{s}\"\n"))
                 .unwrap_or_default(),
             extra = self.extra_transform,
         )

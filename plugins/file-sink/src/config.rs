@@ -97,7 +97,7 @@ impl SinkConfig {
     /// Parse and validate the host's JSON config; every problem in one `invalid-config`.
     pub fn from_json(json: &str) -> Result<Self> {
         let raw: RawConfig = config::parse(json).map_err(|e| match e {
-            Error::InvalidConfig(m) => Error::config(format!("file sink config: {m}")),
+            Error::InvalidConfig(_) => e.context("file sink config"),
             other => other,
         })?;
         Self::validate(raw)

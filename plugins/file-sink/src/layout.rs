@@ -297,14 +297,12 @@ impl Partitioner {
     fn group_by_day(&self, days: impl Iterator<Item = Option<i64>>) -> Vec<Group> {
         let granularity = self.granularity;
         let key = move |day: Option<i64>| {
-            day.map(|d| {
-                let (y, m, d) = civil_from_days(d);
-                match granularity {
+            day.and_then(civil_from_days)
+                .map(|(y, m, d)| match granularity {
                     Granularity::Year => (y, 0, 0),
                     Granularity::Month => (y, m, 0),
                     Granularity::Day | Granularity::Value => (y, m, d),
-                }
-            })
+                })
         };
         group(days.map(key), |k| match k {
             None => DEFAULT_PARTITION.to_string(),
@@ -383,19 +381,13 @@ pub fn is_iso_date(value: &str) -> bool {
     (1..=12).contains(&month) && (1..=31).contains(&day)
 }
 
-/// The proleptic Gregorian (year, month, day) of a day number counted from 1970-01-01
-/// (Howard Hinnant's `civil_from_days`).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// The proleptic Gregorian (year, month, day) of a day number counted from 1970-01-01;
+/// `None` past the calendar's range (about 262,000 years either way).
+pub fn civil_from_days(days: i64) -> Option<(i64, u32, u32)> {
+    use chrono::Datelike;
+    let from_ce = i32::try_from(days.checked_add(719_163)?).ok()?;
+    let date = chrono::NaiveDate::from_num_days_from_ce_opt(from_ce)?;
+    Some((i64::from(date.year()), date.month(), date.day()))
 }
 
 #[cfg(test)]
@@ -456,11 +448,11 @@ mod tests {
 
     #[test]
     fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(19_727), (2024, 1, 5));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(0), Some((1970, 1, 1)));
+        assert_eq!(civil_from_days(-1), Some((1969, 12, 31)));
+        assert_eq!(civil_from_days(19_727), Some((2024, 1, 5)));
+        assert_eq!(civil_from_days(19_782), Some((2024, 2, 29)));
+        assert_eq!(civil_from_days(11_016), Some((2000, 2, 29)));
     }
 
     #[test]

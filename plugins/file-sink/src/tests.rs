@@ -334,7 +334,7 @@ fn batches_of_another_schema_are_data_errors() {
         panic!("{err:?}")
     };
     assert!(
-        m.contains("stream `orders`") && m.contains("`x` Int64"),
+        m.contains("stream `orders`") && m.contains("[x: Int64]"),
         "{m}"
     );
 }

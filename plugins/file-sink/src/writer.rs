@@ -524,8 +524,8 @@ impl FileWriter {
                 "file sink, stream `{}`: a batch with columns {} does not fit the stream's \
                  schema {}",
                 self.stream,
-                describe(batch.schema_ref()),
-                describe(&self.schema)
+                ingest_sdk::describe_schema(batch.schema_ref()),
+                ingest_sdk::describe_schema(&self.schema)
             )));
         }
         RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()).map_err(|e| {
@@ -595,14 +595,11 @@ impl FileWriter {
                 let file = File::create_new(&path).map_err(|e| self.io("create", &path, e))?;
                 let encoder = Encoder::open(self.format, file, &self.schema, &self.parquet)
                     .map_err(|e| {
-                        with_context(
-                            e,
-                            &format!(
-                                "file sink, stream `{}`, file `{}`",
-                                self.stream,
-                                path.display()
-                            ),
-                        )
+                        e.context(format!(
+                            "file sink, stream `{}`, file `{}`",
+                            self.stream,
+                            path.display()
+                        ))
                     })?;
                 self.open.files.push(StagedFile {
                     seq,
@@ -695,31 +692,6 @@ pub fn is_access_error(e: &io::Error) -> bool {
     ) || (cfg!(target_os = "wasi") && e.raw_os_error() == Some(ENOTCAPABLE))
         // Rust's std on WASI reports a path outside every preopen with this message.
         || e.to_string().contains("pre-opened")
-}
-
-fn with_context(e: Error, context: &str) -> Error {
-    match e {
-        Error::InvalidConfig(m) => Error::InvalidConfig(format!("{context}: {m}")),
-        Error::AccessDenied(m) => Error::AccessDenied(format!("{context}: {m}")),
-        Error::Transient {
-            message,
-            retry_after_ms,
-        } => Error::Transient {
-            message: format!("{context}: {message}"),
-            retry_after_ms,
-        },
-        Error::Data(m) => Error::Data(format!("{context}: {m}")),
-        Error::Fatal(m) => Error::Fatal(format!("{context}: {m}")),
-    }
-}
-
-fn describe(schema: &SchemaRef) -> String {
-    let cols: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| format!("`{}` {}", f.name(), f.data_type()))
-        .collect();
-    format!("({})", cols.join(", "))
 }
 
 /// A relative path with only normal components: no root, no `..`, no `.`.

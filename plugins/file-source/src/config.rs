@@ -90,6 +90,23 @@ pub struct Settings {
     /// Read each CSV or JSON Lines file as parts of about this many bytes (one split each),
     /// so that several readers can share a large file; `None`: one split per file.
     pub split_bytes: Option<u64>,
+    /// What to do with a last record the file may not hold whole yet.
+    pub last_record: LastRecord,
+}
+
+/// What the source does with the last record of a file when it may still be being written:
+/// a last line without a line end, a quoted field still open at the end of the file, a
+/// Parquet file without its footer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastRecord {
+    /// Leave it for a later run: the position stays before it, and once the writer has
+    /// finished the record it is read whole, once. A Parquet file without its footer is
+    /// skipped until it has one.
+    Wait,
+    /// The files are complete: a last line without a line end is a record, and a quote
+    /// left open at the end of the file is one rejected record (the line it opened on),
+    /// with the lines after it read as records of their own.
+    Read,
 }
 
 /// The smallest `split_bytes`: smaller parts cost more in positions than they gain.
@@ -113,6 +130,8 @@ struct RawConfig {
     schema: BTreeMap<String, String>,
     #[serde(default)]
     split_bytes: Option<serde_json::Value>,
+    #[serde(default)]
+    last_record: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -253,6 +272,18 @@ impl Settings {
             );
         }
 
+        let last_record = match raw.last_record.as_deref() {
+            None | Some("wait") => LastRecord::Wait,
+            Some("read") => LastRecord::Read,
+            Some(other) => {
+                problems.push(format!(
+                    "`last_record` = {other:?}: give \"wait\" (files may still be being \
+                     written: leave an unfinished last record for a later run) or \"read\" \
+                     (files are complete)"
+                ));
+                LastRecord::Wait
+            }
+        };
         if !problems.is_empty() {
             return Err(Error::config(problems.join("; ")));
         }
@@ -265,6 +296,7 @@ impl Settings {
             csv,
             overrides,
             split_bytes,
+            last_record,
         })
     }
 
@@ -281,25 +313,15 @@ impl Settings {
 /// A byte count given as an integer or as a string with a unit: `"64MiB"`, `"1GiB"`,
 /// `"500kB"` (binary units are powers of 1024, decimal ones of 1000).
 fn byte_size(value: &serde_json::Value) -> Option<u64> {
-    if let Some(n) = value.as_u64() {
-        return Some(n);
+    match value.as_u64() {
+        Some(n) => Some(n),
+        None => value
+            .as_str()?
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .ok()
+            .map(|size| size.as_u64()),
     }
-    let text = value.as_str()?.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let unit: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "kB" | "KB" => 1000,
-        "KiB" => 1 << 10,
-        "MB" => 1_000_000,
-        "MiB" => 1 << 20,
-        "GB" => 1_000_000_000,
-        "GiB" => 1 << 30,
-        _ => return None,
-    };
-    digits.parse::<u64>().ok()?.checked_mul(unit)
 }
 
 /// One ASCII character, as the CSV options need.
@@ -346,6 +368,11 @@ pub const SPEC: &str = r##"{
     "split_bytes": {
       "type": ["integer", "string"],
       "description": "Read each CSV or JSON Lines file as parts of about this many bytes (at least 1MiB; bytes, or a string such as \"64MiB\"), one split each, cut exactly where a record starts, so that a source with `readers` > 1 reads a large file on several cores. Default: one split per file. Positions saved under one value are refused under another."
+    },
+    "last_record": {
+      "enum": ["wait", "read"],
+      "default": "wait",
+      "description": "`wait`: files may still be being written, so a last line without a line end, a quoted field still open at the end of a file, or a Parquet file without its footer is left for a later run, which reads it whole, once. `read`: files are complete; a last line without a line end is a record, and a quote left open at the end of a file is one rejected record naming the line it opened on, with the lines after it read as records."
     },
     "null_values": {
       "type": "array",

@@ -22,7 +22,7 @@ use csv_core::ReadRecordResult;
 use ingest_sdk::source::{Chunk, Replayed};
 use ingest_sdk::{Reject, Result};
 
-use crate::config::{CsvDialect, Settings};
+use crate::config::{CsvDialect, LastRecord, Settings};
 use crate::parts::Part;
 use crate::position::{self, TextPosition};
 use crate::scan::{put, ByteSet};
@@ -120,6 +120,11 @@ pub struct Framer<R> {
     fields: usize,
     raw: (usize, usize),
     record_line: u64,
+    /// The last record was ended by the end of the input, not by a line end.
+    closed_by_end: bool,
+    quote: u8,
+    escape: Option<u8>,
+    delimiter: u8,
 }
 
 impl<R: Read> Framer<R> {
@@ -160,6 +165,10 @@ impl<R: Read> Framer<R> {
             fields: 0,
             raw: (0, 0),
             record_line: line,
+            closed_by_end: false,
+            quote: dialect.quote,
+            escape: dialect.escape,
+            delimiter: dialect.delimiter,
         }
     }
 
@@ -309,6 +318,7 @@ impl<R: Read> Framer<R> {
         self.fields = nend;
         self.raw = (start, record_end);
         self.lo = i;
+        self.closed_by_end = false;
         Fast::Record
     }
 
@@ -361,6 +371,8 @@ impl<R: Read> Framer<R> {
                 ReadRecordResult::Record => {
                     self.fields = endlen;
                     self.lo = pos;
+                    // `csv-core` ends a record on empty input only at the end of the input.
+                    self.closed_by_end = input_was_empty;
                     // csv-core ends a CRLF record at the CR; take the LF too when it is
                     // here, so the offset after a record is where the next one starts.
                     if pos > 0
@@ -452,6 +464,70 @@ impl<R: Read> Framer<R> {
     pub fn record_line(&self) -> u64 {
         self.record_line
     }
+
+    /// Whether the last record was ended by the end of the input rather than by a line
+    /// end: in a file still being written, its writer may not have finished it.
+    pub fn closed_by_end(&self) -> bool {
+        self.closed_by_end
+    }
+
+    /// Whether the last record ends inside a quoted field: a quote opened in it was never
+    /// closed, so the record took in every line up to the end of the input.
+    pub fn quote_open(&self) -> bool {
+        self.closed_by_end && quote_left_open(self.raw(), self.quote, self.escape, self.delimiter)
+    }
+
+    /// The first line of the last record, without its line end.
+    pub fn first_line(&self) -> &[u8] {
+        let raw = self.raw();
+        let line = match raw.iter().position(|&b| b == b'\n') {
+            Some(nl) => &raw[..nl],
+            None => raw,
+        };
+        line.strip_suffix(b"\r").unwrap_or(line)
+    }
+
+    /// Forget the last record and frame again from the line after its first: for a record
+    /// whose quote never closes, so that the lines it took in are read as records of their
+    /// own.
+    pub fn restart_after_first_line(&mut self) {
+        let (start, end) = self.raw;
+        if let Some(nl) = self.buf[start..end].iter().position(|&b| b == b'\n') {
+            self.lo = start + nl + 1;
+            self.core.reset();
+            self.core.set_line(self.record_line + 1);
+            self.extra_lines = 0;
+        }
+        self.closed_by_end = false;
+    }
+}
+
+/// Whether `raw`, one record as written, ends inside a quoted field. As `csv-core` reads
+/// it, a quote opens a quoted field only as a field's first byte; inside one, a doubled
+/// quote (or the escape byte) stands for a quote and the next lone quote closes it.
+fn quote_left_open(raw: &[u8], quote: u8, escape: Option<u8>, delimiter: u8) -> bool {
+    let (mut open, mut field_start, mut i) = (false, true, 0);
+    while i < raw.len() {
+        let b = raw[i];
+        if open {
+            if Some(b) == escape {
+                i += 1;
+            } else if b == quote {
+                if raw.get(i + 1) == Some(&quote) {
+                    i += 1;
+                } else {
+                    open = false;
+                }
+            }
+        } else if field_start && b == quote {
+            open = true;
+            field_start = false;
+        } else {
+            field_start = b == delimiter || b == b'\n' || b == b'\r';
+        }
+        i += 1;
+    }
+    open
 }
 
 /// The column names a header (or, without one, the first record) gives: empty names
@@ -639,6 +715,12 @@ impl<R: Read> CsvReader<R> {
             self.done = true;
             return Ok(());
         }
+        if self.framer.closed_by_end() && self.settings.last_record == LastRecord::Wait {
+            // Not even the header is whole yet: nothing to read before the writer goes on.
+            self.wait_for_the_rest();
+            self.done = true;
+            return Ok(());
+        }
         let names = column_names(&self.framer, true);
         if names
             .iter()
@@ -675,12 +757,40 @@ impl<R: Read> CsvReader<R> {
         let mut rows = 0;
         let mut rejects = Vec::new();
         let start = self.framer.offset();
+        // Where to resume when reading stops before an unfinished last record.
+        let mut before_unfinished = None;
         while rows + rejects.len() < max_rows
             && self.framer.offset() - start < crate::MAX_CHUNK_BYTES
         {
-            if self.part.is_past(self.framer.offset()) || !self.read_record()? {
+            let before = (self.framer.offset(), self.framer.line());
+            if self.part.is_past(before.0) || !self.read_record()? {
                 self.done = true;
                 break;
+            }
+            if self.framer.closed_by_end() {
+                match self.settings.last_record {
+                    LastRecord::Wait => {
+                        self.wait_for_the_rest();
+                        before_unfinished = Some(before);
+                        self.done = true;
+                        break;
+                    }
+                    LastRecord::Read if self.framer.quote_open() => {
+                        rejects.push(Reject::record(
+                            String::from_utf8_lossy(self.framer.first_line()),
+                            format!("{}:{}", self.path, self.framer.record_line()),
+                            format!(
+                                "a `{}` quote opened in this record is never closed before the \
+                                 end of the file; the lines after this one are read as \
+                                 records of their own",
+                                self.settings.csv.quote as char
+                            ),
+                        ));
+                        self.framer.restart_after_first_line();
+                        continue;
+                    }
+                    LastRecord::Read => {}
+                }
             }
             match self.append_row(&mut builders) {
                 Ok(()) => rows += 1,
@@ -696,9 +806,11 @@ impl<R: Read> CsvReader<R> {
         }
         self.rows += rows as u64;
         let batch: RecordBatch = finish_batch(&self.schema, &mut builders, rows)?;
+        let (offset, line) =
+            before_unfinished.unwrap_or((self.framer.offset(), self.framer.line()));
         let position = position::encode(&TextPosition {
-            offset: self.framer.offset(),
-            line: self.framer.line(),
+            offset,
+            line,
             rows: self.rows,
             split_bytes: self.part.split_bytes,
         });
@@ -707,6 +819,25 @@ impl<R: Read> CsvReader<R> {
             position,
             rejects,
         }))
+    }
+
+    /// Say that reading stops before the last record, which the file's writer may not have
+    /// finished (`last_record = "wait"`).
+    fn wait_for_the_rest(&self) {
+        let why = if self.framer.quote_open() {
+            format!(
+                "a `{}` quote is still open at the end of the file",
+                self.settings.csv.quote as char
+            )
+        } else {
+            "the last line has no line end yet".to_string()
+        };
+        crate::note(&format!(
+            "`{}:{}`: {why}; the record is left for a later run (set `last_record = \"read\"` \
+             when files are complete)",
+            self.path,
+            self.framer.record_line()
+        ));
     }
 
     /// Parse the current record into `builders`, all or nothing; the reason when it does

@@ -19,6 +19,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::config::LastRecord;
 use crate::json_object;
 use crate::parts::Part;
 use crate::position::{self, TextPosition};
@@ -180,6 +181,20 @@ impl<R: Read> Lines<R> {
         self.number += 1;
         Ok(Some(number))
     }
+
+    /// Whether the last line read ends without a line feed: the last line of the file,
+    /// which its writer may not have finished.
+    fn unfinished(&self) -> bool {
+        !self.line().ends_with(b"\n")
+    }
+
+    /// Give the last line back: the next [`Lines::next`] reads it again, and `offset` and
+    /// `number` are where it starts.
+    fn unread(&mut self) {
+        self.offset -= (self.end - self.start) as u64;
+        self.number -= 1;
+        self.end = self.start;
+    }
 }
 
 /// The columns of a JSON Lines file: keys in first-seen order over up to `infer_rows`
@@ -235,6 +250,7 @@ pub struct JsonlReader {
     part: Part,
     rows: u64,
     done: bool,
+    last_record: LastRecord,
 }
 
 impl JsonlReader {
@@ -246,6 +262,7 @@ impl JsonlReader {
         schema: SchemaRef,
         part: Part,
         position: Option<&[u8]>,
+        last_record: LastRecord,
     ) -> Result<Self> {
         let at = TextPosition::resume(path, position, &part)?;
         let file = files::open_at(path, at.offset)?;
@@ -260,6 +277,7 @@ impl JsonlReader {
             part,
             rows: at.rows,
             done: false,
+            last_record,
         })
     }
 
@@ -286,6 +304,16 @@ impl JsonlReader {
                 self.done = true;
                 break;
             };
+            if self.last_record == LastRecord::Wait && self.lines.unfinished() {
+                crate::note(&format!(
+                    "`{}:{number}`: the last line has no line end yet; it is left for a later \
+                     run (set `last_record = \"read\"` when files are complete)",
+                    self.path
+                ));
+                self.lines.unread();
+                self.done = true;
+                break;
+            }
             let Some(text) = content(self.lines.line()) else {
                 continue;
             };

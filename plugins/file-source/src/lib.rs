@@ -10,6 +10,8 @@
 pub mod config;
 pub mod csv;
 pub mod files;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod json_object;
 pub mod jsonl;
 pub mod parquet;
@@ -35,7 +37,7 @@ use ingest_sdk::source::{Chunk, Reader, Replayed, Source, Split, StreamInfo, Syn
 use ingest_sdk::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Format, Settings};
+use crate::config::{Format, LastRecord, Settings};
 use crate::parts::Part;
 use crate::types::{ColumnBuilder, ColumnType};
 
@@ -61,7 +63,28 @@ pub struct Plan {
 /// and apply the overrides.
 pub fn plan(config: &str) -> Result<Plan> {
     let settings = Settings::parse(config)?;
-    let files = files::expand(&settings.path)?;
+    let mut files = files::expand(&settings.path)?;
+    if settings.format == Format::Parquet && settings.last_record == LastRecord::Wait {
+        // A Parquet file is readable only once its footer is written, at its very end.
+        let mut complete = Vec::with_capacity(files.len());
+        for path in files {
+            if parquet::has_footer(&path)? {
+                complete.push(path);
+            } else {
+                note(&format!(
+                    "`{path}` has no Parquet footer yet; it is left for a later run (set \
+                     `last_record = \"read\"` when files are complete)"
+                ));
+            }
+        }
+        if complete.is_empty() {
+            return Err(Error::data(format!(
+                "no Parquet file matching `{}` is complete yet: none ends with its footer",
+                settings.path
+            )));
+        }
+        files = complete;
+    }
     let Some(first) = files.first() else {
         return Err(Error::config(format!(
             "no file matches `{}`",
@@ -289,6 +312,7 @@ impl Source for FileSource {
                 plan.schema,
                 part,
                 position,
+                plan.settings.last_record,
             )?)),
             Format::Parquet => FileReader::Parquet(Box::new(parquet::ParquetReader::open(
                 path,
@@ -354,6 +378,14 @@ pub(crate) fn finish_batch(
         columns,
         &options,
     )?)
+}
+
+/// Tell the user something through the host log (natively, in unit tests: on stderr).
+pub(crate) fn note(message: &str) {
+    #[cfg(target_family = "wasm")]
+    ingest_sdk::host::log(ingest_sdk::host::Level::Info, message);
+    #[cfg(not(target_family = "wasm"))]
+    eprintln!("{message}");
 }
 
 /// A value for a message: as text, cut short when long.

@@ -101,6 +101,25 @@ fn builder(path: &str) -> Result<ParquetRecordBatchReaderBuilder<SharedFile>> {
 }
 
 /// The Arrow schema of a Parquet file, without the metadata the writer attached.
+/// Whether `path` ends with a Parquet footer's magic bytes: a file still being written
+/// has none yet.
+pub fn has_footer(path: &str) -> Result<bool> {
+    let mut file = File::open(path).map_err(|e| files::io_error(path, "open", e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| files::io_error(path, "read", e))?
+        .len();
+    // The smallest Parquet file: magic, footer length, magic.
+    if len < 12 {
+        return Ok(false);
+    }
+    let mut magic = [0u8; 4];
+    file.seek(SeekFrom::End(-4))
+        .and_then(|_| file.read_exact(&mut magic))
+        .map_err(|e| files::io_error(path, "read", e))?;
+    Ok(&magic == b"PAR1")
+}
+
 pub fn schema(path: &str) -> Result<SchemaRef> {
     Ok(plain(builder(path)?.schema()))
 }
@@ -176,8 +195,8 @@ impl ParquetReader {
             return Err(Error::data(format!(
                 "`{path}` has the schema {} but the stream's schema, from the first file, is \
                  {}; every file of the stream needs the same columns and types",
-                describe(&file_schema),
-                describe(&schema)
+                ingest_sdk::describe_schema(&file_schema),
+                ingest_sdk::describe_schema(&schema)
             )));
         }
         let group_rows: Vec<usize> = builder
@@ -275,15 +294,6 @@ fn normalize(at: &mut ParquetPosition, group_rows: &[usize]) {
         at.row -= rows;
         at.row_group += 1;
     }
-}
-
-fn describe(schema: &Schema) -> String {
-    let fields: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| format!("{}: {}", f.name(), f.data_type()))
-        .collect();
-    format!("[{}]", fields.join(", "))
 }
 
 #[cfg(test)]

@@ -49,14 +49,18 @@ impl TextPosition {
         };
         if at.split_bytes != split_bytes {
             return Err(Error::fatal(format!(
-                "the saved position for `{path}` was written with {} and the config now has                  {}; reading on would skip or repeat rows. Put back the earlier setting, or                  reset the stream's state to read the file again from the start",
+                "the saved position for `{path}` was written with {} and the config now has \
+                 {}; reading on would skip or repeat rows. Put back the earlier setting, or \
+                 reset the stream's state to read the file again from the start",
                 show(at.split_bytes),
                 show(split_bytes)
             )));
         }
         if at.offset < part.start || part.end.is_some_and(|end| at.offset > end) {
             return Err(Error::fatal(format!(
-                "the saved position for `{path}` (byte {}) lies outside the part it was saved                  for (from byte {}{}): the file changed before that point since it was read;                  reset the stream's state to read it again from the start",
+                "the saved position for `{path}` (byte {}) lies outside the part it was saved \
+                 for (from byte {}{}): the file changed before that point since it was read; \
+                 reset the stream's state to read it again from the start",
                 at.offset,
                 part.start,
                 part.end.map(|e| format!(" to {e}")).unwrap_or_default()

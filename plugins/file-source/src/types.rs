@@ -331,13 +331,14 @@ fn parse_timestamp_seconds_utc(v: &[u8]) -> Option<i64> {
     Some((days * 86_400 + seconds) * 1_000_000)
 }
 
+/// Days from 0001-01-01 to 1970-01-01 in the proleptic Gregorian calendar.
+const UNIX_EPOCH_DAYS_FROM_CE: i64 = 719_163;
+
 /// Days since 1970-01-01 of a calendar date, when the date exists.
 #[inline]
 fn civil_days(year: i64, month: u32, day: u32) -> Option<i64> {
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-        return None;
-    }
-    Some(days_from_civil(year, month, day))
+    let date = chrono::NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    Some(i64::from(chrono::Datelike::num_days_from_ce(&date)) - UNIX_EPOCH_DAYS_FROM_CE)
 }
 
 /// Seconds since midnight of a wall-clock time, when it is one (no leap second).
@@ -386,26 +387,6 @@ fn parse_ymd(v: &[u8]) -> Option<i64> {
     }
     let year = i64::from(two_digits(&v[0..2])? * 100 + two_digits(&v[2..4])?);
     civil_days(year, two_digits(&v[5..7])?, two_digits(&v[8..10])?)
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-// Howard Hinnant's days_from_civil: proleptic Gregorian calendar, 1970-01-01 is day 0.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// One parsed value of a JSON Lines row, held until the whole row is known to be good so

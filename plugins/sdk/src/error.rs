@@ -35,6 +35,25 @@ impl Error {
     pub fn fatal(message: impl Into<String>) -> Self {
         Error::Fatal(message.into())
     }
+
+    /// The same error, its message prefixed with `context` (`"{context}: {message}"`),
+    /// keeping its case (and a transient error's `retry_after_ms`).
+    pub fn context(self, context: impl std::fmt::Display) -> Self {
+        let with = |m: String| format!("{context}: {m}");
+        match self {
+            Error::InvalidConfig(m) => Error::InvalidConfig(with(m)),
+            Error::AccessDenied(m) => Error::AccessDenied(with(m)),
+            Error::Transient {
+                message,
+                retry_after_ms,
+            } => Error::Transient {
+                message: with(message),
+                retry_after_ms,
+            },
+            Error::Data(m) => Error::Data(with(m)),
+            Error::Fatal(m) => Error::Fatal(with(m)),
+        }
+    }
 }
 
 impl std::fmt::Display for Error {
@@ -137,5 +156,29 @@ impl From<Reject> for wit::Reject {
             location: r.location,
             reason: r.reason,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_prefixes_the_message_and_keeps_the_case() {
+        assert_eq!(
+            Error::config("bad key").context("file sink"),
+            Error::InvalidConfig("file sink: bad key".into())
+        );
+        assert_eq!(
+            Error::Transient {
+                message: "busy".into(),
+                retry_after_ms: Some(5)
+            }
+            .context("stream `a`"),
+            Error::Transient {
+                message: "stream `a`: busy".into(),
+                retry_after_ms: Some(5)
+            }
+        );
     }
 }

@@ -24,6 +24,16 @@ pub use arrow_array::RecordBatch;
 pub use arrow_schema::{Schema, SchemaRef};
 pub use error::{Error, Reject, Result};
 
+/// The columns of a schema for a message, e.g. `[id: Int64, email: Utf8]`.
+pub fn describe_schema(schema: &Schema) -> String {
+    let columns: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect();
+    format!("[{}]", columns.join(", "))
+}
+
 /// Generated bindings. One module per world; the shared `types` and `host` interfaces are
 /// generated once (in `source`) and reused by the other two so values convert freely.
 #[doc(hidden)]
