@@ -20,11 +20,8 @@ impl types::Host for PluginState {}
 
 impl host::Host for PluginState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let (allowed, dropped) = self.log_budget.take();
+        let allowed = self.log_budget.take();
         let plugin = &*self.label;
-        if let Some(n) = dropped {
-            tracing::warn!(plugin, "dropped {n} log lines (rate limit)");
-        }
         if !allowed {
             return Ok(());
         }

@@ -383,6 +383,7 @@ fn compile(path: &Path) -> Result<(), Failure> {
 
 async fn dlq_replay(path: &Path) -> Result<(), Failure> {
     let pipeline = config::load(path)?;
+    let _lock = lock_state(&pipeline, "dlq replay", path)?;
     let runtime = new_runtime(Some(&pipeline))?;
     let cancel = cancel_on_signal();
     let prepared = runtime::prepare(&pipeline, &runtime, cancel)
@@ -408,6 +409,26 @@ async fn dlq_replay(path: &Path) -> Result<(), Failure> {
         ))
     );
     Ok(())
+}
+
+/// Takes `pipeline`'s state lock for `command` (what the user ran, e.g. `run p.toml`), or
+/// fails with exit 2 naming the holder.
+fn lock_state(
+    pipeline: &config::Pipeline,
+    command: &str,
+    path: &Path,
+) -> Result<crate::lock::StateLock, Failure> {
+    let command = format!("{command} {}", path.display());
+    crate::lock::acquire(&pipeline.state_dir, &pipeline.name, &command).map_err(|e| {
+        let code = match e {
+            crate::lock::LockError::Held { .. } => 2,
+            crate::lock::LockError::Io { .. } => 1,
+        };
+        Failure {
+            code,
+            error: e.into(),
+        }
+    })
 }
 
 /// The engine for `pipeline` (fuel metering on when a plugin has a `fuel` limit), or for
@@ -454,6 +475,7 @@ fn cancel_on_signal() -> CancellationToken {
 
 async fn run(path: &Path) -> Result<(), Failure> {
     let pipeline = config::load(path)?;
+    let _lock = lock_state(&pipeline, "run", path)?;
     let runtime = new_runtime(Some(&pipeline))?;
     let cancel = cancel_on_signal();
     let prepared = runtime::prepare(&pipeline, &runtime, cancel)
@@ -490,7 +512,7 @@ fn print_summary(pipeline: &config::Pipeline, s: &Summary) {
             "pipeline {}: {} rows read ({} as Arrow), {} rows written, {} rejected ({} to the dead-letter queue), {} file{} published; {}; {} attempt{}; {:.2} s ({:.0} rows/s)",
             pipeline.name,
             s.rows_read,
-            human_bytes(s.bytes_read),
+            crate::sandbox::show_bytes(s.bytes_read),
             s.rows_written,
             s.rows_rejected,
             s.rows_dead_lettered,
@@ -503,21 +525,6 @@ fn print_summary(pipeline: &config::Pipeline, s: &Summary) {
             rate,
         ))
     );
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 async fn check(path: &Path) -> Result<(), Failure> {
@@ -679,6 +686,7 @@ fn state_show(path: &Path) -> Result<(), Failure> {
 
 fn state_reset(path: &Path, yes: bool) -> Result<(), Failure> {
     let pipeline = config::load(path)?;
+    let _lock = lock_state(&pipeline, "state reset", path)?;
     let file = runtime::state_store(&pipeline).path();
     if !file.exists() {
         println!("pipeline {} has no state; nothing to reset", pipeline.name);

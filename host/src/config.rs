@@ -166,29 +166,12 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().map_err(|_| {
-        format!("`{s}` is not a size; write e.g. 512MiB, 2GiB, 64MB or a number of bytes")
-    })?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1_000,
-        "kib" | "k" => 1 << 10,
-        "mb" => 1_000_000,
-        "mib" | "m" => 1 << 20,
-        "gb" => 1_000_000_000,
-        "gib" | "g" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "`{s}`: unknown unit; accepted: B, KB, KiB, MB, MiB, GB, GiB"
-            ))
-        }
-    };
-    Ok((num * mult as f64) as u64)
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|_| {
+            format!("`{s}` is not a size; write e.g. 512MiB, 2GiB, 64MB or a number of bytes")
+        })
 }
 
 /// `"30s"`, `"500ms"`, `"2m"`, `"1h"`.
@@ -205,21 +188,8 @@ impl<'de> Deserialize<'de> for DurationStr {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("`{s}` is not a duration; write e.g. 500ms, 30s, 5m or 1h");
-    let num: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit.trim() {
-        "ms" => num / 1000.0,
-        "s" => num,
-        "m" => num * 60.0,
-        "h" => num * 3600.0,
-        _ => return Err(bad()),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    humantime::parse_duration(s.trim())
+        .map_err(|_| format!("`{s}` is not a duration; write e.g. 500ms, 30s, 5m or 1h"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -869,31 +839,42 @@ fn parse_net_grant(text: &str) -> Option<NetGrant> {
 }
 
 /// Where a key named in a plugin's error message sits in the pipeline file: the line of
-/// `key` within the stage's `config` table, if it can be found. `span` is the table's span
-/// as the TOML parser reports it: the whole inline table, or just the `[x.config]` header,
-/// in which case the table's keys follow it up to the next header.
-pub fn locate_config_key(text: &str, span: &Range<usize>, key: &str) -> Option<usize> {
-    let start = text[..span.start.min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
-    let mut offset = start;
-    for (i, line) in text[start..].split_inclusive('\n').enumerate() {
-        let trimmed = line.trim_start();
-        let past_span = offset >= span.end;
-        if i > 0 && past_span && trimmed.starts_with('[') {
-            return None;
-        }
-        for candidate in trimmed.split([',', '{']) {
-            let candidate = candidate.trim_start();
-            if let Some(rest) = candidate.strip_prefix(key) {
-                if rest.trim_start().starts_with('=') {
-                    return Some(line_of(text, offset));
-                }
-            }
-        }
-        offset += line.len();
+/// `key` within the `config` table of the `kind` stage named `stage` (at any depth, first
+/// in document order), from the spans the TOML parser reports.
+pub fn locate_config_key(text: &str, kind: Kind, stage: &str, key: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    fn get<'t, 'i>(table: &'t DeTable<'i>, key: &str) -> Option<&'t DeValue<'i>> {
+        table
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(_, v)| v.get_ref())
     }
-    None
+    fn find(table: &DeTable<'_>, key: &str) -> Option<usize> {
+        table.iter().find_map(|(k, v)| {
+            if k.get_ref() == key {
+                return Some(k.span().start);
+            }
+            match v.get_ref() {
+                DeValue::Table(inner) => find(inner, key),
+                _ => None,
+            }
+        })
+    }
+    let document = DeTable::parse(text).ok()?;
+    let DeValue::Array(stages) = get(document.get_ref(), kind.as_str())? else {
+        return None;
+    };
+    let config = stages.iter().find_map(|s| match s.get_ref() {
+        DeValue::Table(t) => match get(t, "name") {
+            Some(DeValue::String(name)) if name == stage => match get(t, "config") {
+                Some(DeValue::Table(config)) => Some(config),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    })?;
+    find(config, key).map(|at| line_of(text, at))
 }
 
 #[cfg(test)]
@@ -976,15 +957,27 @@ plugin = "plugins/x.wasm"
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_bytes("1.5 KiB").unwrap(), 1536);
+        assert_eq!(parse_bytes("512").unwrap(), 512);
     }
 
     #[test]
-    fn a_config_key_is_located_within_its_table() {
-        let text = "[[source]]\nplugin = \"x\"\n[source.config]\npath = \"a\"\ndelimter = \";\"\n";
-        let start = text.find("path").unwrap();
+    fn a_config_key_is_located_within_its_stage_table() {
+        let text = "[[source]]\nname = \"a\"\nplugin = \"x\"\n[source.config]\npath = \"a\"\n\
+                    \n[[source]]\nname = \"b\"\nplugin = \"x\"\n[source.config]\npath = \"b\"\n\
+                    [source.config.csv]\ndelimter = \";\"\n\
+                    [[sink]]\nname = \"b\"\nconfig = { path = \"out\", delimter = 1 }\n";
         assert_eq!(
-            locate_config_key(text, &(start..text.len()), "delimter"),
-            Some(5)
+            locate_config_key(text, Kind::Source, "b", "delimter"),
+            Some(13)
         );
+        assert_eq!(locate_config_key(text, Kind::Source, "b", "path"), Some(11));
+        assert_eq!(
+            locate_config_key(text, Kind::Sink, "b", "delimter"),
+            Some(16)
+        );
+        assert_eq!(locate_config_key(text, Kind::Source, "a", "delimter"), None);
+        assert_eq!(locate_config_key(text, Kind::Transform, "b", "path"), None);
     }
 }

@@ -12,6 +12,7 @@ pub mod fault;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub mod http_grant;
+pub mod lock;
 pub mod plugin;
 pub mod runtime;
 pub mod sandbox;

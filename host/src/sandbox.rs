@@ -73,9 +73,9 @@ impl Default for Limits {
     }
 }
 
-/// How a byte count reads in messages: `64 MiB`.
-pub fn show_bytes(n: usize) -> String {
-    const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
+/// How a byte count reads in messages and summaries: `812 bytes`, `64 MiB`, `1.5 GiB`.
+pub fn show_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;
     while value >= 1024.0 && unit + 1 < UNITS.len() {
@@ -254,7 +254,7 @@ pub fn new_store(
         table: ResourceTable::new(),
         limits,
         granted: grants.limits,
-        log_budget: LogBudget::default(),
+        log_budget: LogBudget::new(label.clone(), "log"),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -286,58 +286,85 @@ pub fn arm(store: &mut Store<PluginState>) {
 /// Lines a plugin may log per second before the host drops the rest.
 const LOG_LINES_PER_SECOND: u32 = 200;
 
-/// A per-second budget of log lines, so a plugin cannot flood the host log.
+/// A per-second budget of lines for one of a plugin's outputs (its host log, its stdout or
+/// its stderr), so a plugin cannot flood the host log. Lines over the budget are dropped
+/// and counted; the count is logged as a warning when the next second begins, and when the
+/// budget ends with its instance, so a flood is never silent.
 #[derive(Debug)]
 pub struct LogBudget {
+    label: Arc<str>,
+    /// Which output: `log`, `stdout` or `stderr`.
+    output: &'static str,
     window: Instant,
     used: u32,
     dropped: u64,
 }
 
-impl Default for LogBudget {
-    fn default() -> Self {
+impl LogBudget {
+    pub fn new(label: Arc<str>, output: &'static str) -> Self {
         LogBudget {
+            label,
+            output,
             window: Instant::now(),
             used: 0,
             dropped: 0,
         }
     }
-}
 
-impl LogBudget {
-    /// Whether one more line may be logged now; when a new second starts after lines
-    /// were dropped, returns how many were.
-    pub fn take(&mut self) -> (bool, Option<u64>) {
-        let mut dropped_report = None;
+    /// Whether one more line may be logged now.
+    pub fn take(&mut self) -> bool {
         if self.window.elapsed() >= Duration::from_secs(1) {
+            self.report();
             self.window = Instant::now();
             self.used = 0;
-            if self.dropped > 0 {
-                dropped_report = Some(self.dropped);
-                self.dropped = 0;
-            }
         }
         if self.used < LOG_LINES_PER_SECOND {
             self.used += 1;
-            (true, dropped_report)
+            true
         } else {
             self.dropped += 1;
-            (false, dropped_report)
+            false
         }
+    }
+
+    /// Logs how many lines were dropped since the last report, if any.
+    fn report(&mut self) {
+        if self.dropped > 0 {
+            tracing::warn!(
+                plugin = %self.label,
+                "dropped {} {} lines (rate limit: {LOG_LINES_PER_SECOND} a second)",
+                self.dropped,
+                self.output
+            );
+            self.dropped = 0;
+        }
+    }
+}
+
+impl Drop for LogBudget {
+    fn drop(&mut self) {
+        self.report();
     }
 }
 
 /// A plugin's stdout or stderr: each line goes to the host log under the plugin's name,
 /// secrets redacted (by the log writer), long lines cut.
+/// The budget is shared by every stream the plugin opens on the output: a guest may open a
+/// new one for each write.
 #[derive(Clone)]
 struct PluginOutput {
     label: Arc<str>,
     stream: &'static str,
+    budget: Arc<std::sync::Mutex<LogBudget>>,
 }
 
 impl PluginOutput {
     fn new(label: Arc<str>, stream: &'static str) -> Self {
-        PluginOutput { label, stream }
+        PluginOutput {
+            budget: Arc::new(std::sync::Mutex::new(LogBudget::new(label.clone(), stream))),
+            label,
+            stream,
+        }
     }
 }
 
@@ -353,7 +380,7 @@ impl StdoutStream for PluginOutput {
             label: self.label.clone(),
             stream: self.stream,
             pending: Vec::new(),
-            budget: LogBudget::default(),
+            budget: self.budget.clone(),
         })
     }
 }
@@ -364,15 +391,12 @@ struct LineLogger {
     label: Arc<str>,
     stream: &'static str,
     pending: Vec<u8>,
-    budget: LogBudget,
+    budget: Arc<std::sync::Mutex<LogBudget>>,
 }
 
 impl LineLogger {
     fn emit(&mut self, line: &[u8]) {
-        let (allowed, dropped) = self.budget.take();
-        if let Some(n) = dropped {
-            tracing::warn!(plugin = %self.label, "dropped {n} lines of {} (rate limit)", self.stream);
-        }
+        let allowed = self.budget.lock().map(|mut b| b.take()).unwrap_or(true);
         if allowed {
             let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]);
             tracing::info!(plugin = %self.label, stream = self.stream, "{}", text.trim_end());
@@ -408,5 +432,25 @@ impl tokio::io::AsyncWrite for LineLogger {
             self.emit(&line);
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_budget_allows_its_lines_per_second_and_counts_the_rest() {
+        let mut budget = LogBudget::new(Arc::from("source \"s\""), "log");
+        let allowed = (0..LOG_LINES_PER_SECOND + 50)
+            .filter(|_| budget.take())
+            .count();
+        assert_eq!(allowed, LOG_LINES_PER_SECOND as usize);
+        assert_eq!(budget.dropped, 50);
+        // A new second: the count is reported (and reset) and lines flow again.
+        budget.window -= Duration::from_secs(1);
+        assert!(budget.take());
+        assert_eq!(budget.dropped, 0);
+        assert_eq!(budget.used, 1);
     }
 }

@@ -65,20 +65,9 @@ async fn bounded<T>(
             plugin: label.to_string(),
             what: format!(
                 "exceeded its deadline of {} for one call (raise `deadline` to allow longer calls)",
-                humanize(limit)
+                humantime::format_duration(limit)
             ),
         }),
-    }
-}
-
-/// A duration as a person writes it in pipeline.toml: `2s`, `1.5s`, `250ms`.
-fn humanize(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
     }
 }
 
@@ -88,7 +77,7 @@ fn trapped(label: &str, limits: Limits, error: wasmtime::Error) -> RunError {
     let what = if text.contains("forcing trap when growing memory") {
         format!(
             "hit its memory limit of {} (raise `memory` to allow more)",
-            sandbox::show_bytes(limits.memory_bytes)
+            sandbox::show_bytes(limits.memory_bytes as u64)
         )
     } else if text.contains("fuel allocated for hostcalls has been exhausted") {
         // Not worth a retry: the plugin would return the same again.
@@ -96,7 +85,7 @@ fn trapped(label: &str, limits: Limits, error: wasmtime::Error) -> RunError {
             plugin: label.to_string(),
             message: format!(
                 "returned more than its `max_batch` limit of {} in one call; return smaller batches (or raise `max_batch`)",
-                sandbox::show_bytes(limits.max_batch_bytes)
+                sandbox::show_bytes(limits.max_batch_bytes as u64)
             ),
         };
     } else if let Some(wasmtime::Trap::OutOfFuel) = error.downcast_ref::<wasmtime::Trap>() {
@@ -222,8 +211,8 @@ impl<P> Instance<P> {
                 plugin: self.label.to_string(),
                 message: format!(
                     "returned a batch of {}, over its `max_batch` limit of {}; return smaller batches (or raise `max_batch`)",
-                    sandbox::show_bytes(bytes),
-                    sandbox::show_bytes(max)
+                    sandbox::show_bytes(bytes as u64),
+                    sandbox::show_bytes(max as u64)
                 ),
             });
         }
@@ -575,8 +564,9 @@ mod tests {
 
     #[test]
     fn deadlines_read_as_written() {
-        assert_eq!(humanize(Duration::from_secs(2)), "2s");
-        assert_eq!(humanize(Duration::from_millis(250)), "250ms");
-        assert_eq!(humanize(Duration::from_millis(1500)), "1.5s");
+        let shown = |d| humantime::format_duration(d).to_string();
+        assert_eq!(shown(Duration::from_secs(2)), "2s");
+        assert_eq!(shown(Duration::from_millis(250)), "250ms");
+        assert_eq!(shown(Duration::from_millis(1500)), "1s 500ms");
     }
 }

@@ -186,8 +186,8 @@ fn locate(pipeline: &Pipeline, stage: &Stage, error: RunError) -> RunError {
         .nth(1)
         .filter(|_| message.contains("unknown field") || message.contains("missing field"));
     let line = match (key, &stage.config_span) {
-        (Some(key), Some(span)) if message.contains("unknown field") => {
-            config::locate_config_key(text, span, key)
+        (Some(key), Some(_)) if message.contains("unknown field") => {
+            config::locate_config_key(text, stage.kind, &stage.name, key)
         }
         (_, Some(span)) => Some(config::line_of(text, span.start)),
         _ => None,
