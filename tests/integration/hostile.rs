@@ -160,8 +160,14 @@ pub struct Attacking {
 }
 
 impl Attacking {
+    /// Runs the hostile pipeline with `attack`, epochs of `every_rows` rows.
     pub fn start(scratch: &Scratch, attack: &Attack, every_rows: u64) -> Self {
         scratch.write("pipeline.toml", pipeline(Some(attack), every_rows));
+        Self::spawn(scratch)
+    }
+
+    /// Runs `pipeline.toml` of `scratch`, as written, until its attack begins.
+    pub fn spawn(scratch: &Scratch) -> Self {
         let mut child = scratch
             .command(&["run", "pipeline.toml", "--log", "info"])
             .stdout(Stdio::null())
@@ -226,6 +232,7 @@ impl Attacking {
             std::thread::sleep(Duration::from_millis(5));
         };
         seen.push_str(&rest.join().unwrap().unwrap());
+        assert_no_secret(&seen);
         Output {
             code: status.code().unwrap_or(-1),
             stdout: String::new(),

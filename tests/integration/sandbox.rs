@@ -4,10 +4,10 @@
 //! plugin and the grant or limit it ran into, the host itself exits normally, nothing of
 //! the epoch is published, and the same pipeline without the hostile stage then completes.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ChildStderr, Stdio};
+use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
+use crate::hostile::Attacking;
 use crate::support::*;
 
 const ROWS: usize = 100;
@@ -218,7 +218,7 @@ fn a_malformed_net_grant_is_a_config_error_naming_the_entry() {
 #[test]
 fn an_endless_loop_is_stopped_by_its_deadline() {
     let scratch = scratch_with_orders();
-    let attack = Attacking::start(
+    let attack = attacking(
         &scratch,
         &hostile("infinite-loop", "deadline = \"1s\"\n", ""),
     );
@@ -240,7 +240,7 @@ fn an_endless_loop_is_stopped_by_its_deadline() {
 #[test]
 fn unbounded_allocation_is_stopped_by_the_memory_limit() {
     let scratch = scratch_with_orders();
-    let attack = Attacking::start(&scratch, &hostile("allocate", "memory = \"64MiB\"\n", ""));
+    let attack = attacking(&scratch, &hostile("allocate", "memory = \"64MiB\"\n", ""));
     let started = Instant::now();
     let run = attack.finish(Duration::from_secs(10));
     let took = started.elapsed();
@@ -329,7 +329,7 @@ fn a_plugin_that_exits_the_process_only_ends_its_own_instance() {
 #[test]
 fn sigterm_stops_an_endless_loop_long_before_its_deadline() {
     let scratch = scratch_with_orders();
-    let attack = Attacking::start(
+    let attack = attacking(
         &scratch,
         &hostile("infinite-loop", "deadline = \"60s\"\n", ""),
     );
@@ -363,7 +363,7 @@ fn a_second_signal_exits_at_once() {
     let scratch = scratch_with_orders();
     // A plugin that ignores cancellation would need its deadline to pass; the second
     // signal does not wait for anything.
-    let attack = Attacking::start(
+    let attack = attacking(
         &scratch,
         &hostile("infinite-loop", "deadline = \"60s\"\n", ""),
     );
@@ -389,7 +389,7 @@ fn a_second_signal_exits_at_once() {
 #[test]
 fn fuel_bounds_the_instructions_of_one_call() {
     let scratch = scratch_with_orders();
-    let attack = Attacking::start(
+    let attack = attacking(
         &scratch,
         &hostile("infinite-loop", "fuel = 200000000\n", ""),
     );
@@ -645,78 +645,14 @@ fn a_grant_the_plugin_cannot_use_is_refused_before_anything_runs() {
     assert!(!scratch.path("out").exists() || parquet_files(&scratch.path("out")).is_empty());
 }
 
-/// A run of the pipeline with `stage` in it, caught in the act: the plugin has logged
-/// that it begins its attack.
-struct Attacking {
-    child: Child,
-    stderr: BufReader<ChildStderr>,
-    seen: String,
-}
-
-impl Attacking {
-    fn start(scratch: &Scratch, stage: &str) -> Self {
-        let spec = PipelineSpec {
-            extra_transform: stage,
-            max_attempts: 1,
-            ..PipelineSpec::default()
-        };
-        scratch.write("pipeline.toml", spec.render());
-        let mut child = scratch
-            .command(&["run", "pipeline.toml", "--log", "info"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut attacking = Attacking {
-            child,
-            stderr,
-            seen: String::new(),
-        };
-        loop {
-            let mut line = String::new();
-            let n = attacking.stderr.read_line(&mut line).unwrap();
-            assert_ne!(
-                n, 0,
-                "the host ended before the attack began: {}",
-                attacking.seen
-            );
-            attacking.seen.push_str(&line);
-            if line.contains("attacking: ") {
-                return attacking;
-            }
-        }
-    }
-
-    /// Wait for the host to end, at most `limit`; what it printed to stderr, all of it.
-    fn finish(self, limit: Duration) -> Output {
-        let Attacking {
-            mut child,
-            mut stderr,
-            mut seen,
-        } = self;
-        let rest = std::thread::spawn(move || {
-            let mut rest = String::new();
-            stderr.read_to_string(&mut rest).map(|_| rest)
-        });
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > limit {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                panic!("the host still ran {limit:?} into the attack: {seen}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        seen.push_str(&rest.join().unwrap().unwrap());
-        assert_no_secret(&seen);
-        Output {
-            code: status.code().unwrap_or(-1),
-            stdout: String::new(),
-            stderr: seen,
-        }
-    }
+/// A run of the standard pipeline with `stage` in it, caught in the act: the plugin has
+/// logged that it begins its attack.
+fn attacking(scratch: &Scratch, stage: &str) -> Attacking {
+    let spec = PipelineSpec {
+        extra_transform: stage,
+        max_attempts: 1,
+        ..PipelineSpec::default()
+    };
+    scratch.write("pipeline.toml", spec.render());
+    Attacking::spawn(scratch)
 }

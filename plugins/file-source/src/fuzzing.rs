@@ -144,6 +144,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::testutil::Rng;
 
     /// Every file of the corpus `target` gathered by fuzzing, plus its seeds.
     fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -164,18 +165,6 @@ mod tests {
             }
         }
         files
-    }
-
-    /// A small seeded generator, so a failing input can be replayed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
     }
 
     /// `count` mutations of `samples`: bytes that matter to the format inserted, deleted,

@@ -7,7 +7,7 @@ use ingest_sdk::Reject;
 use serde_json::json;
 
 use super::*;
-use crate::testutil::TempDir;
+use crate::testutil::{Rng, TempDir};
 
 /// Everything one split yields from `position` on, `max_rows` at a time.
 struct Read {
@@ -896,18 +896,6 @@ fn a_parquet_file_without_its_footer_waits_for_its_writer() {
     assert!(message.contains("a.parquet"), "{message}");
 }
 
-/// A small seeded generator, so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// Writes `body` after `head` in random-sized chunks (cut anywhere: mid-line, inside a
 /// quoted field, between CR and LF), reading on from the last position after each; the
 /// ids of every row read, and every reject.
@@ -927,7 +915,7 @@ fn read_while_written(
     let (mut ids, mut rejects, mut at) = (Vec::new(), Vec::new(), None);
     let mut rest = body.as_bytes();
     while !rest.is_empty() {
-        let n = (1 + rng.below(rest.len().min(4000) as u64) as usize).min(rest.len());
+        let n = (1 + rng.below(rest.len().min(4000))).min(rest.len());
         dir.append(name, &rest[..n]);
         rest = &rest[n..];
         let (got, next) = read_on(&cfg, &path, at);

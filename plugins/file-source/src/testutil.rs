@@ -1,4 +1,5 @@
-//! Temporary directories for the tests: unique per test, removed when dropped.
+//! For the tests: temporary directories, unique per test and removed when dropped, and a
+//! small seeded random generator, so that a failing input can be replayed.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,5 +55,18 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A xorshift generator: the same seed gives the same numbers.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n` (at least 1).
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
     }
 }
