@@ -3,6 +3,7 @@
 //! together; the key columns are matched against the stream's schema later, at `open`.
 
 use ingest_sdk::{config, Error, Result};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -14,15 +15,36 @@ pub const DEFAULT_WINDOW: usize = 100_000;
 pub const MAX_WINDOW: usize = 8_000_000;
 
 /// The config as written in pipeline.toml (rendered to JSON by the host). Values are kept
-/// as JSON so that a wrong type is reported with the key's name.
-#[derive(Debug, Deserialize)]
+/// as JSON so that a wrong type is reported with the key's name; the JSON Schema (the
+/// transform's `spec`) is derived from it with the types they must have.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    title = "dedupe transform config",
+    description = "Drops every row whose key was already seen, keeping the first.",
+    extend("required" = ["key"])
+)]
 pub struct RawConfig {
-    /// The columns that identify a row.
+    /// The columns that identify a row. A row whose key values (null equals null) were
+    /// already seen within the window is dropped; the first occurrence is kept.
     #[serde(default)]
+    #[schemars(
+        with = "Vec<String>",
+        length(min = 1),
+        inner(length(min = 1)),
+        extend("uniqueItems" = true)
+    )]
     pub key: Option<Value>,
-    /// How many distinct keys are remembered.
+    /// How many distinct keys are remembered, across batches, epochs and runs (the window
+    /// is checkpointed); the oldest is forgotten first. Each key takes about 45 bytes of
+    /// plugin memory and 16 bytes of checkpoint (32 in the state file, which keeps it as
+    /// hex).
     #[serde(default)]
+    #[schemars(
+        with = "u64",
+        range(min = 1, max = MAX_WINDOW),
+        extend("default" = DEFAULT_WINDOW)
+    )]
     pub window: Option<Value>,
 }
 
@@ -115,35 +137,7 @@ fn parse_key(value: &Value, problems: &mut Vec<String>) -> Vec<String> {
 
 /// JSON Schema of the config, as `spec()` reports it.
 pub fn json_schema() -> String {
-    serde_json::json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "dedupe transform config",
-        "type": "object",
-        "additionalProperties": false,
-        "required": ["key"],
-        "properties": {
-            "key": {
-                "type": "array",
-                "minItems": 1,
-                "uniqueItems": true,
-                "items": { "type": "string", "minLength": 1 },
-                "description": "The columns that identify a row. A row whose key values (null \
-                    equals null) were already seen within the window is dropped; the first \
-                    occurrence is kept."
-            },
-            "window": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_WINDOW,
-                "default": DEFAULT_WINDOW,
-                "description": "How many distinct keys are remembered, across batches, epochs \
-                    and runs (the window is checkpointed); the oldest is forgotten first. \
-                    Each key takes about 45 bytes of plugin memory and 16 bytes of checkpoint \
-                    (32 in the state file, which keeps it as hex)."
-            }
-        }
-    })
-    .to_string()
+    serde_json::to_string(&schemars::schema_for!(RawConfig)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -225,5 +219,13 @@ mod tests {
         assert_eq!(v["required"][0], "key");
         assert_eq!(v["properties"]["window"]["maximum"], MAX_WINDOW);
         assert_eq!(v["properties"]["window"]["default"], DEFAULT_WINDOW);
+        assert_eq!(v["properties"]["window"]["minimum"], 1);
+        assert_eq!(v["properties"]["key"]["minItems"], 1);
+        assert_eq!(v["properties"]["key"]["items"]["minLength"], 1);
+        assert_eq!(v["additionalProperties"], false);
+        assert!(v["properties"]["key"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("The columns that identify a row"));
     }
 }

@@ -7,27 +7,47 @@ use std::path::PathBuf;
 
 use ingest_sdk::host::ParquetOptions;
 use ingest_sdk::{config, Error, Result};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// Rows per Parquet row group when the config says nothing.
 pub const DEFAULT_ROW_GROUP_ROWS: u32 = 131_072;
 
-/// The config as written in pipeline.toml (rendered to JSON by the host).
-#[derive(Debug, Deserialize)]
+/// The config as written in pipeline.toml (rendered to JSON by the host). Its JSON Schema
+/// (the sink's `spec`) is derived from it, descriptions from these comments.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "file sink config")]
 pub struct RawConfig {
+    /// Output directory; grant it read-write in the sink's `fs` grants. Files land in
+    /// `<path>/<stream>/[<partition>/]part-<epoch>-<seq>.<ext>`; `<path>/.staging` holds
+    /// what is not yet committed.
+    #[schemars(length(min = 1))]
     pub path: String,
+    /// The file format: parquet (default), jsonl or csv.
     #[serde(default)]
+    #[schemars(extend("enum" = ["parquet", "jsonl", "csv"], "default" = "parquet"))]
     pub format: Option<String>,
+    /// Parquet only: the codec.
     #[serde(default)]
+    #[schemars(extend("enum" = COMPRESSIONS, "default" = "zstd"))]
     pub compression: Option<String>,
+    /// Parquet only: zstd 1-22, gzip 0-9. Unset, zstd uses 3, and 1 for columns of
+    /// high-entropy values such as hashes, where level 1 compresses at least as small.
     #[serde(default)]
     pub compression_level: Option<i64>,
+    /// Parquet only: rows per row group.
     #[serde(default)]
+    #[schemars(range(min = 1, max = u32::MAX), extend("default" = DEFAULT_ROW_GROUP_ROWS))]
     pub row_group_rows: Option<u64>,
+    /// Column for Hive-style partition directories.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub partition_by: Option<String>,
+    /// Default: `day` for date and timestamp columns, else `value`. day/month/year also
+    /// accept text columns holding ISO 8601 dates.
     #[serde(default)]
+    #[schemars(extend("enum" = ["day", "month", "year", "value"]))]
     pub partition_granularity: Option<String>,
 }
 
@@ -251,50 +271,7 @@ impl SinkConfig {
 
 /// JSON Schema of the config, as `spec()` reports it.
 pub fn json_schema() -> String {
-    serde_json::json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "file sink config",
-        "type": "object",
-        "additionalProperties": false,
-        "required": ["path"],
-        "properties": {
-            "path": {
-                "type": "string",
-                "minLength": 1,
-                "description": "Output directory; grant it read-write in the sink's `fs` \
-                    grants. Files land in `<path>/<stream>/[<partition>/]part-<epoch>-<seq>.<ext>`; \
-                    `<path>/.staging` holds what is not yet committed."
-            },
-            "format": { "enum": ["parquet", "jsonl", "csv"], "default": "parquet" },
-            "compression": {
-                "enum": COMPRESSIONS,
-                "default": "zstd",
-                "description": "Parquet only."
-            },
-            "compression_level": {
-                "type": "integer",
-                "description": "Parquet only: zstd 1-22, gzip 0-9. Unset, zstd uses 3, and 1 for columns of high-entropy values such as hashes, where level 1 compresses at least as small."
-            },
-            "row_group_rows": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": u32::MAX,
-                "default": DEFAULT_ROW_GROUP_ROWS,
-                "description": "Parquet only: rows per row group."
-            },
-            "partition_by": {
-                "type": "string",
-                "minLength": 1,
-                "description": "Column for Hive-style partition directories."
-            },
-            "partition_granularity": {
-                "enum": ["day", "month", "year", "value"],
-                "description": "Default: `day` for date and timestamp columns, else `value`. \
-                    day/month/year also accept text columns holding ISO 8601 dates."
-            }
-        }
-    })
-    .to_string()
+    serde_json::to_string(&schemars::schema_for!(RawConfig)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -389,6 +366,20 @@ mod tests {
     #[test]
     fn spec_is_json() {
         let v: serde_json::Value = serde_json::from_str(&json_schema()).unwrap();
-        assert_eq!(v["required"][0], "path");
+        assert_eq!(v["title"], "file sink config");
+        assert_eq!(v["required"], serde_json::json!(["path"]));
+        assert_eq!(v["additionalProperties"], false, "unknown keys are refused");
+        let keys: Vec<&String> = v["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 7, "{keys:?}");
+        assert_eq!(v["properties"]["format"]["enum"][0], "parquet");
+        assert_eq!(
+            v["properties"]["compression"]["enum"],
+            serde_json::json!(COMPRESSIONS)
+        );
+        assert_eq!(v["properties"]["row_group_rows"]["minimum"], 1);
+        assert!(v["properties"]["path"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Output directory"));
     }
 }

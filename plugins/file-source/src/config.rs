@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use ingest_sdk::{config, Error, Result};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::files;
@@ -112,40 +113,96 @@ pub enum LastRecord {
 /// The smallest `split_bytes`: smaller parts cost more in positions than they gain.
 pub const MIN_SPLIT_BYTES: u64 = 1 << 20;
 
-#[derive(Deserialize)]
+/// The config as written in pipeline.toml (rendered to JSON by the host). The JSON Schema
+/// (the source's `spec`) is derived from it, descriptions from these comments.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    title = "file source",
+    description = "Reads CSV, JSON Lines or Parquet files as one stream: one split per file, or per part of a file with `split_bytes`."
+)]
 struct RawConfig {
+    /// A file path or a glob (`*`, `?` within a name, `**` for any number of
+    /// directories), inside a directory granted in the plugin's `fs` list.
     path: String,
+    /// Default: from the extension (.csv; .jsonl, .ndjson, .json; .parquet).
     #[serde(default)]
+    #[schemars(extend("enum" = ["csv", "jsonl", "parquet"]))]
     format: Option<String>,
+    /// Stream name. Default: the file stem of `path`, or for a glob the literal start of
+    /// its last part, or `default`.
     #[serde(default)]
     stream: Option<String>,
+    /// Rows of the first file sampled to infer column types.
     #[serde(default)]
+    #[schemars(range(min = 1), extend("default" = DEFAULT_INFER_ROWS))]
     infer_rows: Option<u64>,
+    /// CSV field values read as null.
     #[serde(default)]
+    #[schemars(extend("default" = [""]))]
     null_values: Option<Vec<String>>,
+    /// The CSV dialect.
     #[serde(default)]
     csv: Option<RawCsv>,
+    /// Column type overrides for csv and jsonl, by column name.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, ColumnTypeName>")]
     schema: BTreeMap<String, String>,
+    /// Read each CSV or JSON Lines file as parts of about this many bytes (at least 1MiB;
+    /// bytes, or a string such as "64MiB"), one split each, cut exactly where a record
+    /// starts, so that a source with `readers` > 1 reads a large file on several cores.
+    /// Default: one split per file. Positions saved under one value are refused under
+    /// another.
     #[serde(default)]
+    #[schemars(extend("type" = ["integer", "string"]))]
     split_bytes: Option<serde_json::Value>,
+    /// `wait`: files may still be being written, so a last line without a line end, a
+    /// quoted field still open at the end of a file, or a Parquet file without its footer
+    /// is left for a later run, which reads it whole, once. `read`: files are complete; a
+    /// last line without a line end is a record, and a quote left open at the end of a
+    /// file is one rejected record naming the line it opened on, with the lines after it
+    /// read as records.
     #[serde(default)]
+    #[schemars(extend("enum" = ["wait", "read"], "default" = "wait"))]
     last_record: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+/// The column types `schema` may name, for the JSON Schema only.
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ColumnTypeName {
+    Int64,
+    Float64,
+    Boolean,
+    Utf8,
+    Date,
+    Timestamp,
+}
+
+/// The CSV dialect as written.
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawCsv {
+    /// Whether the first record names the columns.
     #[serde(default)]
+    #[schemars(extend("default" = true))]
     header: Option<bool>,
+    /// The field delimiter: one ASCII character.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 1), extend("default" = ","))]
     delimiter: Option<String>,
+    /// The quote character: one ASCII character.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 1), extend("default" = "\""))]
     quote: Option<String>,
+    /// An escape character inside quotes, if any: one ASCII character.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 1))]
     escape: Option<String>,
+    /// A comment character: lines starting with it are skipped.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 1))]
     comment: Option<String>,
 }
 
@@ -338,68 +395,10 @@ fn single_byte(key: &str, value: &str, problems: &mut Vec<String>) -> Option<u8>
     }
 }
 
-/// The JSON Schema of the configuration.
-pub const SPEC: &str = r##"{
-  "$schema": "https://json-schema.org/draft/2020-12/schema",
-  "title": "file source",
-  "description": "Reads CSV, JSON Lines or Parquet files as one stream: one split per file, or per part of a file with `split_bytes`.",
-  "type": "object",
-  "additionalProperties": false,
-  "required": ["path"],
-  "properties": {
-    "path": {
-      "type": "string",
-      "description": "A file path or a glob (`*`, `?` within a name, `**` for any number of directories), inside a directory granted in the plugin's `fs` list."
-    },
-    "format": {
-      "enum": ["csv", "jsonl", "parquet"],
-      "description": "Default: from the extension (.csv; .jsonl, .ndjson, .json; .parquet)."
-    },
-    "stream": {
-      "type": "string",
-      "description": "Stream name. Default: the file stem of `path`, or for a glob the literal start of its last part, or `default`."
-    },
-    "infer_rows": {
-      "type": "integer",
-      "minimum": 1,
-      "default": 1000,
-      "description": "Rows of the first file sampled to infer column types."
-    },
-    "split_bytes": {
-      "type": ["integer", "string"],
-      "description": "Read each CSV or JSON Lines file as parts of about this many bytes (at least 1MiB; bytes, or a string such as \"64MiB\"), one split each, cut exactly where a record starts, so that a source with `readers` > 1 reads a large file on several cores. Default: one split per file. Positions saved under one value are refused under another."
-    },
-    "last_record": {
-      "enum": ["wait", "read"],
-      "default": "wait",
-      "description": "`wait`: files may still be being written, so a last line without a line end, a quoted field still open at the end of a file, or a Parquet file without its footer is left for a later run, which reads it whole, once. `read`: files are complete; a last line without a line end is a record, and a quote left open at the end of a file is one rejected record naming the line it opened on, with the lines after it read as records."
-    },
-    "null_values": {
-      "type": "array",
-      "items": { "type": "string" },
-      "default": [""],
-      "description": "CSV field values read as null."
-    },
-    "csv": {
-      "type": "object",
-      "additionalProperties": false,
-      "properties": {
-        "header": { "type": "boolean", "default": true },
-        "delimiter": { "type": "string", "minLength": 1, "maxLength": 1, "default": "," },
-        "quote": { "type": "string", "minLength": 1, "maxLength": 1, "default": "\"" },
-        "escape": { "type": "string", "minLength": 1, "maxLength": 1 },
-        "comment": { "type": "string", "minLength": 1, "maxLength": 1 }
-      }
-    },
-    "schema": {
-      "type": "object",
-      "description": "Column type overrides for csv and jsonl, by column name.",
-      "additionalProperties": {
-        "enum": ["int64", "float64", "boolean", "utf8", "date", "timestamp"]
-      }
-    }
-  }
-}"##;
+/// The JSON Schema of the configuration, as `spec()` reports it.
+pub fn json_schema() -> String {
+    serde_json::to_string(&schemars::schema_for!(RawConfig)).unwrap_or_default()
+}
 
 #[cfg(test)]
 mod tests {
@@ -484,7 +483,16 @@ mod tests {
 
     #[test]
     fn the_spec_is_json() {
-        let spec: serde_json::Value = serde_json::from_str(SPEC).unwrap();
-        assert_eq!(spec["required"][0], "path");
+        let spec: serde_json::Value = serde_json::from_str(&json_schema()).unwrap();
+        assert_eq!(spec["required"], serde_json::json!(["path"]));
+        assert_eq!(spec["additionalProperties"], false);
+        let keys: Vec<&String> = spec["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 9, "{keys:?}");
+        assert_eq!(spec["properties"]["last_record"]["default"], "wait");
+        assert_eq!(spec["properties"]["infer_rows"]["minimum"], 1);
+        let text = spec.to_string();
+        for wanted in ["\"timestamp\"", "\"delimiter\"", "A file path or a glob"] {
+            assert!(text.contains(wanted), "{wanted} in {text}");
+        }
     }
 }

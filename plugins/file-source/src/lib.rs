@@ -236,7 +236,7 @@ impl Source for FileSource {
     type Reader = FileReader;
 
     fn spec() -> String {
-        config::SPEC.to_string()
+        config::json_schema()
     }
 
     fn check(config: &str) -> Result<()> {

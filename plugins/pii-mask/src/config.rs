@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use ingest_sdk::{config, Error, Result};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -16,15 +17,54 @@ pub const ACCEPTED_RULES: &str = "`hmac-sha256`, `sha256`, `redact`, `keep-last-
     `keep-last-4`), `email-domain`, `null`, or a table `{ rule = \"redact\", with = \"XXX\" }` \
     / `{ rule = \"keep-last\", n = 4 }`";
 
-/// The config as written in pipeline.toml (rendered to JSON by the host).
-#[derive(Debug, Deserialize)]
+/// The config as written in pipeline.toml (rendered to JSON by the host). Rules are kept as
+/// JSON so that every bad one is reported with its column; the JSON Schema (the
+/// transform's `spec`) is derived from it, with [`RuleSpec`] for the shape of a rule.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    title = "pii-mask transform config",
+    description = "Masks personal data column by column; masked columns become nullable strings."
+)]
 pub struct RawConfig {
-    /// Name of the granted secret whose value keys `hmac-sha256`.
+    /// Name of a secret granted to this transform; its value (UTF-8) is the HMAC key.
+    /// Required exactly when a column uses `hmac-sha256`.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub key_secret: Option<String>,
-    /// Column name → rule (a string, or a table with `rule` and its options).
+    /// Column name → masking rule. Masked columns become nullable strings; null stays null.
+    #[schemars(with = "BTreeMap<String, RuleSpec>", extend("minProperties" = 1))]
     pub columns: BTreeMap<String, Value>,
+}
+
+/// The shape of one column's rule, for the JSON Schema only: validation reads the JSON.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum RuleSpec {
+    /// hmac-sha256: lowercase hex HMAC-SHA256 keyed by `key_secret`; sha256: lowercase hex
+    /// SHA-256; redact: `[REDACTED]`; keep-last-N: every character but the last N becomes
+    /// `*`; email-domain: the part after the last `@` (null without `@`); null: always
+    /// null.
+    Name(
+        #[schemars(regex(
+            pattern = r"^(hmac-sha256|sha256|redact|keep-last-[0-9]+|email-domain|null)$"
+        ))]
+        String,
+    ),
+    /// A rule with its options.
+    #[schemars(extend("additionalProperties" = false))]
+    Table {
+        /// The rule's name, as above, or `keep-last` with `n`.
+        #[schemars(regex(
+            pattern = r"^(hmac-sha256|sha256|redact|keep-last|keep-last-[0-9]+|email-domain|null)$"
+        ))]
+        rule: String,
+        /// Replacement text for `redact`.
+        with: Option<String>,
+        /// Characters kept for `keep-last`.
+        n: Option<u64>,
+    },
 }
 
 /// A validated config: what to do with each column.
@@ -200,61 +240,7 @@ fn quoted(names: &[&str]) -> String {
 
 /// JSON Schema of the config, as `spec()` reports it.
 pub fn json_schema() -> String {
-    serde_json::json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "pii-mask transform config",
-        "type": "object",
-        "additionalProperties": false,
-        "required": ["columns"],
-        "properties": {
-            "key_secret": {
-                "type": "string",
-                "minLength": 1,
-                "description": "Name of a secret granted to this transform; its value (UTF-8) \
-                    is the HMAC key. Required exactly when a column uses `hmac-sha256`."
-            },
-            "columns": {
-                "type": "object",
-                "minProperties": 1,
-                "description": "Column name → masking rule. Masked columns become nullable \
-                    strings; null stays null.",
-                "additionalProperties": {
-                    "oneOf": [
-                        {
-                            "type": "string",
-                            "pattern": "^(hmac-sha256|sha256|redact|keep-last-[0-9]+|email-domain|null)$",
-                            "description": "hmac-sha256: lowercase hex HMAC-SHA256 keyed by \
-                                `key_secret`; sha256: lowercase hex SHA-256; redact: \
-                                `[REDACTED]`; keep-last-N: every character but the last N \
-                                becomes `*`; email-domain: the part after the last `@` (null \
-                                without `@`); null: always null."
-                        },
-                        {
-                            "type": "object",
-                            "additionalProperties": false,
-                            "required": ["rule"],
-                            "properties": {
-                                "rule": {
-                                    "type": "string",
-                                    "pattern": "^(hmac-sha256|sha256|redact|keep-last|keep-last-[0-9]+|email-domain|null)$"
-                                },
-                                "with": {
-                                    "type": "string",
-                                    "description": "Replacement text for `redact`."
-                                },
-                                "n": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "description": "Characters kept for `keep-last`."
-                                }
-                            }
-                        }
-                    ]
-                }
-            }
-        }
-    })
-    .to_string()
+    serde_json::to_string(&schemars::schema_for!(RawConfig)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -336,6 +322,12 @@ mod tests {
     #[test]
     fn spec_is_json() {
         let v: Value = serde_json::from_str(&json_schema()).unwrap();
-        assert_eq!(v["required"][0], "columns");
+        assert_eq!(v["required"], serde_json::json!(["columns"]));
+        assert_eq!(v["additionalProperties"], false);
+        assert_eq!(v["properties"]["columns"]["minProperties"], 1);
+        let text = v.to_string();
+        for wanted in ["keep-last-[0-9]+", "Replacement text for `redact`", "\"n\""] {
+            assert!(text.contains(wanted), "{wanted} in {text}");
+        }
     }
 }
