@@ -2,6 +2,7 @@
 //! row count of a batch (to check a plugin's output against the contract and to count
 //! rows), and single rows as JSON for the dead-letter queue and back for its replay.
 
+use std::cell::Cell;
 use std::io::Cursor;
 
 use arrow::datatypes::{Schema, SchemaRef};
@@ -14,17 +15,50 @@ use arrow::record_batch::RecordBatch;
 #[path = "../../plugins/sdk/src/ipc_peek.rs"]
 mod ipc_peek;
 
+thread_local! {
+    /// Set while an Arrow reader runs over bytes a plugin returned (see [`guarded`]).
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is reading bytes a plugin returned, where a panic of the Arrow
+/// reader is turned into an error: a panic hook should then stay quiet.
+pub fn in_guarded_read() -> bool {
+    GUARDED.with(Cell::get)
+}
+
+/// Runs an Arrow reader over bytes a plugin returned. The reader panics on some malformed
+/// streams instead of returning an error (found by fuzzing: a dictionary batch whose buffer
+/// lies past its body); the panic becomes the error, so a plugin cannot take the host down
+/// with crafted IPC.
+fn guarded<T>(read: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, ArrowError> {
+    let was = GUARDED.with(|g| g.replace(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+    GUARDED.with(|g| g.set(was));
+    outcome.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("the reader stopped");
+        Err(ArrowError::IpcError(format!(
+            "malformed IPC stream: {what}"
+        )))
+    })
+}
+
 /// Decode a one-batch IPC stream; a stream with no batch is an empty batch of its schema.
 pub fn decode(bytes: &[u8]) -> Result<RecordBatch, ArrowError> {
-    let mut reader = StreamReader::try_new(Cursor::new(bytes), None)?;
-    let schema = reader.schema();
-    let batch = reader.next().transpose()?;
-    if reader.next().is_some() {
-        return Err(ArrowError::IpcError(
-            "expected one record batch per message, found more".into(),
-        ));
-    }
-    Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema)))
+    guarded(|| {
+        let mut reader = StreamReader::try_new(Cursor::new(bytes), None)?;
+        let schema = reader.schema();
+        let batch = reader.next().transpose()?;
+        if reader.next().is_some() {
+            return Err(ArrowError::IpcError(
+                "expected one record batch per message, found more".into(),
+            ));
+        }
+        Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema)))
+    })
 }
 
 /// The schema and row count of a one-batch IPC stream, read from its message headers
@@ -44,25 +78,27 @@ pub fn inspect(bytes: &[u8]) -> Result<(SchemaRef, u64), ArrowError> {
 /// columns point into `bytes` (copied only where a buffer is misaligned). `None` for a
 /// stream without a batch; more than one batch is refused.
 pub fn decode_owned(bytes: Vec<u8>) -> Result<Option<RecordBatch>, ArrowError> {
-    let mut buffer = arrow::buffer::Buffer::from_vec(bytes);
-    let mut decoder = StreamDecoder::new();
-    let mut batch = None;
-    while !buffer.is_empty() {
-        if let Some(decoded) = decoder.decode(&mut buffer)? {
-            if batch.replace(decoded).is_some() {
-                return Err(ArrowError::IpcError(
-                    "the stream holds more than one batch".into(),
-                ));
+    guarded(|| {
+        let mut buffer = arrow::buffer::Buffer::from_vec(bytes);
+        let mut decoder = StreamDecoder::new();
+        let mut batch = None;
+        while !buffer.is_empty() {
+            if let Some(decoded) = decoder.decode(&mut buffer)? {
+                if batch.replace(decoded).is_some() {
+                    return Err(ArrowError::IpcError(
+                        "the stream holds more than one batch".into(),
+                    ));
+                }
             }
         }
-    }
-    decoder.finish()?;
-    Ok(batch)
+        decoder.finish()?;
+        Ok(batch)
+    })
 }
 
 /// Decode a schema-only IPC stream.
 pub fn decode_schema(bytes: &[u8]) -> Result<SchemaRef, ArrowError> {
-    Ok(StreamReader::try_new(Cursor::new(bytes), None)?.schema())
+    guarded(|| Ok(StreamReader::try_new(Cursor::new(bytes), None)?.schema()))
 }
 
 /// Encode a schema as a schema-only IPC stream.

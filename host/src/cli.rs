@@ -147,6 +147,14 @@ fn run_failure(e: RunError) -> Failure {
 
 /// Run the command line; returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
+    // A panic the host turns into an error (a malformed batch from a plugin) is reported as
+    // that error, not also as a panic message.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !crate::batch::in_guarded_read() {
+            report(info);
+        }
+    }));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

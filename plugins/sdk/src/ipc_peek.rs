@@ -6,22 +6,51 @@
 use std::sync::Arc;
 
 use arrow_ipc::Message;
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, SchemaRef};
 
 /// The schema and row count of a one-batch IPC stream, read from its message headers
 /// without decoding the columns; `None` when the headers alone cannot say (dictionaries,
-/// more than one batch, a framing error): decode such a stream with [`decode_batch`].
+/// views, unions, compression, more than one batch, a framing error, headers that do not
+/// fit the schema): decode such a stream with [`decode_batch`].
+///
+/// What the headers vouch for is checked: every message is whole, the batch has the field
+/// nodes and buffers its schema takes, each column the batch's length, no node more nulls
+/// than values, every buffer inside the body. The buffers' contents (offsets, UTF-8, sizes
+/// against the length) are left to the decoder of whoever reads the batch.
 pub fn peek(bytes: &[u8]) -> Option<(SchemaRef, usize)> {
     let mut pos = 0;
     let (first, _) = message(bytes, &mut pos)??;
     let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(first.header_as_schema()?).ok()?);
+    // Where each top-level column's node is, and how many nodes and buffers there are.
+    let (mut nodes_expected, mut buffers_expected) = (0, 0);
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let (nodes, buffers) = layout(field.data_type())?;
+        columns.push(nodes_expected);
+        nodes_expected += nodes;
+        buffers_expected += buffers;
+    }
     let mut rows = None;
     while let Some((next, body)) = message(bytes, &mut pos)? {
         let header = next.header_as_record_batch()?;
-        if rows.is_some() {
+        if rows.is_some() || header.compression().is_some() {
             return None;
         }
-        for buffer in header.buffers()? {
+        let length = header.length();
+        let nodes = header.nodes()?;
+        let buffers = header.buffers()?;
+        if length < 0 || nodes.len() != nodes_expected || buffers.len() != buffers_expected {
+            return None;
+        }
+        for node in nodes.iter() {
+            if node.null_count() < 0 || node.length() < 0 || node.null_count() > node.length() {
+                return None;
+            }
+        }
+        if columns.iter().any(|&i| nodes.get(i).length() != length) {
+            return None;
+        }
+        for buffer in buffers.iter() {
             let end = u64::try_from(buffer.offset())
                 .ok()?
                 .checked_add(u64::try_from(buffer.length()).ok()?)?;
@@ -29,9 +58,35 @@ pub fn peek(bytes: &[u8]) -> Option<(SchemaRef, usize)> {
                 return None;
             }
         }
-        rows = Some(usize::try_from(header.length()).ok()?);
+        rows = Some(usize::try_from(length).ok()?);
     }
     Some((schema, rows.unwrap_or(0)))
+}
+
+/// The field nodes and buffers one column of `data_type` takes in a batch, for the types
+/// read from the headers alone; `None` for the others, which are decoded in full.
+fn layout(data_type: &DataType) -> Option<(usize, usize)> {
+    use DataType::*;
+    Some(match data_type {
+        Utf8 | Binary | LargeUtf8 | LargeBinary => (1, 3),
+        List(item) | LargeList(item) | Map(item, _) => {
+            let (nodes, buffers) = layout(item.data_type())?;
+            (1 + nodes, 2 + buffers)
+        }
+        FixedSizeList(item, _) => {
+            let (nodes, buffers) = layout(item.data_type())?;
+            (1 + nodes, 1 + buffers)
+        }
+        Struct(fields) => fields.iter().try_fold((1, 1), |(n, b), field| {
+            let (nodes, buffers) = layout(field.data_type())?;
+            Some((n + nodes, b + buffers))
+        })?,
+        Null | BinaryView | Utf8View | ListView(_) | LargeListView(_) | Union(..)
+        | Dictionary(..) | RunEndEncoded(..) => return None,
+        // Booleans, numbers, decimals, dates and times, fixed-size binary: validity and
+        // values.
+        _ => (1, 2),
+    })
 }
 
 /// The message at `*pos` and the length of its body, moving `*pos` past both; `Some(None)`
