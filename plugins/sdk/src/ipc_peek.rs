@@ -15,20 +15,19 @@ use arrow_schema::{DataType, SchemaRef};
 ///
 /// What the headers vouch for is checked: every message is whole, the batch has the field
 /// nodes and buffers its schema takes, each column the batch's length, no node more nulls
-/// than values, every buffer inside the body. The buffers' contents (offsets, UTF-8, sizes
+/// than values, every buffer aligned and inside the body. The buffers' contents (offsets, UTF-8, sizes
 /// against the length) are left to the decoder of whoever reads the batch.
 pub fn peek(bytes: &[u8]) -> Option<(SchemaRef, usize)> {
     let mut pos = 0;
     let (first, _) = message(bytes, &mut pos)??;
     let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(first.header_as_schema()?).ok()?);
-    // Where each top-level column's node is, and how many nodes and buffers there are.
-    let (mut nodes_expected, mut buffers_expected) = (0, 0);
+    // Where each top-level column's node is, how many nodes there are, and what each
+    // buffer's length must be a multiple of.
+    let (mut nodes_expected, mut units) = (0, Vec::new());
     let mut columns = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let (nodes, buffers) = layout(field.data_type())?;
         columns.push(nodes_expected);
-        nodes_expected += nodes;
-        buffers_expected += buffers;
+        nodes_expected += layout(field.data_type(), &mut units)?;
     }
     let mut rows = None;
     while let Some((next, body)) = message(bytes, &mut pos)? {
@@ -39,7 +38,7 @@ pub fn peek(bytes: &[u8]) -> Option<(SchemaRef, usize)> {
         let length = header.length();
         let nodes = header.nodes()?;
         let buffers = header.buffers()?;
-        if length < 0 || nodes.len() != nodes_expected || buffers.len() != buffers_expected {
+        if length < 0 || nodes.len() != nodes_expected || buffers.len() != units.len() {
             return None;
         }
         for node in nodes.iter() {
@@ -50,7 +49,12 @@ pub fn peek(bytes: &[u8]) -> Option<(SchemaRef, usize)> {
         if columns.iter().any(|&i| nodes.get(i).length() != length) {
             return None;
         }
-        for buffer in buffers.iter() {
+        for (buffer, unit) in buffers.iter().zip(&units) {
+            // The format aligns every buffer to 8 bytes, and a buffer of values or offsets
+            // holds whole ones; the reader does not cope otherwise.
+            if buffer.offset() % 8 != 0 || buffer.length() % *unit as i64 != 0 {
+                return None;
+            }
             let end = u64::try_from(buffer.offset())
                 .ok()?
                 .checked_add(u64::try_from(buffer.length()).ok()?)?;
@@ -63,30 +67,40 @@ pub fn peek(bytes: &[u8]) -> Option<(SchemaRef, usize)> {
     Some((schema, rows.unwrap_or(0)))
 }
 
-/// The field nodes and buffers one column of `data_type` takes in a batch, for the types
-/// read from the headers alone; `None` for the others, which are decoded in full.
-fn layout(data_type: &DataType) -> Option<(usize, usize)> {
+/// The field nodes one column of `data_type` takes in a batch, for the types read from the
+/// headers alone, pushing onto `units` what each of its buffers' lengths must be a multiple
+/// of (1 for validity bitmaps and bytes); `None` for the other types, which are decoded in
+/// full.
+fn layout(data_type: &DataType, units: &mut Vec<usize>) -> Option<usize> {
     use DataType::*;
-    Some(match data_type {
-        Utf8 | Binary | LargeUtf8 | LargeBinary => (1, 3),
-        List(item) | LargeList(item) | Map(item, _) => {
-            let (nodes, buffers) = layout(item.data_type())?;
-            (1 + nodes, 2 + buffers)
+    match data_type {
+        Utf8 | Binary => units.extend([1, 4, 1]),
+        LargeUtf8 | LargeBinary => units.extend([1, 8, 1]),
+        Boolean | FixedSizeBinary(_) => units.extend([1, 1]),
+        List(item) | Map(item, _) => {
+            units.extend([1, 4]);
+            return Some(1 + layout(item.data_type(), units)?);
+        }
+        LargeList(item) => {
+            units.extend([1, 8]);
+            return Some(1 + layout(item.data_type(), units)?);
         }
         FixedSizeList(item, _) => {
-            let (nodes, buffers) = layout(item.data_type())?;
-            (1 + nodes, 1 + buffers)
+            units.push(1);
+            return Some(1 + layout(item.data_type(), units)?);
         }
-        Struct(fields) => fields.iter().try_fold((1, 1), |(n, b), field| {
-            let (nodes, buffers) = layout(field.data_type())?;
-            Some((n + nodes, b + buffers))
-        })?,
-        Null | BinaryView | Utf8View | ListView(_) | LargeListView(_) | Union(..)
-        | Dictionary(..) | RunEndEncoded(..) => return None,
-        // Booleans, numbers, decimals, dates and times, fixed-size binary: validity and
-        // values.
-        _ => (1, 2),
-    })
+        Struct(fields) => {
+            units.push(1);
+            let mut nodes = 1;
+            for field in fields {
+                nodes += layout(field.data_type(), units)?;
+            }
+            return Some(nodes);
+        }
+        // Numbers, decimals, dates and times: validity and whole values.
+        other => units.extend([1, other.primitive_width()?]),
+    }
+    Some(1)
 }
 
 /// The message at `*pos` and the length of its body, moving `*pos` past both; `Some(None)`
