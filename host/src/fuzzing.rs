@@ -103,6 +103,8 @@ mod tests {
             ("dictionary-buffer-past-body.arrow", "malformed IPC stream"),
             // A buffer of values cut mid-value: the reader panicked.
             ("partial-value-buffer.arrow", "malformed IPC stream"),
+            // A schema with a negative fixed size: the reader panicked.
+            ("negative-fixed-size.arrow", "malformed IPC stream"),
         ];
         for (file, wanted) in cases {
             let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

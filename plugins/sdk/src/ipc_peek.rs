@@ -76,7 +76,8 @@ fn layout(data_type: &DataType, units: &mut Vec<usize>) -> Option<usize> {
     match data_type {
         Utf8 | Binary => units.extend([1, 4, 1]),
         LargeUtf8 | LargeBinary => units.extend([1, 8, 1]),
-        Boolean | FixedSizeBinary(_) => units.extend([1, 1]),
+        Boolean => units.extend([1, 1]),
+        FixedSizeBinary(width) if *width > 0 => units.extend([1, 1]),
         List(item) | Map(item, _) => {
             units.extend([1, 4]);
             return Some(1 + layout(item.data_type(), units)?);
@@ -85,7 +86,7 @@ fn layout(data_type: &DataType, units: &mut Vec<usize>) -> Option<usize> {
             units.extend([1, 8]);
             return Some(1 + layout(item.data_type(), units)?);
         }
-        FixedSizeList(item, _) => {
+        FixedSizeList(item, size) if *size > 0 => {
             units.push(1);
             return Some(1 + layout(item.data_type(), units)?);
         }
