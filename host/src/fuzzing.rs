@@ -105,6 +105,8 @@ mod tests {
             ("partial-value-buffer.arrow", "malformed IPC stream"),
             // A schema with a negative fixed size: the reader panicked.
             ("negative-fixed-size.arrow", "malformed IPC stream"),
+            // A map whose entries are booleans, not key-value structs: the reader panicked.
+            ("map-of-booleans.arrow", "malformed IPC stream"),
         ];
         for (file, wanted) in cases {
             let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

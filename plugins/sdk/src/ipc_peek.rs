@@ -64,7 +64,11 @@ pub fn peek(bytes: &[u8]) -> Option<(SchemaRef, usize)> {
         }
         rows = Some(usize::try_from(length).ok()?);
     }
-    Some((schema, rows.unwrap_or(0)))
+    // Without rows, decoding costs nothing, and it checks the schema's types as well.
+    match rows {
+        Some(rows) if rows > 0 => Some((schema, rows)),
+        _ => None,
+    }
 }
 
 /// The field nodes one column of `data_type` takes in a batch, for the types read from the
@@ -78,6 +82,9 @@ fn layout(data_type: &DataType, units: &mut Vec<usize>) -> Option<usize> {
         LargeUtf8 | LargeBinary => units.extend([1, 8, 1]),
         Boolean => units.extend([1, 1]),
         FixedSizeBinary(width) if *width > 0 => units.extend([1, 1]),
+        Map(entries, _) if !matches!(entries.data_type(), Struct(f) if f.len() == 2) => {
+            return None
+        }
         List(item) | Map(item, _) => {
             units.extend([1, 4]);
             return Some(1 + layout(item.data_type(), units)?);
