@@ -150,6 +150,14 @@ pub fn assert_clean_run_completes(scratch: &Scratch) {
     assert_eq!(published(scratch), all, "every row once, in order");
 }
 
+/// One run of the pipeline with `attack`, epochs of `every_rows` rows, to its end.
+fn run_once(scratch: &Scratch, attack: &Attack, every_rows: u64, args: &[&str]) -> Output {
+    scratch.write("pipeline.toml", pipeline(Some(attack), every_rows));
+    let mut command = vec!["run", "pipeline.toml"];
+    command.extend_from_slice(args);
+    scratch.host(&command)
+}
+
 /// A run caught in the act: the hostile plugin has logged that its attack began.
 pub struct Attacking {
     pub child: Child,
@@ -423,8 +431,7 @@ fn a_source_that_returns_an_undeclared_column_breaks_the_contract() {
         stage: "",
         config: "",
     };
-    scratch.write("pipeline.toml", pipeline(Some(&attack), 1_000_000));
-    let run = scratch.host(&["run", "pipeline.toml"]);
+    let run = run_once(&scratch, &attack, 1_000_000, &[]);
     assert_failed_naming(&run, Role::Source, "broke the plugin contract");
     assert!(run.stderr.contains("smuggled"), "{}", run.stderr);
     assert!(published(&scratch).is_empty());
@@ -445,8 +452,7 @@ fn an_attack_after_committed_epochs_publishes_nothing_of_its_own_epoch() {
             stage: "",
             config: "at_row = 65\n",
         };
-        scratch.write("pipeline.toml", pipeline(Some(&attack), 20));
-        let run = scratch.host(&["run", "pipeline.toml"]);
+        let run = run_once(&scratch, &attack, 20, &[]);
         assert_failed_naming(&run, role, "trapped");
         let kept = published(&scratch);
         assert!(
@@ -479,9 +485,8 @@ fn a_plugin_flooding_the_log_is_rate_limited_and_the_drops_are_counted() {
         stage: "",
         config: "lines = 5000\n",
     };
-    scratch.write("pipeline.toml", pipeline(Some(&attack), 1_000_000));
     let started = Instant::now();
-    let run = scratch.host(&["run", "pipeline.toml", "--log", "info"]);
+    let run = run_once(&scratch, &attack, 1_000_000, &["--log", "info"]);
     let seconds = started.elapsed().as_secs() + 1;
     run.assert_ok();
     assert_eq!(published(&scratch).len(), ROWS as usize);

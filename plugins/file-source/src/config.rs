@@ -146,7 +146,7 @@ struct RawConfig {
     csv: Option<RawCsv>,
     /// Column type overrides for csv and jsonl, by column name.
     #[serde(default)]
-    #[schemars(with = "BTreeMap<String, ColumnTypeName>")]
+    #[schemars(with = "BTreeMap<String, crate::types::ColumnType>")]
     schema: BTreeMap<String, String>,
     /// Read each CSV or JSON Lines file as parts of about this many bytes (at least 1MiB;
     /// bytes, or a string such as "64MiB"), one split each, cut exactly where a record
@@ -165,19 +165,6 @@ struct RawConfig {
     #[serde(default)]
     #[schemars(extend("enum" = ["wait", "read"], "default" = "wait"))]
     last_record: Option<String>,
-}
-
-/// The column types `schema` may name, for the JSON Schema only.
-#[derive(JsonSchema)]
-#[serde(rename_all = "lowercase")]
-#[allow(dead_code)]
-enum ColumnTypeName {
-    Int64,
-    Float64,
-    Boolean,
-    Utf8,
-    Date,
-    Timestamp,
 }
 
 /// The CSV dialect as written.

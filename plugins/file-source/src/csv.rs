@@ -122,9 +122,6 @@ pub struct Framer<R> {
     record_line: u64,
     /// The last record was ended by the end of the input, not by a line end.
     closed_by_end: bool,
-    quote: u8,
-    escape: Option<u8>,
-    delimiter: u8,
 }
 
 impl<R: Read> Framer<R> {
@@ -166,9 +163,6 @@ impl<R: Read> Framer<R> {
             raw: (0, 0),
             record_line: line,
             closed_by_end: false,
-            quote: dialect.quote,
-            escape: dialect.escape,
-            delimiter: dialect.delimiter,
         }
     }
 
@@ -471,12 +465,6 @@ impl<R: Read> Framer<R> {
         self.closed_by_end
     }
 
-    /// Whether the last record ends inside a quoted field: a quote opened in it was never
-    /// closed, so the record took in every line up to the end of the input.
-    pub fn quote_open(&self) -> bool {
-        self.closed_by_end && quote_left_open(self.raw(), self.quote, self.escape, self.delimiter)
-    }
-
     /// The first line of the last record, without its line end.
     pub fn first_line(&self) -> &[u8] {
         let raw = self.raw();
@@ -502,10 +490,17 @@ impl<R: Read> Framer<R> {
     }
 }
 
-/// Whether `raw`, one record as written, ends inside a quoted field. As `csv-core` reads
-/// it, a quote opens a quoted field only as a field's first byte; inside one, a doubled
-/// quote (or the escape byte) stands for a quote and the next lone quote closes it.
-fn quote_left_open(raw: &[u8], quote: u8, escape: Option<u8>, delimiter: u8) -> bool {
+/// Whether `raw`, one record as written in `dialect`, ends inside a quoted field. As
+/// `csv-core` reads it, a quote opens a quoted field only as a field's first byte; inside
+/// one, a doubled quote (or the escape byte) stands for a quote and the next lone quote
+/// closes it.
+fn quote_left_open(raw: &[u8], dialect: &CsvDialect) -> bool {
+    let CsvDialect {
+        quote,
+        escape,
+        delimiter,
+        ..
+    } = *dialect;
     let (mut open, mut field_start, mut i) = (false, true, 0);
     while i < raw.len() {
         let b = raw[i];
@@ -775,7 +770,7 @@ impl<R: Read> CsvReader<R> {
                         self.done = true;
                         break;
                     }
-                    LastRecord::Read if self.framer.quote_open() => {
+                    LastRecord::Read if self.quote_open() => {
                         rejects.push(Reject::record(
                             String::from_utf8_lossy(self.framer.first_line()),
                             format!("{}:{}", self.path, self.framer.record_line()),
@@ -821,10 +816,16 @@ impl<R: Read> CsvReader<R> {
         }))
     }
 
+    /// Whether the last record was ended by the end of the input inside a quoted field: a
+    /// quote opened in it was never closed, so it took in every line up to the end.
+    fn quote_open(&self) -> bool {
+        self.framer.closed_by_end() && quote_left_open(self.framer.raw(), &self.settings.csv)
+    }
+
     /// Say that reading stops before the last record, which the file's writer may not have
     /// finished (`last_record = "wait"`).
     fn wait_for_the_rest(&self) {
-        let why = if self.framer.quote_open() {
+        let why = if self.quote_open() {
             format!(
                 "a `{}` quote is still open at the end of the file",
                 self.settings.csv.quote as char

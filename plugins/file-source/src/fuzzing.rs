@@ -107,37 +107,51 @@ fn by_csv_core(data: &[u8], dialect: &CsvDialect) -> Records {
 /// The JSON Lines fast path: whatever line of `data` it reads, serde_json reads to the
 /// same keys and values.
 pub fn jsonl_fast_path(data: &[u8]) {
-    let mut entries = Vec::new();
     for line in data.split(|&b| b == b'\n') {
-        let Some(text) = json_object::scan(line, &mut entries) else {
-            continue;
-        };
-        let scanned: Vec<(String, String)> = entries
-            .iter()
-            .map(|e| {
-                let value = &text[e.value.0..e.value.1];
-                assert_eq!(
-                    e.escaped,
-                    value.starts_with('"') && value.contains('\\'),
-                    "{value}"
-                );
-                (text[e.key.0..e.key.1].to_string(), value.to_string())
-            })
-            .collect();
-        let by_serde = serde_json::from_slice::<RawObject>(line).map(|RawObject(entries)| {
-            entries
-                .into_iter()
-                .map(|(Text(key), value)| (key.into_owned(), value.get().to_string()))
-                .collect::<Vec<_>>()
-        });
-        match by_serde {
-            Ok(read) => assert_eq!(scanned, read, "{}", String::from_utf8_lossy(line)),
-            Err(e) => panic!(
-                "the fast path read a line serde_json refuses ({e}): {}",
+        if let Some(scanned) = by_scan(line) {
+            assert_eq!(
+                Some(scanned),
+                by_serde(line),
+                "{}",
                 String::from_utf8_lossy(line)
-            ),
+            );
         }
     }
+}
+
+/// The entries serde_json reads from `line` (key, value as written), if it reads it.
+pub(crate) fn by_serde(line: &[u8]) -> Option<Vec<(String, String)>> {
+    let RawObject(entries) = serde_json::from_slice::<RawObject>(line).ok()?;
+    Some(
+        entries
+            .into_iter()
+            .map(|(Text(key), value)| (key.into_owned(), value.get().to_string()))
+            .collect(),
+    )
+}
+
+/// The entries the fast path reads from `line`, if it reads it; each entry's `escaped`
+/// flag must say whether its value is a string holding escapes.
+pub(crate) fn by_scan(line: &[u8]) -> Option<Vec<(String, String)>> {
+    let mut entries = Vec::new();
+    let text = json_object::scan(line, &mut entries)?;
+    for e in &entries {
+        let value = &text[e.value.0..e.value.1];
+        assert_eq!(
+            e.escaped,
+            value.starts_with('"') && value.contains('\\'),
+            "{value}"
+        );
+    }
+    Some(
+        entries
+            .iter()
+            .map(|e| {
+                let key = &text[e.key.0..e.key.1];
+                (key.to_string(), text[e.value.0..e.value.1].to_string())
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -190,40 +204,45 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_csv_corpus_frames_as_csv_core_does() {
-        let files = corpus("csv_framer");
-        assert!(files.len() >= 5, "the seeds are missing");
+    /// Every input of `target` passes `check`; at least `seeds` of them.
+    fn replay(target: &str, seeds: usize, check: fn(&[u8])) {
+        let files = corpus(target);
+        assert!(files.len() >= seeds, "the seeds of {target} are missing");
         for (path, bytes) in &files {
-            let outcome = std::panic::catch_unwind(|| csv_framer(bytes));
+            let outcome = std::panic::catch_unwind(|| check(bytes));
             assert!(outcome.is_ok(), "{} fails the check", path.display());
         }
+    }
+
+    /// The inputs of `target`, as samples to mutate.
+    fn samples(target: &str) -> Vec<Vec<u8>> {
+        corpus(target).into_iter().map(|(_, bytes)| bytes).collect()
+    }
+
+    #[test]
+    fn the_csv_corpus_frames_as_csv_core_does() {
+        replay("csv_framer", 5, csv_framer);
     }
 
     #[test]
     fn mutated_csv_frames_as_csv_core_does() {
-        let samples: Vec<Vec<u8>> = corpus("csv_framer").into_iter().map(|(_, b)| b).collect();
-        mutate(&samples, b"\",;'#\\\n\r a1\xef", 5_000, csv_framer);
+        mutate(
+            &samples("csv_framer"),
+            b"\",;'#\\\n\r a1\xef",
+            5_000,
+            csv_framer,
+        );
     }
 
     #[test]
     fn the_json_lines_corpus_reads_as_serde_json_does() {
-        let files = corpus("jsonl_fast_path");
-        assert!(files.len() >= 3, "the seeds are missing");
-        for (path, bytes) in &files {
-            let outcome = std::panic::catch_unwind(|| jsonl_fast_path(bytes));
-            assert!(outcome.is_ok(), "{} fails the check", path.display());
-        }
+        replay("jsonl_fast_path", 3, jsonl_fast_path);
     }
 
     #[test]
     fn mutated_json_lines_read_as_serde_json_does() {
-        let samples: Vec<Vec<u8>> = corpus("jsonl_fast_path")
-            .into_iter()
-            .map(|(_, b)| b)
-            .collect();
         mutate(
-            &samples,
+            &samples("jsonl_fast_path"),
             b"\"\\,:{}[]0-.e+ \x01\xffnu\n",
             5_000,
             jsonl_fast_path,

@@ -159,42 +159,7 @@ fn digits_end(line: &[u8], mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::jsonl::{RawObject, Text};
-
-    /// The entries serde_json reads from `line` (key, value as written), if it reads it.
-    fn by_serde(line: &[u8]) -> Option<Vec<(String, String)>> {
-        let RawObject(entries) = serde_json::from_slice::<RawObject>(line).ok()?;
-        Some(
-            entries
-                .into_iter()
-                .map(|(Text(key), value)| (key.into_owned(), value.get().to_string()))
-                .collect(),
-        )
-    }
-
-    /// The entries the fast path reads from `line`, if it reads it.
-    fn by_scan(line: &[u8]) -> Option<Vec<(String, String)>> {
-        let mut entries = Vec::new();
-        let text = scan(line, &mut entries)?;
-        for e in &entries {
-            let value = &text[e.value.0..e.value.1];
-            assert_eq!(
-                e.escaped,
-                value.starts_with('"') && value.contains('\\'),
-                "{value}"
-            );
-        }
-        Some(
-            entries
-                .iter()
-                .map(|e| {
-                    let key = &text[e.key.0..e.key.1];
-                    (key.to_string(), text[e.value.0..e.value.1].to_string())
-                })
-                .collect(),
-        )
-    }
+    use crate::fuzzing::{by_scan, by_serde};
 
     /// Lines the fast path reads.
     const FLAT: &[&str] = &[

@@ -63,34 +63,22 @@ pub struct Plan {
 /// and apply the overrides.
 pub fn plan(config: &str) -> Result<Plan> {
     let settings = Settings::parse(config)?;
-    let mut files = files::expand(&settings.path)?;
-    if settings.format == Format::Parquet && settings.last_record == LastRecord::Wait {
-        // A Parquet file is readable only once its footer is written, at its very end.
-        let mut complete = Vec::with_capacity(files.len());
-        for path in files {
-            if parquet::has_footer(&path)? {
-                complete.push(path);
-            } else {
-                note(&format!(
-                    "`{path}` has no Parquet footer yet; it is left for a later run (set \
-                     `last_record = \"read\"` when files are complete)"
-                ));
-            }
-        }
-        if complete.is_empty() {
-            return Err(Error::data(format!(
-                "no Parquet file matching `{}` is complete yet: none ends with its footer",
-                settings.path
-            )));
-        }
-        files = complete;
-    }
-    let Some(first) = files.first() else {
+    let files = files::expand(&settings.path)?;
+    let Some(mut first) = files.first() else {
         return Err(Error::config(format!(
             "no file matches `{}`",
             settings.path
         )));
     };
+    if waits_for_footers(&settings) {
+        // The schema comes from the first Parquet file that can be read.
+        first = first_with_footer(&files)?.ok_or_else(|| {
+            Error::data(format!(
+                "no Parquet file matching `{}` is complete yet: none ends with its footer",
+                settings.path
+            ))
+        })?;
+    }
     let (columns, schema) = match settings.format {
         Format::Csv => typed(csv::infer(first, &settings)?, &settings, first)?,
         Format::Jsonl => typed(jsonl::infer(first, settings.infer_rows)?, &settings, first)?,
@@ -102,6 +90,22 @@ pub fn plan(config: &str) -> Result<Plan> {
         columns,
         schema,
     })
+}
+
+/// Whether Parquet files without their footer are left for a later run: a Parquet file is
+/// readable only once its footer is written, at its very end.
+fn waits_for_footers(settings: &Settings) -> bool {
+    settings.format == Format::Parquet && settings.last_record == LastRecord::Wait
+}
+
+/// The first of `files` whose Parquet footer is written.
+fn first_with_footer(files: &[String]) -> Result<Option<&String>> {
+    for path in files {
+        if parquet::has_footer(path)? {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
 }
 
 thread_local! {
@@ -258,8 +262,16 @@ impl Source for FileSource {
         let plan = plan(config)?;
         plan.check_stream(stream)?;
         let format = plan.settings.format;
+        let wait_for_footers = waits_for_footers(&plan.settings);
         let mut splits = Vec::with_capacity(plan.files.len());
         for path in &plan.files {
+            if wait_for_footers && !parquet::has_footer(path)? {
+                note(&format!(
+                    "`{path}` has no Parquet footer yet; it is left for a later run (set \
+                     `last_record = \"read\"` when files are complete)"
+                ));
+                continue;
+            }
             match plan.settings.split_bytes {
                 Some(bytes) => {
                     for part in parts::plan(path, &plan.settings, bytes)? {

@@ -15,8 +15,10 @@ use arrow_array::{
 use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, TimeUnit};
 
-/// The type of one column, as `[schema]` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The type of one column, as `[schema]` names it (the JSON Schema of the config lists
+/// these names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum ColumnType {
     Int64,
     Float64,
