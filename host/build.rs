@@ -15,6 +15,8 @@ const BUILTINS: &[(&str, &str, &str)] = &[
     ("transform", "pii-mask", "pii_mask"),
     ("transform", "dedupe", "dedupe"),
     ("sink", "file", "file_sink"),
+    ("source", "postgres", "postgres_source"),
+    ("sink", "postgres", "postgres_sink"),
 ];
 
 /// Paths whose change means the components must be rebuilt.
@@ -28,6 +30,9 @@ const INPUTS: &[&str] = &[
     "plugins/pii-mask",
     "plugins/dedupe",
     "plugins/file-sink",
+    "plugins/postgres-client",
+    "plugins/postgres-source",
+    "plugins/postgres-sink",
     "plugins/zstd-shim",
     "tests/fixtures",
 ];

@@ -5,6 +5,7 @@
 use std::cell::Cell;
 use std::io::Cursor;
 
+use arrow::array::ArrayRef;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ipc::reader::{StreamDecoder, StreamReader};
@@ -58,6 +59,20 @@ pub fn decode(bytes: &[u8]) -> Result<RecordBatch, ArrowError> {
             ));
         }
         Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(schema)))
+    })
+}
+
+/// Column `index` alone of a one-batch IPC stream: the other columns' buffers are skipped,
+/// not decoded.
+pub fn decode_column(bytes: &[u8], index: usize) -> Result<ArrayRef, ArrowError> {
+    guarded(|| {
+        let mut reader = StreamReader::try_new(Cursor::new(bytes), Some(vec![index]))?;
+        match reader.next().transpose()? {
+            Some(batch) if batch.num_columns() == 1 => Ok(batch.column(0).clone()),
+            _ => Err(ArrowError::IpcError(format!(
+                "the stream has no batch with a column {index}"
+            ))),
+        }
     })
 }
 

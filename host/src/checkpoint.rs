@@ -36,6 +36,19 @@ pub type Position = Opaque;
 /// Source positions by stream, then split.
 pub type Positions = BTreeMap<String, BTreeMap<String, Position>>;
 
+/// The splits a stream is being read in, kept from the first epoch that reads it until
+/// the epoch that reads it to its end: a resumed run reads the very splits its positions
+/// belong to, even when planning again would split differently (key ranges planned
+/// from data that changed since). Only streams of more than one split are kept.
+pub type Plans = BTreeMap<String, Vec<PlannedSplit>>;
+
+/// One split of a kept plan: the source's id and descriptor, as `splits` returned them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedSplit {
+    pub id: String,
+    pub descriptor: Opaque,
+}
+
 /// What stateful transforms checkpointed: by transform name, then stream.
 pub type TransformStates = BTreeMap<String, BTreeMap<String, Opaque>>;
 
@@ -58,6 +71,9 @@ pub struct State {
     /// What stateful transforms checkpointed with `epoch`.
     #[serde(default)]
     pub transforms: TransformStates,
+    /// The split plans of the streams `epoch` left read part-way.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plans: Plans,
 }
 
 /// A sink's prepared epoch for one stream.

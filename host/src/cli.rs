@@ -452,6 +452,13 @@ fn new_runtime(pipeline: Option<&config::Pipeline>) -> Result<Runtime, Failure> 
 /// Cancel the run on SIGINT/SIGTERM: every plugin call in progress stops at once, waiting
 /// or computing, and the open epoch is aborted. A second signal exits at once.
 fn cancel_on_signal() -> CancellationToken {
+    on_signal(None)
+}
+
+/// On SIGINT/SIGTERM: with a `drain` token (stream mode), the first signal drains (reading
+/// stops and the open epoch commits); without, it cancels the run as
+/// [`cancel_on_signal`] does. A second signal exits at once. Returns the cancel token.
+fn on_signal(drain: Option<CancellationToken>) -> CancellationToken {
     let cancel = CancellationToken::new();
     let token = cancel.clone();
     tokio::spawn(async move {
@@ -469,9 +476,16 @@ fn cancel_on_signal() -> CancellationToken {
                     _ = term.recv() => {},
                     _ = int.recv() => {},
                 }
-                if token.is_cancelled() {
+                if token.is_cancelled() || drain.as_ref().is_some_and(|d| d.is_cancelled()) {
                     eprintln!("error: interrupted again; exiting now");
                     std::process::exit(130);
+                }
+                if let Some(drain) = &drain {
+                    drain.cancel();
+                    eprintln!(
+                        "draining: reading stops and the open epoch commits (interrupt again to exit at once)"
+                    );
+                    continue;
                 }
                 token.cancel();
                 eprintln!("stopping: aborting the open epoch (interrupt again to exit at once)");
@@ -485,10 +499,14 @@ async fn run(path: &Path) -> Result<(), Failure> {
     let pipeline = config::load(path)?;
     let _lock = lock_state(&pipeline, "run", path)?;
     let runtime = new_runtime(Some(&pipeline))?;
-    let cancel = cancel_on_signal();
-    let prepared = runtime::prepare(&pipeline, &runtime, cancel)
+    let drain = (pipeline.mode == config::RunMode::Stream).then(CancellationToken::new);
+    let cancel = on_signal(drain.clone());
+    let mut prepared = runtime::prepare(&pipeline, &runtime, cancel)
         .await
         .map_err(run_failure)?;
+    if let Some(drain) = drain {
+        prepared.drain = drain;
+    }
     let summary = runtime::run(Arc::new(prepared))
         .await
         .map_err(run_failure)?;
@@ -533,6 +551,16 @@ fn print_summary(pipeline: &config::Pipeline, s: &Summary) {
             rate,
         ))
     );
+    if s.lags.count() > 0 {
+        println!(
+            "pipeline {}: lag from source commit to sink commit: p50 {:.3} s, p99 {:.3} s, max {:.3} s ({} changes sampled)",
+            pipeline.name,
+            s.lags.quantile(0.5),
+            s.lags.quantile(0.99),
+            s.lags.max_seconds(),
+            s.lags.count()
+        );
+    }
 }
 
 async fn check(path: &Path) -> Result<(), Failure> {
@@ -687,6 +715,12 @@ fn state_show(path: &Path) -> Result<(), Failure> {
         }
         if let Some(schema) = state.schemas.get(stream) {
             println!("  schema version {}", schema.version);
+        }
+        if let Some(plan) = state.plans.get(stream) {
+            println!(
+                "  read part-way in {} splits (the next run resumes them)",
+                plan.len()
+            );
         }
     }
     Ok(())

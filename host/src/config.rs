@@ -47,6 +47,9 @@ struct RawPipeline {
     name: String,
     #[serde(default)]
     on_error: Option<OnError>,
+    /// `batch` (the default: run to the end of the input) or `stream`.
+    #[serde(default)]
+    mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +210,7 @@ pub struct Pipeline {
     pub dlq_dir: PathBuf,
     /// How dead letters are kept on disk (`raw` when the pipeline writes none).
     pub dlq_protect: crate::dlq::Protect,
+    pub mode: RunMode,
     pub checkpoint: CheckpointPolicy,
     pub retry: RetryPolicy,
     /// What to do when a stream's schema changed since the recorded version.
@@ -226,6 +230,18 @@ impl Pipeline {
             .chain(&self.transforms)
             .chain(std::iter::once(&self.sink))
     }
+}
+
+/// How a run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunMode {
+    /// The run reads every stream to its end, then stops; a signal aborts the open epoch.
+    #[default]
+    Batch,
+    /// Sources may never end; epochs close by time (1 s unless `[checkpoint] every` says
+    /// otherwise), and the first SIGTERM or SIGINT drains: reading stops, the open epoch
+    /// commits, and the run ends as if its input had.
+    Stream,
 }
 
 /// When an epoch closes (whichever comes first), and always at end of input.
@@ -411,14 +427,23 @@ fn validate(
         }
     }
 
+    let mode = match raw.pipeline.mode.as_deref() {
+        None | Some("batch") => RunMode::Batch,
+        Some("stream") => RunMode::Stream,
+        Some(other) => {
+            problems.push(format!(
+                "[pipeline] mode = {other:?}; accepted: batch, stream"
+            ));
+            RunMode::Batch
+        }
+    };
     let checkpoint = CheckpointPolicy {
         every_rows: raw.checkpoint.every_rows.unwrap_or(1_000_000),
         every_bytes: raw.checkpoint.every_bytes.map(|b| b.0).unwrap_or(256 << 20),
-        every: raw
-            .checkpoint
-            .every
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(60)),
+        every: raw.checkpoint.every.map(|d| d.0).unwrap_or(match mode {
+            RunMode::Batch => Duration::from_secs(60),
+            RunMode::Stream => Duration::from_secs(1),
+        }),
     };
     if checkpoint.every_rows == 0 || checkpoint.every_bytes == 0 || checkpoint.every.is_zero() {
         problems.push(
@@ -497,6 +522,12 @@ fn validate(
     );
     let source = source.into_iter().next()?;
     let sink = sink.into_iter().next()?;
+    if mode == RunMode::Stream && source.readers > 1 {
+        problems.push(format!(
+            "[[source]] {}: readers = {} in stream mode; a stream is read by one reader",
+            source.name, source.readers
+        ));
+    }
     Some(Pipeline {
         name,
         file: file.to_path_buf(),
@@ -504,6 +535,7 @@ fn validate(
         state_dir,
         dlq_dir,
         dlq_protect,
+        mode,
         checkpoint,
         retry,
         on_schema_change: raw.schema.on_change.unwrap_or_default(),
@@ -772,7 +804,8 @@ fn validate_stage(
     }
     let write_mode = match raw.write_mode.as_deref().unwrap_or("append") {
         "append" => WriteMode::Append,
-        "overwrite" => WriteMode::Overwrite,
+        // `replace` is the word database users know for it.
+        "overwrite" | "replace" => WriteMode::Overwrite,
         "upsert" => match &raw.primary_key {
             Some(key) if !key.is_empty() => WriteMode::Upsert(key.clone()),
             _ => {
@@ -784,7 +817,7 @@ fn validate_stage(
         },
         other => {
             problems.push(format!(
-                "{at}: write_mode = {other:?}; accepted: append, overwrite, upsert"
+                "{at}: write_mode = {other:?}; accepted: append, overwrite (or replace), upsert"
             ));
             WriteMode::Append
         }

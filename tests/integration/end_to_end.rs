@@ -40,6 +40,20 @@ fn every_numbered_example_runs_and_a_second_run_changes_nothing() {
         );
         let scratch = Scratch::new();
         copy_dir(&dir, &scratch.path(&name));
+        // The Postgres examples run against a database of their own on the machine's
+        // server, so that what an earlier run left in `postgres` cannot change the result.
+        let _db = name.contains("postgres").then(|| {
+            let db = crate::pg::TestDb::new("example");
+            let path = scratch.path(&format!("{name}/pipeline.toml"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains("database = \"postgres\""), "{name}");
+            let text = text.replace(
+                "database = \"postgres\"",
+                &format!("database = \"{}\"", db.name),
+            );
+            std::fs::write(&path, text).unwrap();
+            db
+        });
         crate::python::build_example_plugins(&scratch.path(&name));
         crate::javascript::prepare_example(&scratch.path(&name));
         let pipeline = format!("{name}/pipeline.toml");

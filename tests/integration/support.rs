@@ -108,7 +108,11 @@ pub fn host_in(dir: &Path, args: &[&str]) -> Output {
 /// Run a prepared command and collect what it printed. Whatever the test, the secret every
 /// test pipeline holds must never appear in what the host printed.
 pub fn output(mut command: Command) -> Output {
-    let out = command.output().expect("the host binary runs");
+    finished(command.output().expect("the host binary runs"))
+}
+
+/// What a host process that ended printed, checked for leaked secrets.
+pub fn finished(out: std::process::Output) -> Output {
     let output = Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -57,6 +57,7 @@ pub(super) async fn attempt(
         prepared.clone(),
         source,
         state.positions.clone(),
+        state.plans.clone(),
         state.epoch + 1,
         source_tx,
         ack_rx,
@@ -126,6 +127,7 @@ pub(super) async fn attempt(
         summary.rows_rejected += s.rejected;
         summary.rows_dead_lettered += s.dead_lettered;
         summary.epochs += s.epochs;
+        summary.lags.merge(&s.lags);
         if s.last_epoch > 0 {
             summary.last_epoch = s.last_epoch;
         }

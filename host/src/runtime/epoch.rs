@@ -23,7 +23,7 @@ use wasmtime::component::ResourceAny;
 use super::instances::Sink;
 use super::{Prepared, RunError};
 use crate::checkpoint::{
-    LocalStore, PendingCommit, Positions, SchemaRecord, State, StateStore, TransformStates,
+    LocalStore, PendingCommit, Plans, Positions, SchemaRecord, State, StateStore, TransformStates,
 };
 use crate::config::Pipeline;
 use crate::dlq::{self, DeadLetters};
@@ -41,6 +41,8 @@ pub struct Closing {
     pub epoch: u64,
     /// Where every source split resumes after the epoch.
     pub positions: Positions,
+    /// The split plans of the streams read part-way after the epoch.
+    pub plans: Plans,
     /// Every stateful transform's checkpoint after the epoch (replacing the previous).
     pub transforms: TransformStates,
     pub rows_written: u64,
@@ -121,6 +123,7 @@ impl Epochs {
         state.epoch = epoch;
         state.committed = false;
         state.positions = closing.positions;
+        state.plans = closing.plans;
         state.transforms = closing.transforms;
         state.pending = vec![PendingCommit {
             stream: stream.to_string(),

@@ -28,7 +28,7 @@ use crate::plugin::bindings::source::{
 };
 use crate::plugin::bindings::transform::exports::ingest::plugin::transform::Output;
 use crate::plugin::bindings::transform::{TransformPlugin, TransformPluginPre};
-use crate::plugin::bindings::types::{Error as WitError, Split, StreamInfo, WriteMode};
+use crate::plugin::bindings::types::{Error as WitError, Reject, Split, StreamInfo, WriteMode};
 use crate::plugin::Runtime;
 use crate::sandbox::{self, Grants, Limits, PluginState};
 
@@ -445,7 +445,12 @@ impl Instance<SinkPlugin> {
         .await
     }
 
-    pub async fn write(&mut self, writer: ResourceAny, batch: &Vec<u8>) -> Result<(), RunError> {
+    /// Stage `batch`; returns the rows the sink refused.
+    pub async fn write(
+        &mut self,
+        writer: ResourceAny,
+        batch: &Vec<u8>,
+    ) -> Result<Vec<Reject>, RunError> {
         self.try_call(async |p, s, _| {
             p.ingest_plugin_sink()
                 .writer()
@@ -479,6 +484,12 @@ impl Instance<SinkPlugin> {
                 .await
         })
         .await
+    }
+
+    /// Tell the writer its stream was read to its end: the next epoch is its last.
+    pub async fn finish(&mut self, writer: ResourceAny) -> Result<(), RunError> {
+        self.try_call(async |p, s, _| p.ingest_plugin_sink().writer().call_finish(s, writer).await)
+            .await
     }
 
     pub async fn abort(&mut self, writer: ResourceAny, epoch: u64) -> Result<(), RunError> {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::checkpoint::{Positions, TransformStates};
+use crate::checkpoint::{Plans, Positions, TransformStates};
 use crate::config::OnError;
 
 /// One message between two stages.
@@ -19,6 +19,9 @@ pub enum Message {
     Data { batch: Vec<u8>, rows: u64 },
     /// Records a plugin rejected, to be routed by its `on_error` policy.
     Rejects(RejectBatch),
+    /// The open stream was read to its end in this run; the barrier that follows closes
+    /// its last epoch.
+    Finish,
     /// Close an epoch.
     Barrier(Barrier),
     /// End of input.
@@ -30,8 +33,16 @@ pub enum Message {
 pub struct Barrier {
     pub epoch: u64,
     pub positions: Positions,
+    /// The split plans of the streams read part-way at the barrier.
+    pub plans: Plans,
+    /// The source commit times (`_commit_ts`, µs since 1970) of the epoch's changes, when
+    /// its stream carries them: a sample of at most [`COMMIT_TIMES`].
+    pub commit_times: Vec<i64>,
     pub transforms: TransformStates,
 }
+
+/// Commit times an epoch keeps for its lag figures, at most.
+pub const COMMIT_TIMES: usize = 4096;
 
 /// Records one plugin rejected from one batch.
 pub struct RejectBatch {

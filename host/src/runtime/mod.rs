@@ -15,6 +15,7 @@ mod conform;
 mod epoch;
 mod error;
 mod instances;
+mod lag;
 mod message;
 mod replay;
 mod sink;
@@ -39,6 +40,7 @@ use crate::{batch, capabilities, config};
 pub use conform::{conform, Finding};
 pub use error::RunError;
 pub use instances::{LoadedSink, LoadedSource, LoadedTransform};
+pub use lag::Lags;
 pub use replay::{replay, ReplaySummary};
 
 /// What a run did.
@@ -57,6 +59,9 @@ pub struct Summary {
     pub resumed_after_epoch: u64,
     pub last_epoch: u64,
     pub elapsed: Duration,
+    /// Source commit → sink commit for a sample of the changes committed (streams whose
+    /// rows carry `_commit_ts`).
+    pub lags: Lags,
 }
 
 /// A pipeline whose plugins are loaded, linked and checked.
@@ -64,6 +69,8 @@ pub struct Prepared {
     pub pipeline: Pipeline,
     pub runtime: Runtime,
     pub cancel: CancellationToken,
+    /// In stream mode: stop reading, commit the open epoch and end the run.
+    pub drain: CancellationToken,
     pub source: LoadedSource,
     pub transforms: Vec<LoadedTransform>,
     pub sink: LoadedSink,
@@ -282,6 +289,7 @@ pub async fn prepare(
         pipeline: pipeline.clone(),
         runtime: runtime.clone(),
         cancel,
+        drain: CancellationToken::new(),
         source,
         transforms,
         sink,

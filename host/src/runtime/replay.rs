@@ -23,6 +23,7 @@ use super::transform::rejected_record;
 use super::{wit_write_mode, Prepared, RunError};
 use crate::batch;
 use crate::checkpoint::Opaque;
+use crate::config::WriteMode;
 use crate::dlq::{self, DeadLetter};
 use crate::plugin::bindings::types::StreamInfo;
 use crate::plugin::Kind;
@@ -179,7 +180,12 @@ pub async fn replay(prepared: Arc<Prepared>) -> Result<ReplaySummary, RunError> 
 
     let chain_output = batch::decode_schema(&schema_ipc).map_err(|e| unreadable("host", e))?;
     let conform = evolve_schema(&prepared, epochs.schemas_mut(), &info.name, &schema_ipc)?;
-    let mode = wit_write_mode(&prepared.pipeline.sink.write_mode);
+    // Replayed letters join the target as it is: under `overwrite` they are appended to
+    // the table the last run put in place, not made a run's whole output.
+    let mode = match &prepared.pipeline.sink.write_mode {
+        WriteMode::Overwrite => wit_write_mode(&WriteMode::Append),
+        other => wit_write_mode(other),
+    };
     let sink_info = StreamInfo {
         schema: match &conform {
             Some(recorded) => batch::encode_schema(recorded),
@@ -320,6 +326,7 @@ pub async fn replay(prepared: Arc<Prepared>) -> Result<ReplaySummary, RunError> 
     let closing = Closing {
         epoch,
         positions: epochs.state().positions.clone(),
+        plans: epochs.state().plans.clone(),
         transforms,
         rows_written,
         rows_rejected: 0,

@@ -12,12 +12,12 @@ use wasmtime::component::ResourceAny;
 use super::channel::Receiver;
 use super::epoch::{Closing, Epochs};
 use super::instances::Sink;
-use super::message::{Barrier, Message, RejectBatch};
+use super::message::{Barrier, Message, RejectBatch, Rejected};
 use super::{Prepared, RunError};
 use crate::checkpoint::{Opaque, Positions, SchemaRecord};
 use crate::config::OnError;
 use crate::dlq::{self, DeadLetter, DeadLetters};
-use crate::plugin::bindings::types::StreamInfo;
+use crate::plugin::bindings::types::{Reject, StreamInfo};
 use crate::{batch, schema};
 
 /// What the sink stage did.
@@ -29,6 +29,8 @@ pub(super) struct SinkStats {
     pub dead_lettered: u64,
     pub epochs: u64,
     pub last_epoch: u64,
+    /// Source commit → sink commit for a sample of the changes committed.
+    pub lags: super::Lags,
 }
 
 /// The stream the sink has open.
@@ -200,6 +202,10 @@ impl SinkLoop<'_> {
                 } => self.open_stream(name, schema, primary_key).await?,
                 Message::Data { batch, rows } => self.write(batch, rows).await?,
                 Message::Rejects(rejects) => self.route(rejects)?,
+                Message::Finish => {
+                    let writer = self.stream("the end of a stream")?.writer;
+                    self.sink.finish(writer).await?;
+                }
                 Message::Barrier(barrier) => {
                     let committed = self.commit(barrier).await?;
                     let _ = acks.send(committed);
@@ -265,15 +271,15 @@ impl SinkLoop<'_> {
             message: "data before any stream".into(),
         })?;
         let Some(target) = &stream.conform else {
-            self.sink.write(stream.writer, &batch).await?;
-            self.epoch_rows += rows;
-            return Ok(());
+            let writer = stream.writer;
+            let refused = self.sink.write(writer, &batch).await?;
+            return self.refused(&batch, rows, refused);
         };
         let (fitting, rows, letters) = quarantine(pipeline, &stream.name, target, &batch)?;
+        let mut refused = Vec::new();
         if rows > 0 {
-            self.sink.write(stream.writer, &fitting).await?;
+            refused = self.sink.write(stream.writer, &fitting).await?;
         }
-        self.epoch_rows += rows;
         for letter in &letters {
             stream.dead_letters.write(letter)?;
         }
@@ -281,7 +287,37 @@ impl SinkLoop<'_> {
         self.stats.dead_lettered += n;
         self.stats.rejected += n;
         self.epoch_rejected += n;
-        Ok(())
+        self.refused(&fitting, rows, refused)
+    }
+
+    /// Count the rows of `batch` the sink staged, and route those it refused by the sink's
+    /// `on_error`, each with its row as JSON.
+    fn refused(&mut self, batch: &[u8], rows: u64, refused: Vec<Reject>) -> Result<(), RunError> {
+        self.epoch_rows += rows.saturating_sub(refused.len() as u64);
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let stream = self.stream("rejects")?.name.clone();
+        let decoded = batch::decode(batch).ok();
+        // Rows reach the sink after every transform: under `protect = "mask"` they are
+        // already masked.
+        let masked = self.prepared.pipeline.dlq_protect == dlq::Protect::Mask
+            && (0..self.prepared.transforms.len()).any(|i| self.prepared.masks_letters(i));
+        let letters = refused
+            .into_iter()
+            .map(|mut r| Rejected {
+                record: super::transform::rejected_record(&mut r, decoded.as_ref()),
+                location: r.location,
+                reason: r.reason,
+                masked,
+            })
+            .collect();
+        self.route(RejectBatch {
+            plugin: self.sink.label.clone(),
+            on_error: self.prepared.pipeline.sink.on_error,
+            stream,
+            letters,
+        })
     }
 
     /// Route rejected records by the `on_error` policy of the plugin that rejected them.
@@ -331,11 +367,13 @@ impl SinkLoop<'_> {
     }
 
     /// Commit the epoch the barrier closes; returns the positions now durable.
-    async fn commit(&mut self, barrier: Barrier) -> Result<Positions, RunError> {
+    async fn commit(&mut self, mut barrier: Barrier) -> Result<Positions, RunError> {
         let epoch = barrier.epoch;
+        let commit_times = std::mem::take(&mut barrier.commit_times);
         let closing = Closing {
             epoch,
             positions: barrier.positions,
+            plans: barrier.plans,
             transforms: barrier.transforms,
             rows_written: self.epoch_rows,
             rows_rejected: self.epoch_rejected,
@@ -360,6 +398,21 @@ impl SinkLoop<'_> {
             rejected = self.epoch_rejected,
             "epoch committed"
         );
+        if !commit_times.is_empty() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as i64)
+                .unwrap_or(0);
+            for t in &commit_times {
+                self.stats.lags.record(now - t);
+            }
+            let newest = commit_times.iter().max().map_or(0, |t| now - t) as f64 / 1e6;
+            let oldest = commit_times.iter().min().map_or(0, |t| now - t) as f64 / 1e6;
+            tracing::info!(
+                epoch,
+                "lag from source commit to sink commit: {newest:.3} s for the newest change, {oldest:.3} s for the oldest"
+            );
+        }
         self.stats.published += published.len() as u64;
         self.stats.rows += self.epoch_rows;
         self.stats.epochs += 1;

@@ -10,7 +10,7 @@
 //! At most `readers + 1` splits are claimed and not yet passed on, each holding at most
 //! [`SPLIT_BYTES`] of batches: memory stays bounded however many splits a stream has.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -21,13 +21,16 @@ use wasmtime::component::ResourceAny;
 use super::attempt::dedicated;
 use super::channel::{self, Receiver, Sender};
 use super::instances::Source;
-use super::message::{Barrier, Message, RejectBatch, Rejected};
+use super::message::{Barrier, Message, RejectBatch, Rejected, COMMIT_TIMES};
 use super::{Prepared, RunError};
 use crate::batch;
-use crate::checkpoint::{Position, Positions, TransformStates};
-use crate::config::CheckpointPolicy;
+use crate::checkpoint::{Opaque, PlannedSplit, Plans, Position, Positions, TransformStates};
+use crate::config::{CheckpointPolicy, WriteMode};
 use crate::plugin::bindings::source::exports::ingest::plugin::source::Chunk;
 use crate::plugin::bindings::types::{Split, StreamInfo};
+
+/// The column a change carries its source commit time in (timestamp µs), for lag.
+const COMMIT_TS: &str = "_commit_ts";
 
 /// Bytes of batches one claimed split may hold before its reader waits.
 const SPLIT_BYTES: usize = 16 << 20;
@@ -47,6 +50,10 @@ struct EpochClock {
     since: Instant,
     /// Positions moved since the last barrier (even without rows: rejects, progress).
     dirty: bool,
+    /// Source commit times of the epoch's changes (a sample).
+    commit_times: Vec<i64>,
+    /// Commit times seen in the epoch, for sampling.
+    commit_seen: u64,
 }
 
 impl EpochClock {
@@ -57,6 +64,23 @@ impl EpochClock {
             bytes: 0,
             since: Instant::now(),
             dirty: false,
+            commit_times: Vec::new(),
+            commit_seen: 0,
+        }
+    }
+
+    /// Keep `value` in the epoch's sample of commit times: every one up to
+    /// [`COMMIT_TIMES`], then a reservoir sample.
+    fn note_commit_time(&mut self, value: i64) {
+        self.commit_seen += 1;
+        if self.commit_times.len() < COMMIT_TIMES {
+            self.commit_times.push(value);
+            return;
+        }
+        // A cheap deterministic mix stands in for a random draw.
+        let slot = (self.commit_seen.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) % self.commit_seen;
+        if (slot as usize) < COMMIT_TIMES {
+            self.commit_times[slot as usize] = value;
         }
     }
 
@@ -66,11 +90,19 @@ impl EpochClock {
             || self.since.elapsed() >= policy.every
     }
 
-    /// Close the open epoch: send its barrier with the positions after it.
-    async fn close(&mut self, tx: &Sender<Message>, positions: &Positions) -> Result<(), RunError> {
+    /// Close the open epoch: send its barrier with the positions after it and the plans
+    /// of the streams read part-way.
+    async fn close(
+        &mut self,
+        tx: &Sender<Message>,
+        positions: &Positions,
+        plans: &Plans,
+    ) -> Result<(), RunError> {
         let barrier = Barrier {
             epoch: self.epoch,
             positions: positions.clone(),
+            plans: plans.clone(),
+            commit_times: std::mem::take(&mut self.commit_times),
             transforms: TransformStates::new(),
         };
         tx.send(Message::Barrier(barrier), 0).await?;
@@ -84,6 +116,7 @@ pub(super) async fn source_stage(
     prepared: Arc<Prepared>,
     source: Source,
     positions: Positions,
+    plans: Plans,
     epoch: u64,
     tx: Sender<Message>,
     acks: mpsc::UnboundedReceiver<Positions>,
@@ -95,6 +128,9 @@ pub(super) async fn source_stage(
         tx,
         acks,
         positions,
+        recorded: plans.keys().cloned().collect(),
+        plans,
+        commit_ts: BTreeMap::new(),
         clock: EpochClock::new(epoch),
         stats: SourceStats::default(),
     };
@@ -106,6 +142,14 @@ pub(super) async fn source_stage(
                 format!("stream `{}` has an unreadable schema: {e}", info.name),
             )
         })?);
+        if let Ok(index) = declared.index_of(COMMIT_TS) {
+            if matches!(
+                declared.field(index).data_type(),
+                arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _)
+            ) {
+                out.commit_ts.insert(info.name.clone(), index);
+            }
+        }
         out.tx
             .send(
                 Message::Stream {
@@ -116,7 +160,7 @@ pub(super) async fn source_stage(
                 info.schema.len(),
             )
             .await?;
-        let splits = readers[0].splits(&info.name).await?;
+        let splits = plan(&mut out, &mut readers[0], &info.name).await?;
         let wanted = (prepared.pipeline.source.readers as usize).min(splits.len());
         if wanted > 1 {
             while readers.len() < wanted {
@@ -130,14 +174,67 @@ pub(super) async fn source_stage(
         } else {
             for split in &splits {
                 read_split_here(&mut out, &mut readers[0], info, &declared, split).await?;
+                if prepared.drain.is_cancelled() {
+                    break;
+                }
             }
         }
+        if prepared.drain.is_cancelled() {
+            // Draining: what was read commits with this epoch; the run ends here.
+            if out.clock.dirty {
+                out.close().await?;
+            }
+            tracing::info!("drained: reading stopped and the open epoch is committing");
+            break;
+        }
+        // The stream is read to its end: the sink is told, and its plan is done with.
+        // The epoch that follows must close even if nothing else moved when an epoch
+        // recorded the plan, or when the sink overwrites its target (that epoch puts
+        // the run's rows in place of the old ones).
+        out.tx.send(Message::Finish, 0).await?;
+        if out.plans.remove(&info.name).is_some() && out.recorded.contains(&info.name) {
+            out.clock.dirty = true;
+        }
+        if prepared.pipeline.sink.write_mode == WriteMode::Overwrite {
+            out.clock.dirty = true;
+        }
         if out.clock.dirty {
-            out.clock.close(&out.tx, &out.positions).await?;
+            out.close().await?;
         }
     }
     out.tx.send(Message::End, 0).await?;
     Ok(out.stats)
+}
+
+/// The splits to read `stream` in: the plan an interrupted run kept, or a new one from
+/// the source (kept from the next epoch on when it has more than one split).
+async fn plan(out: &mut Output, source: &mut Source, stream: &str) -> Result<Vec<Split>, RunError> {
+    if let Some(kept) = out.plans.get(stream) {
+        tracing::info!(
+            stream,
+            splits = kept.len(),
+            "resuming the splits an interrupted run planned"
+        );
+        return Ok(kept
+            .iter()
+            .map(|s| Split {
+                id: s.id.clone(),
+                descriptor: s.descriptor.0.clone(),
+            })
+            .collect());
+    }
+    let splits = source.splits(stream).await?;
+    if splits.len() > 1 {
+        let kept = splits
+            .iter()
+            .map(|s| PlannedSplit {
+                id: s.id.clone(),
+                descriptor: Opaque(s.descriptor.clone()),
+            })
+            .collect();
+        out.plans.insert(stream.to_string(), kept);
+    }
+    Ok(splits)
 }
 
 fn contract(label: &Arc<str>, message: String) -> RunError {
@@ -193,11 +290,43 @@ struct Output {
     tx: Sender<Message>,
     acks: mpsc::UnboundedReceiver<Positions>,
     positions: Positions,
+    /// The split plans of the streams read part-way.
+    plans: Plans,
+    /// The streams whose rows carry their source commit time (`_commit_ts`, µs), with the
+    /// column's index.
+    commit_ts: BTreeMap<String, usize>,
+    /// The streams whose plan the last barrier carried (or the stored state, at first).
+    recorded: BTreeSet<String>,
     clock: EpochClock,
     stats: SourceStats,
 }
 
 impl Output {
+    /// Note the `_commit_ts` values (column `index`) of a chunk's rows in the open epoch.
+    fn note_commit_times(&mut self, ipc: &[u8], index: usize) {
+        let Ok(column) = batch::decode_column(ipc, index) else {
+            return;
+        };
+        let Some(times) = column
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+        else {
+            return;
+        };
+        for value in times.iter().flatten() {
+            self.clock.note_commit_time(value);
+        }
+    }
+
+    /// Close the open epoch.
+    async fn close(&mut self) -> Result<(), RunError> {
+        self.clock
+            .close(&self.tx, &self.positions, &self.plans)
+            .await?;
+        self.recorded = self.plans.keys().cloned().collect();
+        Ok(())
+    }
+
     /// The stored position of `split` of `stream`, if it was read before.
     fn position(&self, stream: &str, split: &str) -> Option<Vec<u8>> {
         self.positions
@@ -220,11 +349,15 @@ impl Output {
     /// Pass on one chunk of `split`.
     async fn emit(&mut self, stream: &str, split: &str, checked: Checked) -> Result<(), RunError> {
         let Checked { chunk, rows } = checked;
-        self.positions
-            .entry(stream.to_string())
-            .or_default()
-            .insert(split.to_string(), Position::from(chunk.position));
-        self.clock.dirty = true;
+        let position = Position::from(chunk.position);
+        let splits = self.positions.entry(stream.to_string()).or_default();
+        // A chunk without rows or rejects that leaves the position where it was changes
+        // nothing, and needs no epoch (a re-run of a caught-up incremental stream).
+        let moved = splits.get(split) != Some(&position);
+        splits.insert(split.to_string(), position);
+        if moved || rows > 0 || !chunk.rejects.is_empty() {
+            self.clock.dirty = true;
+        }
         if !chunk.rejects.is_empty() {
             let letters = chunk
                 .rejects
@@ -244,6 +377,9 @@ impl Output {
             };
             self.tx.send(Message::Rejects(reject), 0).await?;
         }
+        if let (true, Some(&index)) = (rows > 0, self.commit_ts.get(stream)) {
+            self.note_commit_times(&chunk.batch, index);
+        }
         let size = chunk.batch.len();
         self.stats.rows += rows;
         self.stats.bytes += size as u64;
@@ -257,7 +393,7 @@ impl Output {
             self.tx.send(data, size).await?;
         }
         if self.clock.due(&self.prepared.pipeline.checkpoint) {
-            self.clock.close(&self.tx, &self.positions).await?;
+            self.close().await?;
         }
         Ok(())
     }
@@ -276,6 +412,9 @@ async fn read_split_here(
     let reader = source.open(&info.name, split, position.as_ref()).await?;
     loop {
         out.prepared.check_cancelled()?;
+        if out.prepared.drain.is_cancelled() {
+            break;
+        }
         for (id, p) in out.durable(&info.name) {
             if id == split.id {
                 source.ack(reader, &p.0).await?;

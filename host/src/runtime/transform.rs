@@ -9,7 +9,7 @@ use wasmtime::component::ResourceAny;
 
 use super::channel::{Receiver, Sender};
 use super::instances::Transform;
-use super::message::{Barrier, Message, RejectBatch, Rejected};
+use super::message::{Message, RejectBatch, Rejected};
 use super::RunError;
 use crate::checkpoint::Opaque;
 use crate::config::OnError;
@@ -87,11 +87,7 @@ pub(super) async fn transform_stage(
                 drop(permit);
                 forward(&mut stage, open, output, Some(&input), &tx).await?;
             }
-            Message::Barrier(Barrier {
-                epoch,
-                positions,
-                mut transforms,
-            }) => {
+            Message::Barrier(mut barrier) => {
                 if let Some(open) = &open {
                     let output = stage.transform.flush(open.handle).await?;
                     forward(&mut stage, open, output, None, &tx).await?;
@@ -103,13 +99,10 @@ pub(super) async fn transform_stage(
                     }
                 }
                 if !stage.states.is_empty() {
-                    transforms.insert(stage.name.clone(), stage.states.clone());
+                    barrier
+                        .transforms
+                        .insert(stage.name.clone(), stage.states.clone());
                 }
-                let barrier = Barrier {
-                    epoch,
-                    positions,
-                    transforms,
-                };
                 tx.send(Message::Barrier(barrier), 0).await?;
             }
             Message::Rejects(mut rejects) => {
@@ -119,6 +112,14 @@ pub(super) async fn transform_stage(
                     }
                 }
                 tx.send(Message::Rejects(rejects), 0).await?;
+            }
+            Message::Finish => {
+                // What the transform holds back belongs before the end of the stream.
+                if let Some(open) = &open {
+                    let output = stage.transform.flush(open.handle).await?;
+                    forward(&mut stage, open, output, None, &tx).await?;
+                }
+                tx.send(Message::Finish, 0).await?;
             }
             Message::End => {
                 if let Some(open) = open.take() {

@@ -48,8 +48,9 @@ impl ingest_sdk::sink::Writer for FileWriter {
         FileWriter::write(self, batch)
     }
 
-    fn write_ipc(&mut self, batch: Vec<u8>) -> Result<()> {
-        FileWriter::write_ipc(self, batch)
+    fn write_ipc(&mut self, batch: Vec<u8>) -> Result<Vec<ingest_sdk::Reject>> {
+        FileWriter::write_ipc(self, batch)?;
+        Ok(Vec::new())
     }
 
     fn prepare(&mut self, epoch: u64) -> Result<Vec<u8>> {

@@ -8,7 +8,7 @@ use arrow_array::RecordBatch;
 use crate::bindings::sink::exports::ingest::plugin::sink as wit;
 use crate::bindings::wit_types;
 use crate::source::{StreamInfo, SyncMode};
-use crate::{ipc, Result};
+use crate::{ipc, Reject, Result};
 
 pub use wit_types::WriteMode;
 
@@ -29,11 +29,18 @@ pub trait Sink: 'static {
 pub trait Writer: 'static {
     /// Stage one batch in the open epoch.
     fn write(&mut self, batch: RecordBatch) -> Result<()>;
+    /// Stage one batch, leaving out the rows the target refuses, and return those (each
+    /// with [`Reject::row`] set to its index in `batch`): the host routes them by the
+    /// sink's `on_error`. The default refuses nothing and calls [`Writer::write`].
+    fn write_rejecting(&mut self, batch: RecordBatch) -> Result<Vec<Reject>> {
+        self.write(batch)?;
+        Ok(Vec::new())
+    }
     /// Stage one batch given as the one-batch IPC stream the host sent. The default decodes
-    /// it for [`Writer::write`]; a sink that can pass the bytes on as they are (to the
-    /// host's Parquet encoder, say) overrides it and skips the decode.
-    fn write_ipc(&mut self, batch: Vec<u8>) -> Result<()> {
-        self.write(ipc::decode_owned(batch)?)
+    /// it for [`Writer::write_rejecting`]; a sink that can pass the bytes on as they are (to
+    /// the host's Parquet encoder, say) overrides it and skips the decode.
+    fn write_ipc(&mut self, batch: Vec<u8>) -> Result<Vec<Reject>> {
+        self.write_rejecting(ipc::decode_owned(batch)?)
     }
     /// Make the epoch durable but unpublished; the token lets `commit` publish it later,
     /// even from a fresh writer.
@@ -43,6 +50,11 @@ pub trait Writer: 'static {
     fn commit(&mut self, epoch: u64, token: &[u8]) -> Result<Vec<String>>;
     /// Discard what was staged for `epoch` and not committed.
     fn abort(&mut self, epoch: u64) -> Result<()>;
+    /// The stream was read to its end: the next epoch is its last. A sink in `overwrite`
+    /// mode publishes the whole run's output with that epoch; the default does nothing.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[doc(hidden)]
@@ -80,8 +92,9 @@ impl<S: Sink> wit::GuestWriter for WriterAdapter<S> {
         Ok(wit::Writer::new(WriterAdapter::<S>(RefCell::new(w))))
     }
 
-    fn write(&self, batch: Vec<u8>) -> Result<(), wit_types::Error> {
-        Ok(self.0.borrow_mut().write_ipc(batch)?)
+    fn write(&self, batch: Vec<u8>) -> Result<Vec<wit_types::Reject>, wit_types::Error> {
+        let rejects = self.0.borrow_mut().write_ipc(batch)?;
+        Ok(rejects.into_iter().map(Into::into).collect())
     }
 
     fn prepare(&self, epoch: u64) -> Result<Vec<u8>, wit_types::Error> {
@@ -94,6 +107,10 @@ impl<S: Sink> wit::GuestWriter for WriterAdapter<S> {
 
     fn abort(&self, epoch: u64) -> Result<(), wit_types::Error> {
         Ok(self.0.borrow_mut().abort(epoch)?)
+    }
+
+    fn finish(&self) -> Result<(), wit_types::Error> {
+        Ok(self.0.borrow_mut().finish()?)
     }
 }
 

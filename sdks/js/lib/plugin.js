@@ -320,11 +320,14 @@ function writeMode(mode) {
  *   open(config, stream, mode) -> writer, where `stream` is { name, schema, primaryKey,
  *                              cursorField, syncModes } and `mode` { kind: append |
  *                              overwrite | upsert, keys }, and the writer has:
- *     write(batch)             stage rows in the open epoch
+ *     write(batch)             stage rows in the open epoch; may return the rows it
+ *                              refuses ([reject(row, reason)], routed by `on_error`)
  *     prepare(epoch)           make the epoch durable, unpublished; -> a token (any JSON
  *                              value) that lets commit publish it, even from a fresh writer
  *     commit(epoch, token)     publish; must be idempotent; -> names of what it published
  *     abort(epoch)             discard what was staged and not committed
+ *     finish()                 optional: the stream was read to its end; the next epoch
+ *                              is its last (an `overwrite` sink publishes the whole run then)
  * Epochs are numbers. Export the result as `sink`.
  */
 export function defineSink(impl) {
@@ -351,7 +354,13 @@ export function defineSink(impl) {
     }
 
     write(bytes) {
-      return guard(() => then(this.inner.write(decodeBatch(bytes)), () => undefined));
+      // The writer may return the rows it refuses: an array of reject(row, reason), or
+      // { rejects }; nothing means none.
+      return guard(() =>
+        then(this.inner.write(decodeBatch(bytes)), (result) =>
+          (Array.isArray(result) ? result : (result?.rejects ?? [])).map(toReject),
+        ),
+      );
     }
 
     prepare(epoch) {
@@ -366,6 +375,10 @@ export function defineSink(impl) {
 
     abort(epoch) {
       return guard(() => then(this.inner.abort?.(Number(epoch)), () => undefined));
+    }
+
+    finish() {
+      return guard(() => then(this.inner.finish?.(), () => undefined));
     }
   }
   return {

@@ -223,7 +223,9 @@ class Sink(_Plugin):
     `write` stages batches of the open epoch, `prepare(epoch)` makes them durable but
     unpublished and returns a token, `commit(epoch, token)` publishes (idempotently: it
     may be called again with the same token after a restart, even on a fresh instance),
-    `abort(epoch)` discards what was staged.
+    `abort(epoch)` discards what was staged. `finish()` says the stream was read to its
+    end: the next epoch is its last (a sink in `overwrite` mode publishes the whole run
+    then); the default does nothing.
     """
 
     @classmethod
@@ -238,8 +240,21 @@ class Sink(_Plugin):
         self.mode = mode
 
     def write(self, batch):
-        """Stage one batch as part of the open epoch."""
+        """Stage one batch as part of the open epoch. Rows the target refuses are left out
+        and recorded with `reject(row, reason)`; the host routes them by `on_error`."""
         raise NotImplementedError(f"{type(self).__name__} must define write(self, batch)")
+
+    def reject(self, row, reason):
+        """Refuse row `row` of the batch being written, with a reason a person can read."""
+        if not hasattr(self, "_rejects"):
+            self._rejects = []
+        self._rejects.append(Reject(reason, row=row))
+
+    def take_rejects(self):
+        """The rejects recorded since the last call (the SDK calls this after `write`)."""
+        rejects = getattr(self, "_rejects", [])
+        self._rejects = []
+        return rejects
 
     def prepare(self, epoch):
         """Make everything written in `epoch` durable but unpublished; return a token
@@ -250,6 +265,9 @@ class Sink(_Plugin):
         """Publish what `prepare(epoch)` staged; idempotent. Return the names of what the
         epoch published (a repeat returns the same names)."""
         raise NotImplementedError(f"{type(self).__name__} must define commit(self, epoch, token)")
+
+    def finish(self):
+        """The stream was read to its end in this run: the next epoch is its last."""
 
     def abort(self, epoch):
         """Discard whatever was staged for `epoch` and not committed."""

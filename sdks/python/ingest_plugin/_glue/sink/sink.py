@@ -40,7 +40,11 @@ class Writer(wit.Writer):
         return _bridge.call(run)
 
     def write(self, batch):
-        _bridge.call(lambda: self._inner.write(Batch.from_ipc(batch)))
+        def run():
+            self._inner.write(Batch.from_ipc(batch))
+            return _bridge.wit_rejects(self._inner.take_rejects(), types)
+
+        return _bridge.call(run)
 
     def prepare(self, epoch):
         return _bridge.call(lambda: _bridge.as_bytes(self._inner.prepare(epoch), "prepare()'s token"))
@@ -54,3 +58,8 @@ class Writer(wit.Writer):
 
     def abort(self, epoch):
         _bridge.call(lambda: self._inner.abort(epoch))
+
+    def finish(self):
+        finish = getattr(self._inner, "finish", None)
+        if finish is not None:
+            _bridge.call(finish)

@@ -1,0 +1,457 @@
+//! A stream resolved against the server: which relation it reads (a table or a query),
+//! its columns with their Arrow types, its key and cursor, the COPY statement that reads
+//! it from a position, and how a chunk moves the position on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_schema::{DataType, Schema, SchemaRef, TimeUnit};
+use ingest_sdk::host::{log, Level};
+use ingest_sdk::source::{StreamInfo, SyncMode};
+use ingest_sdk::{Error, Result};
+use postgres_client::sql::{self, ident, literal};
+use postgres_client::types::{self, DescribeError, PgColumn};
+use postgres_client::Connection;
+
+use crate::config::{glob_match, SourceConfig, Sync};
+use crate::position::Position;
+use crate::split::Descriptor;
+
+/// Separates key values in a seen-row key (a control character no key text holds).
+const KEY_SEPARATOR: char = '\u{1f}';
+
+/// One stream, resolved.
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    pub name: String,
+    /// What the SELECT reads from: a quoted table name or a parenthesised query.
+    pub relation: String,
+    pub columns: Vec<PgColumn>,
+    pub schema: SchemaRef,
+    pub primary_key: Vec<String>,
+    pub cursor: Option<String>,
+    pub sync: Sync,
+}
+
+impl StreamPlan {
+    /// The stream as `discover` reports it.
+    pub fn info(self) -> StreamInfo {
+        let mut modes = vec![SyncMode::FullRefresh];
+        if self.cursor.is_some() {
+            modes.push(SyncMode::Incremental);
+        }
+        StreamInfo {
+            name: self.name,
+            schema: self.schema,
+            primary_key: self.primary_key,
+            cursor_field: self.cursor,
+            sync_modes: modes,
+        }
+    }
+
+    /// The COPY statement that reads the stream (or the key range `split` describes)
+    /// from `from`.
+    pub fn copy_sql(&self, from: &Position, split: &Descriptor) -> String {
+        let select: Vec<String> = self.columns.iter().map(PgColumn::select_expr).collect();
+        let mut sql = format!("SELECT {} FROM {} AS s", select.join(", "), self.relation);
+        let key: Vec<String> = self
+            .primary_key
+            .iter()
+            .map(|k| format!("s.{}", ident(k)))
+            .collect();
+        match self.sync {
+            Sync::Incremental => {
+                let cursor = format!("s.{}", ident(self.cursor.as_deref().unwrap_or_default()));
+                sql.push_str(&format!(" WHERE {cursor} IS NOT NULL"));
+                if let Some(c) = &from.cursor {
+                    sql.push_str(&format!(" AND {cursor} >= {}", literal(c)));
+                }
+                sql.push_str(&format!(" ORDER BY {cursor}"));
+                for k in &key {
+                    sql.push_str(&format!(", {k}"));
+                }
+            }
+            Sync::FullRefresh if !key.is_empty() => {
+                let mut conditions = Vec::new();
+                let first = &key[0];
+                if let Some(lower) = &split.lower {
+                    conditions.push(format!("{first} >= {}", literal(lower)));
+                }
+                match (&split.lower, &split.upper) {
+                    (None, Some(upper)) => conditions
+                        .push(format!("({first} < {} OR {first} IS NULL)", literal(upper))),
+                    (Some(_), Some(upper)) => {
+                        conditions.push(format!("{first} < {}", literal(upper)))
+                    }
+                    _ => {}
+                }
+                if let Some(after) = &from.after {
+                    let values: Vec<String> = after.iter().map(|v| literal(v)).collect();
+                    conditions.push(format!("({}) > ({})", key.join(", "), values.join(", ")));
+                }
+                if !conditions.is_empty() {
+                    sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+                }
+                sql.push_str(&format!(" ORDER BY {}", key.join(", ")));
+            }
+            Sync::FullRefresh => {}
+        }
+        format!("COPY ({sql}) TO STDOUT (FORMAT binary)")
+    }
+
+    fn index(&self, column: &str) -> Result<usize> {
+        self.schema.index_of(column).map_err(|_| {
+            Error::config(format!(
+                "stream `{}` has no column `{column}`; its columns: {}",
+                self.name,
+                self.columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    }
+
+    /// The columns that tell rows apart at one cursor value: the key, else every column.
+    fn identity(&self) -> Result<Vec<usize>> {
+        if self.primary_key.is_empty() {
+            Ok((0..self.columns.len()).collect())
+        } else {
+            self.primary_key.iter().map(|k| self.index(k)).collect()
+        }
+    }
+
+    /// Drop from the front of `batch` the rows delivered before at the position's cursor
+    /// value (incremental streams re-read that value in case more rows arrived at it).
+    pub fn drop_delivered(&self, batch: RecordBatch, from: &Position) -> Result<RecordBatch> {
+        let (Sync::Incremental, Some(cursor), false) =
+            (self.sync, from.cursor.as_ref(), from.seen.is_empty())
+        else {
+            return Ok(batch);
+        };
+        let c = self.index(self.cursor.as_deref().unwrap_or_default())?;
+        let cursor_arrays = columns(&batch, &[c]);
+        let cursors = Texts::new(&cursor_arrays)?;
+        let key_arrays = columns(&batch, &self.identity()?);
+        let keys = Texts::new(&key_arrays)?;
+        let seen: HashSet<&str> = from.seen.iter().map(String::as_str).collect();
+        let mut keep = vec![true; batch.num_rows()];
+        let mut dropped = 0;
+        for (row, k) in keep.iter_mut().enumerate() {
+            if cursors.first(row) != *cursor {
+                break; // rows come in cursor order: past the tie, nothing was delivered
+            }
+            if seen.contains(keys.key(row).as_str()) {
+                *k = false;
+                dropped += 1;
+            }
+        }
+        if dropped == 0 {
+            return Ok(batch);
+        }
+        arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))
+            .map_err(|e| Error::fatal(format!("stream `{}`: {e}", self.name)))
+    }
+
+    /// The position after `batch`, which was read from `from`.
+    pub fn advance(&self, from: &Position, batch: &RecordBatch) -> Result<Position> {
+        let mut next = from.clone();
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(next);
+        }
+        match self.sync {
+            Sync::FullRefresh => {
+                next.rows += rows as u64;
+                if !self.primary_key.is_empty() {
+                    let key_arrays = columns(batch, &self.identity()?);
+                    next.after = Some(Texts::new(&key_arrays)?.values(rows - 1));
+                }
+            }
+            Sync::Incremental => {
+                let c = self.index(self.cursor.as_deref().unwrap_or_default())?;
+                let cursor_arrays = columns(batch, &[c]);
+                let cursors = Texts::new(&cursor_arrays)?;
+                let key_arrays = columns(batch, &self.identity()?);
+                let keys = Texts::new(&key_arrays)?;
+                let last = cursors.first(rows - 1);
+                let mut tie = Vec::new();
+                for row in (0..rows).rev() {
+                    if cursors.first(row) != last {
+                        break;
+                    }
+                    tie.push(keys.key(row));
+                }
+                if next.cursor.as_deref() != Some(last.as_str()) {
+                    next.seen.clear();
+                }
+                next.seen.extend(tie);
+                next.cursor = Some(last);
+            }
+        }
+        Ok(next)
+    }
+}
+
+/// Column `column` of `batch`, ready to be formatted as the text a SQL literal of its type
+/// reads back. timestamptz values are UTC instants and the session's time zone is UTC, so
+/// the naive text of the instant reads back as the same instant (and formatting it needs
+/// no time-zone database).
+fn formattable(batch: &RecordBatch, column: usize) -> ArrayRef {
+    let array = batch.column(column).clone();
+    match array.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => Arc::new(
+            array
+                .as_primitive::<TimestampMicrosecondType>()
+                .clone()
+                .with_timezone_opt(None::<String>),
+        ),
+        _ => array,
+    }
+}
+
+/// Text of the values of the arrays `formattable` returns.
+struct Texts<'a> {
+    formatters: Vec<ArrayFormatter<'a>>,
+    arrays: &'a [ArrayRef],
+}
+
+impl<'a> Texts<'a> {
+    fn new(arrays: &'a [ArrayRef]) -> Result<Texts<'a>> {
+        let formatters = arrays
+            .iter()
+            .map(|a| {
+                ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default())
+                    .map_err(|e| Error::fatal(format!("cannot format a key or cursor value: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Texts { formatters, arrays })
+    }
+
+    /// The text of the first array's value at `row`.
+    fn first(&self, row: usize) -> String {
+        self.formatters[0].value(row).to_string()
+    }
+
+    /// The values at `row` joined into one key (NULL as a NUL character).
+    fn key(&self, row: usize) -> String {
+        let mut key = String::new();
+        for (i, (f, a)) in self.formatters.iter().zip(self.arrays).enumerate() {
+            if i > 0 {
+                key.push(KEY_SEPARATOR);
+            }
+            if a.is_null(row) {
+                key.push('\u{0}');
+            } else {
+                key.push_str(&f.value(row).to_string());
+            }
+        }
+        key
+    }
+
+    /// Each value at `row`, as text.
+    fn values(&self, row: usize) -> Vec<String> {
+        self.formatters
+            .iter()
+            .map(|f| f.value(row).to_string())
+            .collect()
+    }
+}
+
+fn columns(batch: &RecordBatch, indices: &[usize]) -> Vec<ArrayRef> {
+    indices.iter().map(|i| formattable(batch, *i)).collect()
+}
+
+/// The stream name of a table: `table` in `public`, else `schema.table`.
+fn stream_name(schema: &str, table: &str) -> String {
+    if schema == "public" {
+        table.to_string()
+    } else {
+        format!("{schema}.{table}")
+    }
+}
+
+/// The tables the config's globs match, as (schema, table), each once, in name order.
+fn tables(conn: &mut Connection, cfg: &SourceConfig) -> Result<Vec<(String, String)>> {
+    if cfg.tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = conn
+        .query(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+             ORDER BY 1, 2",
+        )
+        .map_err(|e| e.into_plugin_error("listing tables"))?;
+    let all: Vec<(String, String)> = rows
+        .rows
+        .into_iter()
+        .filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?)))
+        .collect();
+    let mut out: Vec<(String, String)> = Vec::new();
+    for pattern in &cfg.tables {
+        let (schema_glob, table_glob) =
+            sql::split_qualified(pattern).expect("validated by the config");
+        let matched: Vec<&(String, String)> = all
+            .iter()
+            .filter(|(s, t)| glob_match(&schema_glob, s) && glob_match(&table_glob, t))
+            .collect();
+        if matched.is_empty() {
+            return Err(Error::config(format!(
+                "`tables` entry {pattern:?} matches no table or view in database `{}` that user `{}` can see",
+                cfg.settings.database, cfg.settings.user
+            )));
+        }
+        for m in matched {
+            if !out.contains(m) {
+                out.push(m.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every stream of the config, resolved.
+pub fn all(conn: &mut Connection, cfg: &SourceConfig) -> Result<Vec<StreamPlan>> {
+    let mut plans = Vec::new();
+    for (schema, table) in tables(conn, cfg)? {
+        plans.push(table_plan(conn, cfg, &schema, &table)?);
+    }
+    for q in &cfg.queries {
+        plans.push(build(conn, cfg, &q.name, &format!("({})", q.sql), None)?);
+    }
+    let mut names = HashSet::new();
+    for p in &plans {
+        if !names.insert(p.name.clone()) {
+            return Err(Error::config(format!(
+                "two streams are named `{}`; rename the query",
+                p.name
+            )));
+        }
+    }
+    for name in cfg.streams.keys() {
+        if !names.contains(name) {
+            return Err(Error::config(format!(
+                "`streams.{name}` names no stream; the streams are: {}",
+                plans
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(plans)
+}
+
+/// The stream named `name`, resolved.
+pub fn one(conn: &mut Connection, cfg: &SourceConfig, name: &str) -> Result<StreamPlan> {
+    if let Some(q) = cfg.queries.iter().find(|q| q.name == name) {
+        return build(conn, cfg, &q.name, &format!("({})", q.sql), None);
+    }
+    for (schema, table) in tables(conn, cfg)? {
+        if stream_name(&schema, &table) == name {
+            return table_plan(conn, cfg, &schema, &table);
+        }
+    }
+    Err(Error::config(format!("this source has no stream `{name}`")))
+}
+
+fn table_plan(
+    conn: &mut Connection,
+    cfg: &SourceConfig,
+    schema: &str,
+    table: &str,
+) -> Result<StreamPlan> {
+    let name = stream_name(schema, table);
+    build(
+        conn,
+        cfg,
+        &name,
+        &sql::qualified(schema, table),
+        Some((schema, table)),
+    )
+}
+
+fn build(
+    conn: &mut Connection,
+    cfg: &SourceConfig,
+    name: &str,
+    relation: &str,
+    table: Option<(&str, &str)>,
+) -> Result<StreamPlan> {
+    let (columns, unmapped) = types::describe(conn, relation, cfg.unknown_types).map_err(|e| {
+        match e {
+            DescribeError::Pg(e) => e.into_plugin_error(format_args!("stream `{name}`")),
+            DescribeError::Unmapped(u) => Error::config(format!(
+                "stream `{name}`: column `{}` has type {}, which has no Arrow mapping; set `unknown_types = \"text\"` to read it as text, or cast it in a `[[queries]]` stream",
+                u.column, u.type_name
+            )),
+        }
+    })?;
+    for u in unmapped {
+        log(
+            Level::Warn,
+            &format!(
+                "stream `{name}`: column `{}` has type {}, which has no Arrow mapping; reading its text form",
+                u.column, u.type_name
+            ),
+        );
+    }
+    let options = cfg.options(name);
+    let primary_key = match (&options.primary_key, table) {
+        (Some(k), _) => k.clone(),
+        (None, Some((schema, table))) => catalog_key(conn, schema, table)?,
+        (None, None) => Vec::new(),
+    };
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| c.kind.field(&c.name))
+            .collect::<Vec<_>>(),
+    ));
+    let plan = StreamPlan {
+        name: name.to_string(),
+        relation: relation.to_string(),
+        columns,
+        schema,
+        primary_key,
+        cursor: options.cursor.clone(),
+        sync: options.sync,
+    };
+    for k in &plan.primary_key {
+        plan.index(k)
+            .map_err(|e| e.context("the primary key names a missing column"))?;
+    }
+    if let Some(c) = &plan.cursor {
+        plan.index(c)
+            .map_err(|e| e.context("the cursor names a missing column"))?;
+    }
+    Ok(plan)
+}
+
+/// The primary key of `schema.table` from the catalog, in key order; empty without one.
+fn catalog_key(conn: &mut Connection, schema: &str, table: &str) -> Result<Vec<String>> {
+    let rows = conn
+        .query(&format!(
+            "SELECT a.attname FROM pg_catalog.pg_index i \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = to_regclass({}) AND i.indisprimary \
+             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            literal(&sql::qualified(schema, table))
+        ))
+        .map_err(|e| e.into_plugin_error(format_args!("the primary key of {schema}.{table}")))?;
+    Ok(rows
+        .rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect())
+}
