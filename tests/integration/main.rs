@@ -2,6 +2,7 @@
 //! independent reader (the `parquet` crate) and masked values recomputed here.
 
 mod bad_input;
+mod cdc;
 mod dedupe;
 mod dlq;
 mod end_to_end;

@@ -367,16 +367,18 @@ fn sigkills(protocol: &str, rows: i64, kills: usize) {
     scratch.write("pipeline.toml", pipeline(20_000, &source, &sink));
 
     // Kill at random moments: most runs commit an epoch or two first, some are killed in
-    // the middle of a commit. Runs that finish before their moment count as not killed.
+    // the middle of a commit. A run that finishes before its moment has copied the rest:
+    // there is nothing left to kill.
     let mut killed = 0;
     let mut rng = 0x9e37_79b9_u64;
     for _ in 0..kills {
         rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        let after = Duration::from_millis(150 + (rng >> 33) % 900);
+        let after = Duration::from_millis(100 + (rng >> 33) % 600);
         let mut child = start(&scratch);
-        if wait_or_kill(&mut child, after) {
-            killed += 1;
+        if !wait_or_kill(&mut child, after) {
+            break;
         }
+        killed += 1;
     }
     let committed_while_killed: u64 = db
         .value("SELECT count(*) FROM _ingest_epochs WHERE stream = 'orders'")
@@ -384,8 +386,8 @@ fn sigkills(protocol: &str, rows: i64, kills: usize) {
         .unwrap();
     scratch.host(&["run", "pipeline.toml"]).assert_ok();
     assert!(
-        killed * 5 >= kills * 4,
-        "only {killed} of {kills} runs were killed before they finished"
+        killed * 2 >= kills,
+        "only {killed} runs were killed before one finished; {kills} were planned"
     );
     assert!(
         committed_while_killed > 0,
@@ -487,7 +489,8 @@ fn a_terminated_session_is_retried_from_the_last_checkpoint() {
     while Instant::now() < deadline && !terminated {
         let n = db.value(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = 'ingest-postgres-source' AND state = 'active' AND query LIKE 'COPY%'",
+             WHERE datname = current_database() AND application_name = 'ingest-postgres-source' \
+             AND state = 'active' AND query LIKE 'COPY%'",
         );
         terminated = n != "0";
         std::thread::sleep(Duration::from_millis(20));

@@ -380,7 +380,9 @@ impl Output {
         if let (true, Some(&index)) = (rows > 0, self.commit_ts.get(stream)) {
             self.note_commit_times(&chunk.batch, index);
         }
-        let size = chunk.batch.len();
+        // A chunk without rows (a stream source with nothing new) carries only its
+        // schema: it counts toward neither the figures nor the epoch's size.
+        let size = if rows > 0 { chunk.batch.len() } else { 0 };
         self.stats.rows += rows;
         self.stats.bytes += size as u64;
         self.clock.rows += rows;

@@ -28,6 +28,8 @@ pub struct ConnectParams {
     pub application_name: String,
     /// How the connection is protected.
     pub tls: Tls,
+    /// A walsender session for logical replication (`replication=database`).
+    pub replication: bool,
 }
 
 impl ConnectParams {
@@ -405,6 +407,80 @@ impl Connection {
         }
     }
 
+    /// Start a CopyBoth exchange (`START_REPLICATION`): the server streams CopyData,
+    /// read with [`Connection::copy_both_next`], and takes CopyData from
+    /// [`Connection::copy_both_send`].
+    pub fn copy_both_start(&mut self, sql: &str) -> Result<(), PgError> {
+        frontend::query(sql, &mut self.write)?;
+        self.flush()?;
+        loop {
+            // CopyBothResponse ('W') is not among the messages the codec parses.
+            if self.read.len() >= 5 && self.read[0] == b'W' {
+                let len =
+                    i32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]])
+                        as usize;
+                if self.read.len() < 1 + len {
+                    self.fill()?;
+                    continue;
+                }
+                let _ = self.read.split_to(1 + len);
+                return Ok(());
+            }
+            if self.read.len() < 5 {
+                self.fill()?;
+                continue;
+            }
+            match self.message()? {
+                Message::NoticeResponse(_) | Message::ParameterStatus(_) => {}
+                Message::ErrorResponse(body) => {
+                    let e = server_error(body.fields())?;
+                    return Err(self.failed(e));
+                }
+                _ => return Err(PgError::Protocol("expected COPY BOTH to start".into())),
+            }
+        }
+    }
+
+    /// The next CopyData payload of a CopyBoth exchange; none once the server ended it.
+    pub fn copy_both_next(&mut self) -> Result<Option<bytes::Bytes>, PgError> {
+        loop {
+            if self.read.len() >= 5 && self.read[0] == b'd' {
+                let len =
+                    i32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]])
+                        as usize;
+                if len < 4 {
+                    return Err(PgError::Protocol("a CopyData message is too short".into()));
+                }
+                if self.read.len() > len {
+                    let mut m = self.read.split_to(1 + len);
+                    let _ = m.split_to(5);
+                    return Ok(Some(m.freeze()));
+                }
+            } else if self.read.len() >= 5 {
+                match self.message()? {
+                    Message::CopyDone | Message::CommandComplete(_) => {}
+                    Message::NoticeResponse(_) | Message::ParameterStatus(_) => {}
+                    Message::ReadyForQuery(_) => return Ok(None),
+                    Message::ErrorResponse(body) => {
+                        return Err(PgError::Server(Box::new(server_error(body.fields())?)))
+                    }
+                    _ => return Err(PgError::Protocol("unexpected message in COPY BOTH".into())),
+                }
+                continue;
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Send one CopyData message of a CopyBoth exchange.
+    pub fn copy_both_send(&mut self, data: &[u8]) -> Result<(), PgError> {
+        self.write.extend_from_slice(b"d");
+        self.write
+            .extend_from_slice(&((data.len() + 4) as i32).to_be_bytes());
+        self.write.extend_from_slice(data);
+        self.flush()
+    }
+
     /// Say goodbye; the server ends the session.
     pub fn close(mut self) {
         frontend::terminate(&mut self.write);
@@ -453,7 +529,8 @@ fn startup_message(params: &ConnectParams, out: &mut BytesMut) -> Result<(), PgE
         ("TimeZone", "UTC"),
         ("standard_conforming_strings", "on"),
     ];
-    frontend::startup_message(options.iter().copied(), out)?;
+    let replication = params.replication.then_some(("replication", "database"));
+    frontend::startup_message(options.iter().copied().chain(replication), out)?;
     Ok(())
 }
 

@@ -107,6 +107,28 @@ impl Decoder {
         Ok(())
     }
 
+    /// Append one row given as binary values (`None` for NULL), in the columns' order.
+    pub fn append_row(&mut self, values: &[Option<&[u8]>]) -> Result<(), DecodeError> {
+        if values.len() != self.columns.len() {
+            return Err(self.error(
+                None,
+                &format!(
+                    "a row has {} values, expected {}",
+                    values.len(),
+                    self.columns.len()
+                ),
+            ));
+        }
+        for (c, value) in values.iter().enumerate() {
+            if let Err(message) = self.columns[c].append(*value) {
+                return Err(self.error(Some(c), &message));
+            }
+        }
+        self.rows += 1;
+        self.total_rows += 1;
+        Ok(())
+    }
+
     /// Decode complete rows from the front of `data`; returns the bytes used.
     fn decode(&mut self, data: &[u8]) -> Result<usize, DecodeError> {
         let mut at = 0;

@@ -1,13 +1,15 @@
 //! A small synchronous PostgreSQL client for plugins compiled to wasm32-wasip2: the wire
 //! protocol over std::net ([`conn`]), binary `COPY` decoded straight into Arrow builders
 //! and encoded from Arrow arrays ([`copy`]), the catalog's types as Arrow types
-//! ([`types`]), SQL quoting ([`sql`]) and the connection settings every Postgres plugin
-//! shares ([`settings`]).
+//! ([`types`]), SQL quoting ([`sql`]), the connection settings every Postgres plugin
+//! shares ([`settings`]), and logical replication ([`replication`], [`pgoutput`]).
 
 pub mod conn;
 pub mod copy;
 pub mod error;
 pub mod interval;
+pub mod pgoutput;
+pub mod replication;
 pub mod settings;
 pub mod sql;
 pub mod tls;

@@ -60,6 +60,15 @@ pub fn tls(sslmode: Option<&str>, sslrootcert: Option<&str>, problems: &mut Vec<
 impl Settings {
     /// Connect as `application_name`, reading the password from the granted secret.
     pub fn connect(&self, application_name: &str) -> Result<Connection> {
+        self.open(application_name, false)
+    }
+
+    /// Open a logical replication (walsender) session as `application_name`.
+    pub fn connect_replication(&self, application_name: &str) -> Result<Connection> {
+        self.open(application_name, true)
+    }
+
+    fn open(&self, application_name: &str, replication: bool) -> Result<Connection> {
         let password = match &self.password_secret {
             Some(name) => Some(
                 ingest_sdk::host::secret(name)
@@ -75,6 +84,7 @@ impl Settings {
             password,
             application_name: application_name.to_string(),
             tls: self.tls.clone(),
+            replication,
         };
         Connection::connect(&params).map_err(|e| {
             e.into_plugin_error(format_args!(

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use ingest_sdk::{config, Result};
 use postgres_client::settings::{self, Settings};
 use postgres_client::types::UnknownTypes;
+
+use crate::cdc::CdcOptions;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -79,11 +81,20 @@ pub struct RawQuery {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStream {
-    /// `full_refresh` (every run reads everything; the default) or `incremental` (only
-    /// rows whose cursor is at or past the last committed value).
+    /// `full_refresh` (every run reads everything; the default), `incremental` (only
+    /// rows whose cursor is at or past the last committed value) or `cdc` (a snapshot,
+    /// then every change, through logical replication; tables only, in stream mode).
     #[serde(default)]
-    #[schemars(extend("enum" = ["full_refresh", "incremental"], "default" = "full_refresh"))]
+    #[schemars(extend("enum" = ["full_refresh", "incremental", "cdc"], "default" = "full_refresh"))]
     pub sync: Option<String>,
+    /// For `cdc`: the logical replication slot the stream owns (created with its first
+    /// snapshot). Lowercase letters, digits and `_`.
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// For `cdc`: the publication that publishes the table (`CREATE PUBLICATION … FOR
+    /// TABLE …`).
+    #[serde(default)]
+    pub publication: Option<String>,
     /// The column whose growth marks new rows; needed for `incremental`.
     #[serde(default)]
     pub cursor: Option<String>,
@@ -97,6 +108,8 @@ pub struct RawStream {
 pub enum Sync {
     FullRefresh,
     Incremental,
+    /// Change data capture through a logical replication slot.
+    Cdc,
 }
 
 /// Validated per-stream options.
@@ -105,6 +118,8 @@ pub struct StreamOptions {
     pub sync: Sync,
     pub cursor: Option<String>,
     pub primary_key: Option<Vec<String>>,
+    /// For `cdc`: its slot and publication.
+    pub cdc: Option<CdcOptions>,
 }
 
 /// A stream defined by a query.
@@ -179,11 +194,47 @@ impl SourceConfig {
             let sync = match s.sync.as_deref() {
                 None | Some("full_refresh") => Sync::FullRefresh,
                 Some("incremental") => Sync::Incremental,
+                Some("cdc") => Sync::Cdc,
                 Some(other) => {
                     problems.push(format!(
-                        "streams.{name}.sync = {other:?}; accepted: full_refresh, incremental"
+                        "streams.{name}.sync = {other:?}; accepted: full_refresh, incremental, cdc"
                     ));
                     Sync::FullRefresh
+                }
+            };
+            let cdc = match (sync, s.slot, s.publication) {
+                (Sync::Cdc, Some(slot), Some(publication)) => {
+                    let valid = !slot.is_empty()
+                        && slot.len() <= 63
+                        && slot
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                    if !valid {
+                        problems.push(format!(
+                            "streams.{name}.slot = {slot:?}; a slot name is 1 to 63 lowercase letters, digits and `_`"
+                        ));
+                    }
+                    Some(CdcOptions { slot, publication })
+                }
+                (Sync::Cdc, slot, publication) => {
+                    for (key, given) in [
+                        ("slot", slot.is_some()),
+                        ("publication", publication.is_some()),
+                    ] {
+                        if !given {
+                            problems
+                                .push(format!("streams.{name}: `sync = \"cdc\"` needs a `{key}`"));
+                        }
+                    }
+                    None
+                }
+                (_, slot, publication) => {
+                    if slot.is_some() || publication.is_some() {
+                        problems.push(format!(
+                            "streams.{name}: `slot` and `publication` are for `sync = \"cdc\"`"
+                        ));
+                    }
+                    None
                 }
             };
             if sync == Sync::Incremental && s.cursor.is_none() {
@@ -202,6 +253,7 @@ impl SourceConfig {
                     sync,
                     cursor: s.cursor,
                     primary_key: s.primary_key,
+                    cdc,
                 },
             );
         }
@@ -230,6 +282,7 @@ impl SourceConfig {
             sync: Sync::FullRefresh,
             cursor: None,
             primary_key: None,
+            cdc: None,
         })
     }
 }

@@ -11,9 +11,13 @@
 //!   cursor value, and a read interrupted in the middle of them, lose and repeat nothing.
 //!   Rows whose cursor is NULL are not read incrementally.
 //!
+//! - `cdc` streams read a table's snapshot, then its changes, through a logical
+//!   replication slot ([`cdc`]).
+//!
 //! [`plan`] resolves a stream (its relation, columns and key) from the config and the
 //! catalog; [`position`] is what a chunk leaves behind to resume from.
 
+pub mod cdc;
 pub mod config;
 pub mod plan;
 pub mod position;
@@ -25,6 +29,7 @@ use ingest_sdk::{Error, Result};
 use postgres_client::copy::Decoder;
 use postgres_client::{Connection, PgError};
 
+use crate::cdc::CdcReader;
 use crate::config::{SourceConfig, Sync};
 use crate::plan::StreamPlan;
 use crate::position::Position;
@@ -84,6 +89,11 @@ impl Source for PostgresSource {
         let descriptor = split::Descriptor::decode(stream, &split.descriptor)?;
         let mut conn = cfg.settings.connect(APPLICATION)?;
         let plan = plan::one(&mut conn, &cfg, stream)?;
+        if let Some(options) = cfg.options(stream).cdc {
+            conn.close();
+            let reader = CdcReader::open(plan, &cfg.settings, options, position.as_deref())?;
+            return Ok(PostgresReader::Cdc(Box::new(reader)));
+        }
         let start = match &position {
             Some(bytes) => Position::decode(bytes).map_err(|e| {
                 Error::fatal(format!(
@@ -97,14 +107,14 @@ impl Source for PostgresSource {
             // A split this plan finished (a resumed run) has nothing more to read.
             Sync::FullRefresh if start.done && start.plan.is_some() && start.plan == this_plan => {
                 conn.close();
-                return Ok(PostgresReader {
+                return Ok(PostgresReader::Copy(Box::new(CopyReader {
                     decoder: Decoder::new(&[]),
                     schema: plan.schema.clone(),
                     plan,
                     conn: None,
                     position: start,
                     finished: true,
-                });
+                })));
             }
             // A finished full refresh is read again: every run reads the whole stream.
             Sync::FullRefresh if start.done => Position::default(),
@@ -134,19 +144,40 @@ impl Source for PostgresSource {
             .iter()
             .map(|c| (c.name.clone(), c.kind.clone()))
             .collect();
-        Ok(PostgresReader {
+        Ok(PostgresReader::Copy(Box::new(CopyReader {
             decoder: Decoder::new(&columns),
             schema: plan.schema.clone(),
             plan,
             conn: Some(conn),
             position: start,
             finished: false,
-        })
+        })))
+    }
+}
+
+/// Reads one split: a COPY of rows, or a table's changes.
+pub enum PostgresReader {
+    Copy(Box<CopyReader>),
+    Cdc(Box<CdcReader>),
+}
+
+impl Reader for PostgresReader {
+    fn next(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
+        match self {
+            PostgresReader::Copy(r) => r.next(max_rows),
+            PostgresReader::Cdc(r) => r.next(max_rows),
+        }
+    }
+
+    fn ack(&mut self, position: &[u8]) {
+        if let PostgresReader::Cdc(r) = self {
+            r.ack(position);
+        }
     }
 }
 
 /// Reads one stream's COPY, a chunk at a time.
-pub struct PostgresReader {
+pub struct CopyReader {
     plan: StreamPlan,
     schema: SchemaRef,
     conn: Option<Connection>,
@@ -156,7 +187,7 @@ pub struct PostgresReader {
     finished: bool,
 }
 
-impl Reader for PostgresReader {
+impl CopyReader {
     fn next(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
         if self.finished {
             return Ok(None);
@@ -218,7 +249,7 @@ impl From<&Sync> for SyncMode {
     fn from(s: &Sync) -> SyncMode {
         match s {
             Sync::FullRefresh => SyncMode::FullRefresh,
-            Sync::Incremental => SyncMode::Incremental,
+            Sync::Incremental | Sync::Cdc => SyncMode::Incremental,
         }
     }
 }

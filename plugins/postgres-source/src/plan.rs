@@ -9,7 +9,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
-use arrow_schema::{DataType, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use ingest_sdk::host::{log, Level};
 use ingest_sdk::source::{StreamInfo, SyncMode};
 use ingest_sdk::{Error, Result};
@@ -30,6 +30,8 @@ pub struct StreamPlan {
     pub name: String,
     /// What the SELECT reads from: a quoted table name or a parenthesised query.
     pub relation: String,
+    /// The table's schema and name, for a table stream.
+    pub table: Option<(String, String)>,
     pub columns: Vec<PgColumn>,
     pub schema: SchemaRef,
     pub primary_key: Vec<String>,
@@ -41,7 +43,7 @@ impl StreamPlan {
     /// The stream as `discover` reports it.
     pub fn info(self) -> StreamInfo {
         let mut modes = vec![SyncMode::FullRefresh];
-        if self.cursor.is_some() {
+        if self.cursor.is_some() || self.sync == Sync::Cdc {
             modes.push(SyncMode::Incremental);
         }
         StreamInfo {
@@ -98,7 +100,7 @@ impl StreamPlan {
                 }
                 sql.push_str(&format!(" ORDER BY {}", key.join(", ")));
             }
-            Sync::FullRefresh => {}
+            Sync::FullRefresh | Sync::Cdc => {}
         }
         format!("COPY ({sql}) TO STDOUT (FORMAT binary)")
     }
@@ -193,6 +195,7 @@ impl StreamPlan {
                 next.seen.extend(tie);
                 next.cursor = Some(last);
             }
+            Sync::Cdc => {}
         }
         Ok(next)
     }
@@ -412,15 +415,33 @@ fn build(
         (None, Some((schema, table))) => catalog_key(conn, schema, table)?,
         (None, None) => Vec::new(),
     };
-    let schema = Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|c| c.kind.field(&c.name))
-            .collect::<Vec<_>>(),
-    ));
+    let mut fields: Vec<Field> = columns.iter().map(|c| c.kind.field(&c.name)).collect();
+    if options.sync == Sync::Cdc {
+        if table.is_none() {
+            return Err(Error::config(format!(
+                "stream `{name}`: `sync = \"cdc\"` reads tables; a query stream has no change stream"
+            )));
+        }
+        if primary_key.is_empty() {
+            return Err(Error::config(format!(
+                "stream `{name}`: `sync = \"cdc\"` needs a primary key to apply updates and deletes by; the table has none (add one, or give `primary_key`)"
+            )));
+        }
+        for f in crate::cdc::meta_fields() {
+            if columns.iter().any(|c| &c.name == f.name()) {
+                return Err(Error::config(format!(
+                    "stream `{name}`: the table has a column `{}`, which a CDC stream adds itself",
+                    f.name()
+                )));
+            }
+            fields.push(f);
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
     let plan = StreamPlan {
         name: name.to_string(),
         relation: relation.to_string(),
+        table: table.map(|(s, t)| (s.to_string(), t.to_string())),
         columns,
         schema,
         primary_key,
