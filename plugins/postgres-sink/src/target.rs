@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, StringArray};
 use arrow_cast::cast;
 use arrow_schema::DataType;
@@ -22,6 +23,8 @@ use crate::config::SinkConfig;
 
 /// The column of a stream that says what a row does (`delete` deletes its key).
 pub const OP_COLUMN: &str = "_op";
+/// A change stream's before-image of the row (REPLICA IDENTITY FULL), left out of the table.
+pub const BEFORE_COLUMN: &str = "_before";
 /// The staging table's column for the operation.
 const STAGE_OP: &str = "_ingest_op";
 /// The staging table's column for the row's number in the epoch (last row per key wins).
@@ -107,7 +110,11 @@ impl Target {
             }
         }
         let op = fields.iter().position(|f| f.name() == OP_COLUMN);
-        let written: Vec<usize> = (0..fields.len()).filter(|i| Some(*i) != op).collect();
+        // A change stream's before-image describes the change, not the row: it is not
+        // written into the table.
+        let written: Vec<usize> = (0..fields.len())
+            .filter(|i| Some(*i) != op && fields[*i].name() != BEFORE_COLUMN)
+            .collect();
 
         conn.query(&format!(
             "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, stream text NOT NULL, \
@@ -339,6 +346,12 @@ impl Target {
     pub fn refused(&self, batch: &RecordBatch) -> Vec<Reject> {
         let mut refused: Vec<Reject> = Vec::new();
         let mut seen = vec![false; batch.num_rows()];
+        // A delete carries only its key: its other columns are not values to check.
+        if let Some(ops) = self.op.and_then(|i| batch.column(i).as_string_opt::<i32>()) {
+            for (row, done) in seen.iter_mut().enumerate() {
+                *done = ops.is_valid(row) && ops.value(row) == "delete";
+            }
+        }
         for c in self.columns.iter().filter(|c| c.not_null) {
             let column = batch.column(c.index);
             if column.null_count() == 0 {

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, TimeUnit};
+use arrow_array::{ArrayRef, RecordBatch, StructArray};
+use arrow_schema::{DataType, Field, Fields, SchemaRef, TimeUnit};
 use bytes::Bytes;
 use ingest_sdk::host::{log, Level};
 use ingest_sdk::source::Chunk;
@@ -59,9 +59,13 @@ const MAX_CHUNK_BYTES: usize = 8 << 20;
 /// The `application_name` of the replication session.
 const APPLICATION: &str = "ingest-postgres-cdc";
 
-/// The fields a CDC stream adds to the table's columns.
-pub fn meta_fields() -> Vec<Field> {
-    vec![
+/// The column with the row as it was before an update or delete (REPLICA IDENTITY FULL).
+pub const BEFORE: &str = "_before";
+
+/// The fields a CDC stream adds to the table's columns; `before` (the table's fields)
+/// when the server sends whole old rows.
+pub fn meta_fields(before: Option<Vec<Field>>) -> Vec<Field> {
+    let mut fields = vec![
         Field::new(OP, DataType::Utf8, false),
         Field::new(LSN, DataType::Int64, false),
         Field::new(
@@ -69,7 +73,11 @@ pub fn meta_fields() -> Vec<Field> {
             DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
             true,
         ),
-    ]
+    ];
+    if let Some(table) = before {
+        fields.push(Field::new(BEFORE, DataType::Struct(Fields::from(table)), true));
+    }
+    fields
 }
 
 /// Where a CDC stream stands.
@@ -129,6 +137,8 @@ struct Rows {
     ops: StringBuilder,
     lsns: Int64Builder,
     times: TimestampMicrosecondBuilder,
+    /// The before-images, when the stream carries them, and which rows have one.
+    before: Option<(Decoder, Vec<bool>)>,
     count: usize,
 }
 
@@ -139,6 +149,7 @@ impl Rows {
             ops: StringBuilder::new(),
             lsns: Int64Builder::new(),
             times: TimestampMicrosecondBuilder::new().with_timezone(UTC),
+            before: has_before(plan).then(|| (Decoder::new(&table_columns(plan)), Vec::new())),
             count: 0,
         }
     }
@@ -146,11 +157,19 @@ impl Rows {
     fn push(
         &mut self,
         values: &[Option<&[u8]>],
+        before: Option<&[Option<&[u8]>]>,
         op: &str,
         lsn: u64,
         commit_ts: Option<i64>,
     ) -> std::result::Result<(), String> {
         self.decoder.append_row(values).map_err(|e| e.to_string())?;
+        if let Some((decoder, valid)) = &mut self.before {
+            let nulls = vec![None; values.len()];
+            decoder
+                .append_row(before.unwrap_or(&nulls))
+                .map_err(|e| format!("the before-image: {e}"))?;
+            valid.push(before.is_some());
+        }
         self.ops.append_value(op);
         self.lsns.append_value(lsn as i64);
         self.times.append_option(commit_ts);
@@ -159,24 +178,42 @@ impl Rows {
     }
 
     fn finish(&mut self, plan: &StreamPlan) -> Result<RecordBatch> {
-        let table = Arc::new(arrow_schema::Schema::new(
-            plan.columns
-                .iter()
-                .map(|c| c.kind.field(&c.name))
-                .collect::<Vec<_>>(),
-        ));
-        let batch = self
-            .decoder
-            .finish(table)
-            .map_err(|e| Error::fatal(format!("stream `{}`: {e}", plan.name)))?;
+        let fail =
+            |e: arrow_schema::ArrowError| Error::fatal(format!("stream `{}`: {e}", plan.name));
+        let batch = self.decoder.finish(table_schema(plan)).map_err(fail)?;
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.push(Arc::new(self.ops.finish()));
         columns.push(Arc::new(self.lsns.finish()));
         columns.push(Arc::new(self.times.finish()));
+        if let Some((decoder, valid)) = &mut self.before {
+            let images = decoder.finish(table_schema(plan)).map_err(fail)?;
+            let nulls = arrow_buffer::NullBuffer::from(std::mem::take(valid));
+            let image = StructArray::try_new(
+                images.schema().fields().clone(),
+                images.columns().to_vec(),
+                Some(nulls),
+            )
+            .map_err(fail)?;
+            columns.push(Arc::new(image));
+        }
         self.count = 0;
-        RecordBatch::try_new(plan.schema.clone(), columns)
-            .map_err(|e| Error::fatal(format!("stream `{}`: {e}", plan.name)))
+        RecordBatch::try_new(plan.schema.clone(), columns).map_err(fail)
     }
+}
+
+/// The table's own columns as a schema.
+fn table_schema(plan: &StreamPlan) -> SchemaRef {
+    Arc::new(arrow_schema::Schema::new(
+        plan.columns
+            .iter()
+            .map(|c| c.kind.field(&c.name))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Whether the stream carries before-images.
+fn has_before(plan: &StreamPlan) -> bool {
+    plan.schema.column_with_name(BEFORE).is_some()
 }
 
 fn table_columns(plan: &StreamPlan) -> Vec<(String, postgres_client::types::PgKind)> {
@@ -517,16 +554,9 @@ impl CdcReader {
                 break;
             }
         }
-        let table = Arc::new(arrow_schema::Schema::new(
-            self.plan
-                .columns
-                .iter()
-                .map(|c| c.kind.field(&c.name))
-                .collect::<Vec<_>>(),
-        ));
         let part = snapshot
             .decoder
-            .finish(table)
+            .finish(table_schema(&self.plan))
             .map_err(|e| Error::fatal(format!("stream `{stream}`: {e}")))?;
         let rows = part.num_rows();
         let lsn = snapshot.lsn;
@@ -542,6 +572,9 @@ impl CdcReader {
         columns.push(Arc::new(
             arrow_array::TimestampMicrosecondArray::from(vec![None; rows]).with_timezone(UTC),
         ));
+        if let Ok(field) = self.plan.schema.field_with_name(BEFORE) {
+            columns.push(arrow_array::new_null_array(field.data_type(), rows));
+        }
         let batch = RecordBatch::try_new(self.plan.schema.clone(), columns)
             .map_err(|e| Error::fatal(format!("stream `{stream}`: {e}")))?;
         let position = if complete {
@@ -619,7 +652,8 @@ impl CdcReader {
             }
             Message::Delete { relation, old } => {
                 if self.take_change(relation)? {
-                    self.emit(relation, "delete", &old.1, None)?;
+                    let image = (old.0 == OldKind::Full).then_some(&old.1);
+                    self.emit(relation, "delete", &old.1, image)?;
                 }
             }
             Message::Truncate { relations, .. } => {
@@ -674,9 +708,19 @@ impl CdcReader {
         m.key.iter().map(|i| value_bytes(tuple.get(*i))).collect()
     }
 
-    /// Add one row of `tuple` with `op`; `old` fills values the server left out.
+    /// Add one row of `tuple` with `op`; `old` (a whole old row) fills values the server
+    /// left out and is the row's before-image.
     fn emit(&mut self, relation: u32, op: &str, tuple: &Tuple, old: Option<&Tuple>) -> Result<()> {
         let mapping = &self.relations[&relation];
+        let before: Option<Vec<Option<&[u8]>>> = old.map(|o| {
+            let mut image = vec![None; self.plan.columns.len()];
+            for (i, value) in o.iter().enumerate() {
+                if let Some(&column) = mapping.to_column.get(i) {
+                    image[column] = value_bytes(Some(value));
+                }
+            }
+            image
+        });
         let mut values: Vec<Option<&[u8]>> = vec![None; self.plan.columns.len()];
         for (i, value) in tuple.iter().enumerate() {
             let Some(&column) = mapping.to_column.get(i) else {
@@ -702,8 +746,8 @@ impl CdcReader {
         let txn = self.txn.as_ref().expect("a change is in a transaction");
         let (lsn, ts) = (txn.lsn, txn.commit_ts);
         self.rows
-            .push(&values, op, lsn, Some(ts))
-            .map_err(|e| Error::data(format!("stream `{}`: {e}", self.plan.name)))
+            .push(&values, before.as_deref(), op, lsn, Some(ts))
+            .map_err(|e| Error::fatal(format!("stream `{}`: {e}", self.plan.name)))
     }
 
     /// How the columns of relation `r` land in the stream's columns.

@@ -427,7 +427,19 @@ fn build(
                 "stream `{name}`: `sync = \"cdc\"` needs a primary key to apply updates and deletes by; the table has none (add one, or give `primary_key`)"
             )));
         }
-        for f in crate::cdc::meta_fields() {
+        let (schema_name, table_name) = table.expect("checked above");
+        let identity = conn
+            .query(&format!(
+                "SELECT relreplident FROM pg_catalog.pg_class WHERE oid = to_regclass({})",
+                literal(&sql::qualified(schema_name, table_name))
+            ))
+            .map_err(|e| {
+                e.into_plugin_error(format_args!("stream `{name}`: its replica identity"))
+            })?;
+        // Under REPLICA IDENTITY FULL the server sends whole old rows: the stream carries
+        // them as a before-image.
+        let before = (identity.scalar() == Some("f")).then(|| fields.clone());
+        for f in crate::cdc::meta_fields(before) {
             if columns.iter().any(|c| &c.name == f.name()) {
                 return Err(Error::config(format!(
                     "stream `{name}`: the table has a column `{}`, which a CDC stream adds itself",
