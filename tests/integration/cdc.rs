@@ -468,7 +468,10 @@ fn under_replica_identity_full_updates_and_deletes_carry_the_row_as_it_was() {
     db.sql("ALTER TABLE items REPLICA IDENTITY FULL");
     let slots = Slots::new(&db, &["lake"]);
     let scratch = Scratch::new();
-    scratch.write("pipeline.toml", cdc_pipeline(&db, slots.name(0), PARQUET_SINK));
+    scratch.write(
+        "pipeline.toml",
+        cdc_pipeline(&db, slots.name(0), PARQUET_SINK),
+    );
     let run = start(&scratch);
     wait_for(Duration::from_secs(60), "the snapshot committed", || {
         snapshot_committed(&scratch)
@@ -491,11 +494,23 @@ fn under_replica_identity_full_updates_and_deletes_carry_the_row_as_it_was() {
             .unwrap();
         for batch in reader {
             let batch = batch.unwrap();
-            let ids = batch.column_by_name("id").unwrap().as_primitive::<Int32Type>();
-            let qtys = batch.column_by_name("qty").unwrap().as_primitive::<Int32Type>();
+            let ids = batch
+                .column_by_name("id")
+                .unwrap()
+                .as_primitive::<Int32Type>();
+            let qtys = batch
+                .column_by_name("qty")
+                .unwrap()
+                .as_primitive::<Int32Type>();
             let ops = batch.column_by_name("_op").unwrap().as_string::<i32>();
-            let before = batch.column_by_name("_before").expect("a before-image column").as_struct();
-            let old_qty = before.column_by_name("qty").unwrap().as_primitive::<Int32Type>();
+            let before = batch
+                .column_by_name("_before")
+                .expect("a before-image column")
+                .as_struct();
+            let old_qty = before
+                .column_by_name("qty")
+                .unwrap()
+                .as_primitive::<Int32Type>();
             let old_note = before.column_by_name("note").unwrap().as_string::<i32>();
             for row in 0..batch.num_rows() {
                 if ops.value(row) == "insert" {
@@ -519,4 +534,43 @@ fn under_replica_identity_full_updates_and_deletes_carry_the_row_as_it_was() {
             ("delete".to_string(), 8, Some(8), 8, "first 8".to_string()),
         ]
     );
+}
+
+#[test]
+fn a_server_restart_mid_stream_is_resumed_not_failed() {
+    // The restart would break every other test using the server: this one has it alone.
+    let server = pg::exclusive();
+    let db = TestDb::new("cdc_restart");
+    db.sql(ITEMS);
+    let slots = Slots::new(&db, &["lake"]);
+    let scratch = Scratch::new();
+    let text = cdc_pipeline(&db, slots.name(0), PARQUET_SINK)
+        .replace("max_attempts = 5", "max_attempts = 30")
+        .replace("max_backoff = \"500ms\"", "max_backoff = \"1s\"");
+    scratch.write("pipeline.toml", text);
+    let run = start_piped(&scratch);
+    wait_for(Duration::from_secs(60), "the snapshot committed", || {
+        snapshot_committed(&scratch)
+    });
+    db.sql("UPDATE items SET qty = qty + 1 WHERE id <= 100");
+    pg::restart_server(&server);
+    db.sql("UPDATE items SET qty = qty + 1 WHERE id > 900");
+    db.sql("DELETE FROM items WHERE id BETWEEN 400 AND 409");
+    let now = current_lsn(&db);
+    wait_for(
+        Duration::from_secs(60),
+        "the stream caught up after the restart",
+        || slots.confirmed_past(0, &now),
+    );
+    sigterm(&run);
+    let out = finished(run.wait_with_output().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("retrying from the last checkpoint"),
+        "the broken stream was retried: {}",
+        out.stderr
+    );
+    let truth = audit(&db);
+    let log = changelog(&scratch.path("out"));
+    assert_eq!(log, truth, "every change once, in order per key");
 }

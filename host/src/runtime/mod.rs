@@ -325,12 +325,18 @@ pub(crate) fn wit_write_mode(mode: &config::WriteMode) -> WitWriteMode {
 pub async fn run(prepared: Arc<Prepared>) -> Result<Summary, RunError> {
     let started = Instant::now();
     let policy = prepared.pipeline.retry;
+    // Attempts in a row that committed nothing: what `max_attempts` bounds, so that a
+    // stream that keeps going through occasional failures is not stopped by their sum.
     let mut attempt = 0;
     let mut total = Summary::default();
     loop {
         attempt += 1;
-        total.attempts = attempt;
+        total.attempts += 1;
+        let committed = total.last_epoch;
         let result = attempt::attempt(prepared.clone(), &mut total).await;
+        if result.is_err() && total.last_epoch > committed {
+            attempt = 1;
+        }
         match result {
             Ok(()) => {
                 total.elapsed = started.elapsed();
