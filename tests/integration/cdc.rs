@@ -574,3 +574,75 @@ fn a_server_restart_mid_stream_is_resumed_not_failed() {
     let log = changelog(&scratch.path("out"));
     assert_eq!(log, truth, "every change once, in order per key");
 }
+
+#[test]
+fn example_09_streams_the_snapshot_and_then_each_change_into_parquet() {
+    let db = TestDb::new("example_09");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/09-postgres-cdc-to-parquet");
+    db.sql(&std::fs::read_to_string(dir.join("setup.sql")).unwrap());
+    let slots = Slots::new(&db, &["example"]);
+    let scratch = Scratch::new();
+    let text = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
+    assert!(text.contains("database = \"postgres\"") && text.contains("slot = \"example_09\""));
+    let text = text
+        .replace(
+            "database = \"postgres\"",
+            &format!("database = \"{}\"", db.name),
+        )
+        .replace(
+            "slot = \"example_09\"",
+            &format!("slot = \"{}\"", slots.name(0)),
+        );
+    scratch.write("pipeline.toml", text);
+    let run = start(&scratch);
+    wait_for(Duration::from_secs(60), "the snapshot committed", || {
+        snapshot_committed(&scratch)
+    });
+    db.sql("UPDATE example_items SET qty = qty + 1 WHERE id <= 3");
+    db.sql("DELETE FROM example_items WHERE id = 10");
+    let now = current_lsn(&db);
+    wait_for(Duration::from_secs(60), "the changes committed", || {
+        slots.confirmed_past(0, &now)
+    });
+    sigterm(&run);
+    let mut run = run;
+    assert!(run.wait().unwrap().success(), "Ctrl-C drains and exits 0");
+
+    let mut ops = BTreeMap::new();
+    for file in parquet_files(&scratch.path("out/example_items")) {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let schema = batch.schema();
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "id",
+                    "name",
+                    "qty",
+                    "price",
+                    "updated_at",
+                    "_op",
+                    "_lsn",
+                    "_commit_ts"
+                ]
+            );
+            let o = batch.column_by_name("_op").unwrap().as_string::<i32>();
+            for row in 0..batch.num_rows() {
+                *ops.entry(o.value(row).to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    assert_eq!(
+        ops,
+        BTreeMap::from([
+            ("delete".to_string(), 1),
+            ("insert".to_string(), 1000),
+            ("update".to_string(), 3)
+        ])
+    );
+}

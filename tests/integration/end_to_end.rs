@@ -29,6 +29,12 @@ fn every_numbered_example_runs_and_a_second_run_changes_nothing() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("pipeline.toml").is_file())
+        // A stream never ends by itself: those examples have tests of their own.
+        .filter(|p| {
+            !std::fs::read_to_string(p.join("pipeline.toml"))
+                .unwrap()
+                .contains("mode = \"stream\"")
+        })
         .collect();
     dirs.sort();
     assert!(dirs.len() >= 2, "examples found: {dirs:?}");

@@ -472,6 +472,44 @@ impl Connection {
         }
     }
 
+    /// The next CopyData payload of a CopyBoth exchange if one has arrived, without
+    /// waiting: `Ok(None)` when the socket has nothing yet. Errors when the server ended
+    /// the exchange.
+    pub fn copy_both_try_next(&mut self) -> Result<Option<bytes::Bytes>, PgError> {
+        loop {
+            if self.read.len() >= 5 && self.read[0] == b'd' {
+                let len =
+                    i32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]])
+                        as usize;
+                if self.read.len() > len {
+                    return self.copy_both_next();
+                }
+            } else if self.read.len() >= 5 {
+                return match self.copy_both_next()? {
+                    Some(m) => Ok(Some(m)),
+                    None => Err(PgError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server ended the replication stream",
+                    ))),
+                };
+            }
+            self.stream.set_nonblocking(true)?;
+            let read = self.stream.read(&mut self.scratch);
+            self.stream.set_nonblocking(false)?;
+            match read {
+                Ok(0) => {
+                    return Err(PgError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    )))
+                }
+                Ok(n) => self.read.extend_from_slice(&self.scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Send one CopyData message of a CopyBoth exchange.
     pub fn copy_both_send(&mut self, data: &[u8]) -> Result<(), PgError> {
         self.write.extend_from_slice(b"d");

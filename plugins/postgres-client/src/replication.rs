@@ -89,40 +89,17 @@ impl Connection {
 
     /// The next message of the replication stream; none when the server ended it.
     pub fn replication_next(&mut self) -> Result<Option<WalMessage>, PgError> {
-        let Some(mut data) = self.copy_both_next()? else {
-            return Ok(None);
-        };
-        let short = || PgError::Protocol("a replication message ends early".into());
-        if data.is_empty() {
-            return Err(short());
+        match self.copy_both_next()? {
+            Some(data) => parse(data).map(Some),
+            None => Ok(None),
         }
-        match data.get_u8() {
-            b'w' => {
-                if data.remaining() < 24 {
-                    return Err(short());
-                }
-                let start = data.get_u64();
-                let end = data.get_u64();
-                let _sent = data.get_i64();
-                Ok(Some(WalMessage::Data {
-                    start,
-                    end,
-                    body: data,
-                }))
-            }
-            b'k' => {
-                if data.remaining() < 17 {
-                    return Err(short());
-                }
-                let end = data.get_u64();
-                let _sent = data.get_i64();
-                let reply = data.get_u8() == 1;
-                Ok(Some(WalMessage::Keepalive { end, reply }))
-            }
-            other => Err(PgError::Protocol(format!(
-                "unknown replication message {:?}",
-                other as char
-            ))),
+    }
+
+    /// The next message of the replication stream if one has arrived, without waiting.
+    pub fn replication_try_next(&mut self) -> Result<Option<WalMessage>, PgError> {
+        match self.copy_both_try_next()? {
+            Some(data) => parse(data).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -143,6 +120,42 @@ impl Connection {
         m.extend_from_slice(&now.to_be_bytes());
         m.push(u8::from(reply));
         self.copy_both_send(&m)
+    }
+}
+
+/// One message of the replication stream, from its CopyData payload.
+fn parse(mut data: Bytes) -> Result<WalMessage, PgError> {
+    let short = || PgError::Protocol("a replication message ends early".into());
+    if data.is_empty() {
+        return Err(short());
+    }
+    match data.get_u8() {
+        b'w' => {
+            if data.remaining() < 24 {
+                return Err(short());
+            }
+            let start = data.get_u64();
+            let end = data.get_u64();
+            let _sent = data.get_i64();
+            Ok(WalMessage::Data {
+                start,
+                end,
+                body: data,
+            })
+        }
+        b'k' => {
+            if data.remaining() < 17 {
+                return Err(short());
+            }
+            let end = data.get_u64();
+            let _sent = data.get_i64();
+            let reply = data.get_u8() == 1;
+            Ok(WalMessage::Keepalive { end, reply })
+        }
+        other => Err(PgError::Protocol(format!(
+            "unknown replication message {:?}",
+            other as char
+        ))),
     }
 }
 

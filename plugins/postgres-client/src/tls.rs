@@ -102,6 +102,14 @@ impl Write for Transport {
 }
 
 impl Transport {
+    /// Make reads return `WouldBlock` instead of waiting when no data has arrived.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.set_nonblocking(on),
+            Transport::Tls(s) => s.sock.0.set_nonblocking(on),
+        }
+    }
+
     /// Say goodbye at the TLS layer too (best effort).
     pub fn close_notify(&mut self) {
         if let Transport::Tls(s) = self {

@@ -14,13 +14,15 @@
 //! The slot's confirmed flush LSN moves only in `ack`, once the host has made a position
 //! durable, so the server keeps the WAL a resumed run needs.
 //!
-//! Without read timeouts on guest sockets, `next` asks the server for a keepalive with
-//! every status update it sends: the reply ends a call that found nothing to read, so an
-//! idle stream still returns and epochs close on time.
+//! A call reads what has arrived without waiting on the socket (guest sockets have no
+//! read timeouts): it gathers changes for up to [`CHUNK_TIME`], polling every
+//! [`POLL_WAIT`] while nothing comes, so an idle stream still returns and epochs close
+//! on time. The server hears where the stream stands at least every [`STATUS_EVERY`],
+//! when it asks, and at every `ack`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch, StructArray};
@@ -47,8 +49,15 @@ pub const LSN: &str = "_lsn";
 /// The column with the change's commit time.
 pub const COMMIT_TS: &str = "_commit_ts";
 
-/// How long an idle stream waits before it asks the server again.
-const IDLE_WAIT: Duration = Duration::from_millis(20);
+/// How long a stream waits for the next message when none has arrived.
+const POLL_WAIT: Duration = Duration::from_millis(2);
+
+/// How often the stream tells the server where it stands, at least (the server ends a
+/// replication session that is silent for `wal_sender_timeout`, 60 s by default).
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a call gathers changes that keep coming before it hands them on.
+const CHUNK_TIME: Duration = Duration::from_millis(100);
 
 /// How long `open` waits for a slot a killed run still holds to be released.
 const SLOT_RELEASE: Duration = Duration::from_secs(10);
@@ -75,7 +84,11 @@ pub fn meta_fields(before: Option<Vec<Field>>) -> Vec<Field> {
         ),
     ];
     if let Some(table) = before {
-        fields.push(Field::new(BEFORE, DataType::Struct(Fields::from(table)), true));
+        fields.push(Field::new(
+            BEFORE,
+            DataType::Struct(Fields::from(table)),
+            true,
+        ));
     }
     fields
 }
@@ -243,8 +256,8 @@ pub struct CdcReader {
     received: u64,
     /// The highest LSN the host made durable: the slot's confirmed flush LSN.
     acked: u64,
-    /// The last call found nothing to read.
-    idle: bool,
+    /// When the server was last told where the stream stands.
+    last_status: Instant,
     /// An error to report once the rows before it are handed out.
     pending: Option<Error>,
 }
@@ -308,7 +321,7 @@ impl CdcReader {
             skip: 0,
             received: 0,
             acked: 0,
-            idle: false,
+            last_status: Instant::now(),
             pending: None,
             options,
         };
@@ -451,35 +464,34 @@ impl CdcReader {
         if self.snapshot.is_some() {
             return self.next_of_snapshot(max_rows).map(Some);
         }
-        if self.idle {
-            std::thread::sleep(IDLE_WAIT);
-        }
         let stream = self.plan.name.clone();
         let wire = |e: PgError| e.into_plugin_error(format_args!("stream `{stream}`"));
-        self.repl
-            .send_status(self.received, self.acked, true)
-            .map_err(wire)?;
+        let started = Instant::now();
         while self.rows.count < max_rows {
-            let message = self.repl.replication_next().map_err(wire)?;
-            match message {
-                None => {
-                    return Err(Error::Transient {
-                        message: format!(
-                            "stream `{stream}`: the server ended the replication stream"
-                        ),
-                        retry_after_ms: None,
-                    })
+            if self.last_status.elapsed() >= STATUS_EVERY {
+                self.send_status(false).map_err(wire)?;
+            }
+            let Some(message) = self.repl.replication_try_next().map_err(wire)? else {
+                // Nothing has arrived: hand on what this call gathered once its time is up.
+                if started.elapsed() >= CHUNK_TIME {
+                    break;
                 }
-                Some(WalMessage::Keepalive { end, .. }) => {
+                std::thread::sleep(POLL_WAIT);
+                continue;
+            };
+            match message {
+                WalMessage::Keepalive { end, reply } => {
                     self.received = self.received.max(end);
                     // Everything before `end` was sent: with no transaction open, the
                     // stream stands at `end`.
                     if self.txn.is_none() && end > self.delivered {
                         self.delivered = end;
                     }
-                    break;
+                    if reply {
+                        self.send_status(false).map_err(wire)?;
+                    }
                 }
-                Some(WalMessage::Data { end, body, .. }) => {
+                WalMessage::Data { end, body, .. } => {
                     self.received = self.received.max(end);
                     if let Err(e) = self.apply(body) {
                         if self.rows.count == 0 {
@@ -491,7 +503,6 @@ impl CdcReader {
                 }
             }
         }
-        self.idle = self.rows.count == 0;
         let batch = self.rows.finish(&self.plan)?;
         Ok(Some(Chunk {
             batch,
@@ -523,9 +534,16 @@ impl CdcReader {
             self.acked = lsn;
             if self.snapshot.is_none() {
                 // A failure shows on the next read, which retries from the checkpoint.
-                let _ = self.repl.send_status(self.received, self.acked, false);
+                let _ = self.send_status(false);
             }
         }
+    }
+
+    /// Tell the server what the stream received and what is durable (the slot's confirmed
+    /// flush LSN).
+    fn send_status(&mut self, reply: bool) -> std::result::Result<(), PgError> {
+        self.last_status = Instant::now();
+        self.repl.send_status(self.received, self.acked, reply)
     }
 
     fn next_of_snapshot(&mut self, max_rows: usize) -> Result<Chunk> {
