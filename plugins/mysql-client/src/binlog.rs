@@ -1,0 +1,314 @@
+//! The replica side of replication: checking that the server writes a row-based binary
+//! log, registering as a replica (`COM_REGISTER_SLAVE`), asking for the log from a file and
+//! offset (`COM_BINLOG_DUMP`, with heartbeats while the log is idle), and the framing of
+//! the events that follow: each event's header, its body, its checksum taken off.
+
+use std::time::Duration;
+
+use crate::conn::{server_error, Connection, MyError};
+use crate::packet::Reader;
+
+/// Event types this client names.
+pub mod kind {
+    pub const QUERY: u8 = 2;
+    pub const ROTATE: u8 = 4;
+    pub const FORMAT_DESCRIPTION: u8 = 15;
+    pub const XID: u8 = 16;
+    pub const TABLE_MAP: u8 = 19;
+    pub const WRITE_ROWS_V1: u8 = 23;
+    pub const UPDATE_ROWS_V1: u8 = 24;
+    pub const DELETE_ROWS_V1: u8 = 25;
+    pub const HEARTBEAT: u8 = 27;
+    pub const WRITE_ROWS: u8 = 30;
+    pub const UPDATE_ROWS: u8 = 31;
+    pub const DELETE_ROWS: u8 = 32;
+    /// MariaDB: the SQL of the rows events that follow (with `binlog_annotate_row_events`).
+    pub const ANNOTATE_ROWS: u8 = 160;
+    /// MariaDB: a transaction's global id.
+    pub const MARIADB_GTID: u8 = 162;
+}
+
+/// Where in the binary log: a file and an offset in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPosition {
+    pub file: String,
+    pub offset: u32,
+}
+
+/// One event of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Seconds since 1970 when the statement began.
+    pub timestamp: u32,
+    pub kind: u8,
+    pub server_id: u32,
+    /// The offset of the next event in the current log file (0 for artificial events).
+    pub next_offset: u32,
+    pub flags: u16,
+    /// The event after its 19-byte header, without its checksum.
+    pub body: Vec<u8>,
+}
+
+/// The header every event starts with.
+const HEADER: usize = 19;
+
+/// The binary log's settings, checked for change data capture.
+pub fn check_row_logging(conn: &mut Connection) -> Result<(), String> {
+    let rows = conn
+        .query("SELECT @@global.log_bin, @@global.binlog_format, @@global.binlog_row_image")
+        .map_err(|e| format!("reading the binary log's settings: {e}"))?;
+    let row = rows.rows.first().cloned().unwrap_or_default();
+    let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let problems = row_logging_problems(&get(0), &get(1), &get(2));
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// What is wrong with these settings for change data capture, each with its fix.
+pub fn row_logging_problems(log_bin: &str, format: &str, image: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if log_bin != "1" && !log_bin.eq_ignore_ascii_case("ON") {
+        out.push("the server writes no binary log (log_bin is OFF); set log_bin in its config and restart it".to_string());
+    }
+    if !format.eq_ignore_ascii_case("ROW") {
+        out.push(format!(
+            "binlog_format is {format}; change data capture needs binlog_format = ROW (SET GLOBAL binlog_format = ROW, and in the server's config)"
+        ));
+    }
+    if !image.is_empty() && !image.eq_ignore_ascii_case("FULL") {
+        out.push(format!(
+            "binlog_row_image is {image}; change data capture needs whole rows: binlog_row_image = FULL"
+        ));
+    }
+    out
+}
+
+impl Connection {
+    /// Where the server is writing its binary log now.
+    pub fn log_position(&mut self) -> Result<LogPosition, MyError> {
+        let rows = self.query("SHOW MASTER STATUS")?;
+        let file = rows.first("File").map(str::to_string);
+        let offset = rows.first("Position").and_then(|p| p.parse().ok());
+        match (file, offset) {
+            (Some(file), Some(offset)) => Ok(LogPosition { file, offset }),
+            _ => Err(MyError::Protocol(
+                "SHOW MASTER STATUS shows no binary log; is log_bin on?".into(),
+            )),
+        }
+    }
+
+    /// Register as replica `server_id` and stream the log from `from`. The server sends a
+    /// heartbeat event after `heartbeat` without events. Returns whether events carry a
+    /// CRC32 checksum (taken off by [`Connection::next_event`]).
+    pub fn start_binlog(
+        &mut self,
+        server_id: u32,
+        from: &LogPosition,
+        heartbeat: Duration,
+    ) -> Result<BinlogStream, MyError> {
+        let checksum = self
+            .query("SELECT @@global.binlog_checksum")?
+            .scalar()
+            .unwrap_or("NONE")
+            .to_string();
+        // The server sends checksums only to a replica that says it reads them.
+        self.query(&format!("SET @master_binlog_checksum = '{checksum}'"))?;
+        // MariaDB: a replica that understands GTID events (and is sent them).
+        let _ = self.query("SET @mariadb_slave_capability = 4");
+        self.query(&format!(
+            "SET @master_heartbeat_period = {}",
+            heartbeat.as_nanos()
+        ))?;
+        let mut register = Vec::new();
+        register.extend_from_slice(&server_id.to_le_bytes());
+        for field in ["ingest", "", ""] {
+            register.push(field.len() as u8);
+            register.extend_from_slice(field.as_bytes());
+        }
+        register.extend_from_slice(&0u16.to_le_bytes()); // port
+        register.extend_from_slice(&0u32.to_le_bytes()); // rank
+        register.extend_from_slice(&0u32.to_le_bytes()); // master id
+        self.command(0x15, &register)?;
+        let reply = self.packet()?;
+        if reply.first() == Some(&0xff) {
+            return Err(server_error(&reply));
+        }
+        let mut dump = Vec::new();
+        dump.extend_from_slice(&from.offset.to_le_bytes());
+        dump.extend_from_slice(&0u16.to_le_bytes()); // flags: wait for more at the end
+        dump.extend_from_slice(&server_id.to_le_bytes());
+        dump.extend_from_slice(from.file.as_bytes());
+        self.command(0x12, &dump)?;
+        Ok(BinlogStream {
+            checksum: !checksum.eq_ignore_ascii_case("NONE"),
+        })
+    }
+}
+
+/// How the events of a dump are framed.
+#[derive(Debug, Clone, Copy)]
+pub struct BinlogStream {
+    /// Events end with a 4-byte CRC32.
+    pub checksum: bool,
+}
+
+impl BinlogStream {
+    /// The next event, waiting for it.
+    pub fn next(&self, conn: &mut Connection) -> Result<Event, MyError> {
+        let packet = conn.packet()?;
+        self.event(packet)
+    }
+
+    /// The next event if it has arrived, without waiting.
+    pub fn try_next(&self, conn: &mut Connection) -> Result<Option<Event>, MyError> {
+        if !conn.packet_ready()? {
+            return Ok(None);
+        }
+        self.next(conn).map(Some)
+    }
+
+    fn event(&self, packet: Vec<u8>) -> Result<Event, MyError> {
+        match packet.first() {
+            Some(0x00) => {}
+            Some(0xff) => return Err(server_error(&packet)),
+            Some(0xfe) => {
+                return Err(MyError::Protocol(
+                    "the server ended the binary log stream".into(),
+                ))
+            }
+            _ => {
+                return Err(MyError::Protocol(
+                    "unexpected packet in the binary log stream".into(),
+                ))
+            }
+        }
+        let data = &packet[1..];
+        if data.len() < HEADER {
+            return Err(MyError::Protocol("an event shorter than its header".into()));
+        }
+        let mut r = Reader::new(data);
+        let timestamp = r.u32()?;
+        let kind = r.u8()?;
+        let server_id = r.u32()?;
+        let size = r.u32()? as usize;
+        let next_offset = r.u32()?;
+        let flags = r.u16()?;
+        if size != data.len() {
+            return Err(MyError::Protocol(format!(
+                "an event says it has {size} bytes and has {}",
+                data.len()
+            )));
+        }
+        let end = if self.checksum {
+            size.saturating_sub(4)
+        } else {
+            size
+        };
+        Ok(Event {
+            timestamp,
+            kind,
+            server_id,
+            next_offset,
+            flags,
+            body: data[HEADER..end.max(HEADER)].to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::ConnectParams;
+    use std::time::Instant;
+
+    fn connect() -> Connection {
+        Connection::connect(&ConnectParams {
+            host: "127.0.0.1".into(),
+            port: 3306,
+            user: "root".into(),
+            password: None,
+            database: None,
+        })
+        .unwrap_or_else(|e| {
+            panic!("MariaDB does not answer on 127.0.0.1:3306 as root ({e}); run scripts/mariadb-setup")
+        })
+    }
+
+    #[test]
+    fn settings_that_cannot_carry_rows_are_named_with_their_fix() {
+        assert!(row_logging_problems("1", "ROW", "FULL").is_empty());
+        let p = row_logging_problems("0", "MIXED", "MINIMAL").join("; ");
+        for part in [
+            "log_bin is OFF",
+            "binlog_format is MIXED",
+            "binlog_format = ROW",
+            "binlog_row_image = FULL",
+        ] {
+            assert!(p.contains(part), "{part} missing from {p}");
+        }
+    }
+
+    #[test]
+    fn a_replica_sees_a_rows_event_for_an_insert_and_heartbeats_while_idle() {
+        let mut c = connect();
+        check_row_logging(&mut c).unwrap_or_else(|e| panic!("{e}; run scripts/mariadb-setup"));
+        let db = format!("ingest_binlog_{}", std::process::id());
+        c.query(&format!("CREATE DATABASE {db}")).unwrap();
+        c.query(&format!(
+            "CREATE TABLE {db}.t (id int PRIMARY KEY, note text)"
+        ))
+        .unwrap();
+        let from = c.log_position().unwrap();
+
+        let mut replica = connect();
+        let stream = replica
+            .start_binlog(
+                4_000_000 + std::process::id() % 100_000,
+                &from,
+                Duration::from_millis(200),
+            )
+            .unwrap();
+        c.query(&format!("INSERT INTO {db}.t VALUES (1, 'one')"))
+            .unwrap();
+
+        // The log is the server's: other sessions' events come too. Ours are told by the
+        // table id our table map gives.
+        let mut kinds = Vec::new();
+        let mut ours = None;
+        let mut inserted = false;
+        let mut heartbeat = false;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !heartbeat {
+            let Some(event) = stream.try_next(&mut replica).unwrap() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let table_id = event.body.get(..6).map(|b| b.to_vec());
+            match event.kind {
+                kind::TABLE_MAP => {
+                    let mut r = Reader::new(&event.body);
+                    r.bytes(8).unwrap(); // table id (6) and flags (2)
+                    let schema_len = r.u8().unwrap() as usize;
+                    if r.bytes(schema_len).unwrap() == db.as_bytes() {
+                        ours = table_id;
+                    }
+                }
+                kind::WRITE_ROWS_V1 | kind::WRITE_ROWS => {
+                    inserted |= ours.is_some() && table_id == ours;
+                }
+                _ => {}
+            }
+            heartbeat = event.kind == kind::HEARTBEAT && inserted;
+            kinds.push(event.kind);
+        }
+        c.query(&format!("DROP DATABASE {db}")).unwrap();
+        assert!(kinds.contains(&kind::FORMAT_DESCRIPTION), "{kinds:?}");
+        assert!(ours.is_some(), "no table map of our table: {kinds:?}");
+        assert!(inserted, "no rows event of our table: {kinds:?}");
+        assert!(kinds.contains(&kind::XID), "{kinds:?}");
+        assert!(heartbeat, "no heartbeat while the log was idle: {kinds:?}");
+    }
+}
