@@ -47,6 +47,9 @@ pub struct Event {
     pub flags: u16,
     /// The event after its 19-byte header, without its checksum.
     pub body: Vec<u8>,
+    /// The whole event as the log holds it (header, body, checksum), for a full parser
+    /// such as `mysql_common::binlog::EventStreamReader`.
+    pub raw: Vec<u8>,
 }
 
 /// The header every event starts with.
@@ -214,6 +217,7 @@ impl BinlogStream {
             next_offset,
             flags,
             body: data[HEADER..end.max(HEADER)].to_vec(),
+            raw: data.to_vec(),
         })
     }
 }
@@ -222,6 +226,11 @@ impl BinlogStream {
 mod tests {
     use super::*;
     use crate::conn::ConnectParams;
+    use mysql_common::binlog::consts::BinlogVersion;
+    use mysql_common::binlog::events::EventData;
+    use mysql_common::binlog::value::BinlogValue;
+    use mysql_common::binlog::EventStreamReader;
+    use mysql_common::value::Value;
     use std::time::Instant;
 
     fn connect() -> Connection {
@@ -277,6 +286,8 @@ mod tests {
         // The log is the server's: other sessions' events come too. Ours are told by the
         // table id our table map gives.
         let mut kinds = Vec::new();
+        let mut parser = EventStreamReader::new(BinlogVersion::Version4);
+        let mut decoded = Vec::new();
         let mut ours = None;
         let mut inserted = false;
         let mut heartbeat = false;
@@ -296,10 +307,22 @@ mod tests {
                         ours = table_id;
                     }
                 }
-                kind::WRITE_ROWS_V1 | kind::WRITE_ROWS => {
-                    inserted |= ours.is_some() && table_id == ours;
+                kind::WRITE_ROWS_V1 | kind::WRITE_ROWS if ours.is_some() && table_id == ours => {
+                    inserted = true;
                 }
                 _ => {}
+            }
+            // mysql_common reads the same events into rows.
+            if let Some(parsed) = parser.read(&event.raw[..]).unwrap() {
+                if let Some(EventData::RowsEvent(rows)) = parsed.read_data().unwrap() {
+                    let tme = parser.get_tme(rows.table_id()).unwrap();
+                    if tme.database_name() == db {
+                        for row in rows.rows(tme) {
+                            let (_, after) = row.unwrap();
+                            decoded.push(after.unwrap().unwrap());
+                        }
+                    }
+                }
             }
             heartbeat = event.kind == kind::HEARTBEAT && inserted;
             kinds.push(event.kind);
@@ -308,6 +331,13 @@ mod tests {
         assert!(kinds.contains(&kind::FORMAT_DESCRIPTION), "{kinds:?}");
         assert!(ours.is_some(), "no table map of our table: {kinds:?}");
         assert!(inserted, "no rows event of our table: {kinds:?}");
+        assert_eq!(
+            decoded,
+            [vec![
+                BinlogValue::Value(Value::Int(1)),
+                BinlogValue::Value(Value::Bytes(b"one".to_vec()))
+            ]]
+        );
         assert!(kinds.contains(&kind::XID), "{kinds:?}");
         assert!(heartbeat, "no heartbeat while the log was idle: {kinds:?}");
     }
