@@ -125,6 +125,14 @@ impl Rows {
     }
 }
 
+/// The result of a text query with each value as the server's bytes.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RawRows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Option<Vec<u8>>>>,
+    pub affected: u64,
+}
+
 /// An open, authenticated connection.
 pub struct Connection {
     stream: TcpStream,
@@ -252,15 +260,34 @@ impl Connection {
 
     /// Run one statement (the text protocol) and return its rows, or how many it changed.
     pub fn query(&mut self, sql: &str) -> Result<Rows, MyError> {
+        let raw = self.query_raw(sql)?;
+        Ok(Rows {
+            columns: raw.columns,
+            rows: raw
+                .rows
+                .into_iter()
+                .map(|r| {
+                    r.into_iter()
+                        .map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()))
+                        .collect()
+                })
+                .collect(),
+            affected: raw.affected,
+        })
+    }
+
+    /// Run one statement and return its rows as the bytes the server sent (the text form
+    /// of each value; binary strings as they are).
+    pub fn query_raw(&mut self, sql: &str) -> Result<RawRows, MyError> {
         self.command(0x03, sql.as_bytes())?;
         let first = self.packet()?;
         match first.first() {
             Some(0x00) => {
                 let mut r = Reader::new(&first[1..]);
                 let affected = r.lenenc()?.unwrap_or(0);
-                Ok(Rows {
+                Ok(RawRows {
                     affected,
-                    ..Rows::default()
+                    ..RawRows::default()
                 })
             }
             Some(0xff) => Err(server_error(&first)),
@@ -269,7 +296,7 @@ impl Connection {
                 let count = Reader::new(&first)
                     .lenenc()?
                     .ok_or_else(|| MyError::Protocol("a NULL column count".into()))?;
-                let mut out = Rows::default();
+                let mut out = RawRows::default();
                 for _ in 0..count {
                     let def = self.packet()?;
                     let mut r = Reader::new(&def);
@@ -291,10 +318,7 @@ impl Connection {
                     let mut r = Reader::new(&row);
                     let mut values = Vec::with_capacity(out.columns.len());
                     for _ in 0..out.columns.len() {
-                        values.push(
-                            r.lenenc_bytes()?
-                                .map(|v| String::from_utf8_lossy(v).into_owned()),
-                        );
+                        values.push(r.lenenc_bytes()?.map(<[u8]>::to_vec));
                     }
                     out.rows.push(values);
                 }

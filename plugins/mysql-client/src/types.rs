@@ -1,0 +1,314 @@
+//! MySQL/MariaDB column types as Arrow types: what `information_schema.COLUMNS` says of a
+//! table's columns ([`describe`]), the Arrow type each is read into ([`MyKind`]), and rows
+//! of the text protocol made into a record batch ([`to_batch`]).
+
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
+use arrow_cast::{cast_with_options, CastOptions};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::conn::{Connection, MyError, RawRows};
+
+/// The time zone of TIMESTAMP columns, read in a session whose time zone is UTC.
+pub const UTC: &str = "+00:00";
+
+/// How a column's values are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MyKind {
+    /// TINYINT … BIGINT and YEAR: `bits` wide, signed or not.
+    Int {
+        bits: u8,
+        unsigned: bool,
+    },
+    Float,
+    Double,
+    /// DECIMAL(p,s): Decimal128 up to 38 digits (MySQL allows 65: above 38, the exact text).
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
+    DecimalText,
+    /// CHAR, VARCHAR, TEXT, ENUM, SET, JSON (MariaDB keeps JSON as text), TIME (a duration
+    /// of up to ±838 hours, kept as its text).
+    Text,
+    /// BINARY, VARBINARY, BLOB, BIT, GEOMETRY: the bytes.
+    Binary,
+    Date,
+    /// DATETIME: a wall-clock time without a zone.
+    DateTime,
+    /// TIMESTAMP: an instant, read as UTC.
+    Timestamp,
+}
+
+impl MyKind {
+    /// The kind of a column as `information_schema.COLUMNS` describes it.
+    pub fn from_catalog(
+        data_type: &str,
+        column_type: &str,
+        precision: Option<u32>,
+        scale: Option<u32>,
+    ) -> MyKind {
+        let unsigned = column_type.to_ascii_lowercase().contains("unsigned");
+        match data_type.to_ascii_lowercase().as_str() {
+            "tinyint" => MyKind::Int { bits: 8, unsigned },
+            "smallint" => MyKind::Int { bits: 16, unsigned },
+            "mediumint" | "int" | "integer" => MyKind::Int { bits: 32, unsigned },
+            "bigint" => MyKind::Int { bits: 64, unsigned },
+            "year" => MyKind::Int {
+                bits: 16,
+                unsigned: false,
+            },
+            "float" => MyKind::Float,
+            "double" | "real" => MyKind::Double,
+            "decimal" | "numeric" => match (precision, scale) {
+                (Some(p), Some(s)) if p <= 38 => MyKind::Decimal {
+                    precision: p.max(1) as u8,
+                    scale: s as i8,
+                },
+                _ => MyKind::DecimalText,
+            },
+            "date" => MyKind::Date,
+            "datetime" => MyKind::DateTime,
+            "timestamp" => MyKind::Timestamp,
+            "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "bit"
+            | "geometry" | "point" | "linestring" | "polygon" => MyKind::Binary,
+            _ => MyKind::Text,
+        }
+    }
+
+    /// The Arrow type values of this kind are read into.
+    pub fn arrow_type(&self) -> DataType {
+        match self {
+            MyKind::Int { bits, unsigned } => match (bits, unsigned) {
+                (8, false) => DataType::Int8,
+                (8, true) => DataType::UInt8,
+                (16, false) => DataType::Int16,
+                (16, true) => DataType::UInt16,
+                (32, false) => DataType::Int32,
+                (32, true) => DataType::UInt32,
+                (_, false) => DataType::Int64,
+                (_, true) => DataType::UInt64,
+            },
+            MyKind::Float => DataType::Float32,
+            MyKind::Double => DataType::Float64,
+            MyKind::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
+            MyKind::DecimalText | MyKind::Text => DataType::Utf8,
+            MyKind::Binary => DataType::Binary,
+            MyKind::Date => DataType::Date32,
+            MyKind::DateTime => DataType::Timestamp(TimeUnit::Microsecond, None),
+            MyKind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+        }
+    }
+}
+
+/// A column of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MyColumn {
+    pub name: String,
+    pub kind: MyKind,
+    /// The type as the catalog writes it (`int(10) unsigned`), for messages.
+    pub column_type: String,
+}
+
+/// The columns of `schema.table`, in order; empty when there is no such table.
+pub fn describe(
+    conn: &mut Connection,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<MyColumn>, MyError> {
+    let rows = conn.query(&format!(
+        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE \
+         FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} \
+         ORDER BY ORDINAL_POSITION",
+        literal(schema),
+        literal(table)
+    ))?;
+    Ok(rows
+        .rows
+        .into_iter()
+        .map(|r| {
+            let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            let number = |i: usize| get(i).parse::<u32>().ok();
+            MyColumn {
+                kind: MyKind::from_catalog(&get(1), &get(2), number(3), number(4)),
+                name: get(0),
+                column_type: get(2),
+            }
+        })
+        .collect())
+}
+
+/// The schema of `columns`, every field nullable.
+pub fn schema(columns: &[MyColumn]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.kind.arrow_type(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Rows of the text protocol (`rows`, in `columns`' order) as a batch of
+/// [`schema`]`(columns)`. MariaDB's zero dates (`0000-00-00`), which no calendar holds,
+/// are NULL; any other value that does not parse as its column's type is an error naming
+/// the column and the row.
+pub fn to_batch(columns: &[MyColumn], rows: &RawRows) -> Result<RecordBatch, String> {
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+    let strict = CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    };
+    for (i, c) in columns.iter().enumerate() {
+        let values = rows.rows.iter().map(|r| r.get(i).cloned().flatten());
+        let array: ArrayRef = match c.kind {
+            MyKind::Binary => Arc::new(BinaryArray::from_iter(values)),
+            _ => {
+                let texts = values.map(|v| {
+                    let text = v.map(|b| String::from_utf8_lossy(&b).into_owned());
+                    match (&c.kind, text) {
+                        (MyKind::Date | MyKind::DateTime | MyKind::Timestamp, Some(t))
+                            if t.starts_with("0000-00-00") =>
+                        {
+                            None
+                        }
+                        (_, t) => t,
+                    }
+                });
+                let text: ArrayRef = Arc::new(StringArray::from_iter(texts));
+                cast_with_options(&text, &c.kind.arrow_type(), &strict).map_err(|e| {
+                    let row = first_bad_row(&text, &c.kind)
+                        .map_or(String::new(), |r| format!(" (row {})", r + 1));
+                    format!("column `{}` ({}){row}: {e}", c.name, c.column_type)
+                })?
+            }
+        };
+        arrays.push(array);
+    }
+    RecordBatch::try_new(schema(columns), arrays).map_err(|e| e.to_string())
+}
+
+/// The first row whose text does not cast to `kind`'s type.
+fn first_bad_row(text: &ArrayRef, kind: &MyKind) -> Option<usize> {
+    let lenient = cast_with_options(text, &kind.arrow_type(), &CastOptions::default()).ok()?;
+    (0..text.len()).find(|i| !text.is_null(*i) && lenient.is_null(*i))
+}
+
+/// `value` as a quoted SQL string.
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::ConnectParams;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{
+        Date32Type, Decimal128Type, Int32Type, Int8Type, TimestampMicrosecondType, UInt64Type,
+    };
+
+    #[test]
+    fn catalog_types_map_to_arrow_types() {
+        let k = |d: &str, c: &str| MyKind::from_catalog(d, c, Some(10), Some(2)).arrow_type();
+        assert_eq!(k("int", "int(11)"), DataType::Int32);
+        assert_eq!(k("bigint", "bigint(20) unsigned"), DataType::UInt64);
+        assert_eq!(k("decimal", "decimal(10,2)"), DataType::Decimal128(10, 2));
+        assert_eq!(
+            MyKind::from_catalog("decimal", "decimal(65,4)", Some(65), Some(4)).arrow_type(),
+            DataType::Utf8
+        );
+        assert_eq!(k("varchar", "varchar(20)"), DataType::Utf8);
+        assert_eq!(k("longblob", "longblob"), DataType::Binary);
+        assert_eq!(
+            k("timestamp", "timestamp(6)"),
+            DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
+        );
+    }
+
+    #[test]
+    fn a_table_of_every_common_type_reads_into_arrow_with_nulls() {
+        let mut c = Connection::connect(&ConnectParams {
+            host: "127.0.0.1".into(),
+            port: 3306,
+            user: "root".into(),
+            password: None,
+            database: None,
+        })
+        .expect("MariaDB answers on 127.0.0.1:3306; run scripts/mariadb-setup");
+        c.query("SET time_zone = '+00:00'").unwrap();
+        let db = format!("ingest_types_{}", std::process::id());
+        c.query(&format!("CREATE DATABASE {db}")).unwrap();
+        c.query(&format!(
+            "CREATE TABLE {db}.t (id int PRIMARY KEY, small tinyint, big bigint unsigned, \
+             price decimal(10,2), name varchar(20), body blob, day date, at datetime(6), \
+             stamp timestamp(6) NULL)"
+        ))
+        .unwrap();
+        c.query(&format!(
+            "INSERT INTO {db}.t VALUES \
+             (1, -5, 18446744073709551615, 12.34, 'tëxt', x'00ff', '2026-12-04', '2026-12-04 07:59:51.123456', '2026-12-04 07:59:51.5'), \
+             (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+        ))
+        .unwrap();
+        let columns = describe(&mut c, &db, "t").unwrap();
+        let rows = c
+            .query_raw(&format!("SELECT * FROM {db}.t ORDER BY id"))
+            .unwrap();
+        c.query(&format!("DROP DATABASE {db}")).unwrap();
+        let batch = to_batch(&columns, &rows).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.column(0).as_primitive::<Int32Type>().value(0), 1);
+        assert_eq!(batch.column(1).as_primitive::<Int8Type>().value(0), -5);
+        assert_eq!(
+            batch.column(2).as_primitive::<UInt64Type>().value(0),
+            u64::MAX
+        );
+        assert_eq!(
+            batch.column(3).as_primitive::<Decimal128Type>().value(0),
+            1234
+        );
+        assert_eq!(batch.column(4).as_string::<i32>().value(0), "tëxt");
+        assert_eq!(batch.column(5).as_binary::<i32>().value(0), [0x00, 0xff]);
+        assert_eq!(
+            batch.column(6).as_primitive::<Date32Type>().value(0),
+            20_791
+        );
+        assert_eq!(
+            batch
+                .column(7)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
+            1_796_371_191_123_456
+        );
+        assert_eq!(
+            batch
+                .column(8)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
+            1_796_371_191_500_000
+        );
+        for i in 1..9 {
+            assert!(batch.column(i).is_null(1), "column {i} of the NULL row");
+        }
+    }
+
+    #[test]
+    fn a_value_that_does_not_parse_names_its_column_and_row() {
+        let columns = vec![MyColumn {
+            name: "n".into(),
+            kind: MyKind::Int {
+                bits: 32,
+                unsigned: false,
+            },
+            column_type: "int(11)".into(),
+        }];
+        let rows = RawRows {
+            columns: vec!["n".into()],
+            rows: vec![vec![Some(b"1".to_vec())], vec![Some(b"x".to_vec())]],
+            affected: 0,
+        };
+        let e = to_batch(&columns, &rows).unwrap_err();
+        assert!(e.contains("column `n` (int(11)) (row 2)"), "{e}");
+    }
+}
