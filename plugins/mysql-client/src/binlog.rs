@@ -103,6 +103,31 @@ impl Connection {
         }
     }
 
+    /// Start a transaction that reads one snapshot of every table, and return the place in
+    /// the binary log that snapshot stands at (MariaDB's `binlog_snapshot_file` and
+    /// `binlog_snapshot_position`): streaming the log from there gives exactly the changes
+    /// the snapshot does not hold. The session stays in the transaction until `COMMIT`.
+    pub fn start_snapshot(&mut self) -> Result<LogPosition, MyError> {
+        self.query("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
+        self.query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")?;
+        let rows = self.query("SHOW STATUS LIKE 'binlog_snapshot_%'")?;
+        let value = |name: &str| {
+            rows.rows
+                .iter()
+                .find(|r| r.first().cloned().flatten().as_deref() == Some(name))
+                .and_then(|r| r.get(1).cloned().flatten())
+        };
+        match (
+            value("Binlog_snapshot_file"),
+            value("Binlog_snapshot_position").and_then(|p| p.parse().ok()),
+        ) {
+            (Some(file), Some(offset)) if !file.is_empty() => Ok(LogPosition { file, offset }),
+            _ => Err(MyError::Protocol(
+                "the server gives no binlog_snapshot_file/position (a MariaDB with log_bin on does)".into(),
+            )),
+        }
+    }
+
     /// Register as replica `server_id` and stream the log from `from`. The server sends a
     /// heartbeat event after `heartbeat` without events. Returns whether events carry a
     /// CRC32 checksum (taken off by [`Connection::next_event`]).
@@ -244,6 +269,58 @@ mod tests {
         .unwrap_or_else(|e| {
             panic!("MariaDB does not answer on 127.0.0.1:3306 as root ({e}); run scripts/mariadb-setup")
         })
+    }
+
+    #[test]
+    fn a_snapshot_and_the_log_from_its_position_hold_each_change_once() {
+        let mut c = connect();
+        let db = format!("ingest_snapshot_{}", std::process::id());
+        c.query(&format!("CREATE DATABASE {db}")).unwrap();
+        c.query(&format!("CREATE TABLE {db}.t (id int PRIMARY KEY)"))
+            .unwrap();
+        c.query(&format!("INSERT INTO {db}.t VALUES (1)")).unwrap();
+        let mut reader = connect();
+        let at = reader.start_snapshot().unwrap();
+        // A change after the snapshot: not in it, and in the log after its position.
+        c.query(&format!("INSERT INTO {db}.t VALUES (2)")).unwrap();
+        let seen = reader
+            .query(&format!("SELECT id FROM {db}.t ORDER BY id"))
+            .unwrap();
+        assert_eq!(seen.rows, [[Some("1".to_string())]]);
+        reader.query("COMMIT").unwrap();
+
+        let mut replica = connect();
+        let stream = replica
+            .start_binlog(
+                4_200_000 + std::process::id() % 100_000,
+                &at,
+                Duration::from_millis(200),
+            )
+            .unwrap();
+        let mut parser = EventStreamReader::new(BinlogVersion::Version4);
+        let mut ids = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut heartbeat = false;
+        while Instant::now() < deadline && !heartbeat {
+            let Some(event) = stream.try_next(&mut replica).unwrap() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            heartbeat = event.kind == kind::HEARTBEAT;
+            let Some(parsed) = parser.read(&event.raw[..]).unwrap() else {
+                continue;
+            };
+            if let Some(EventData::RowsEvent(rows)) = parsed.read_data().unwrap() {
+                let tme = parser.get_tme(rows.table_id()).unwrap();
+                if tme.database_name() == db {
+                    for row in rows.rows(tme) {
+                        ids.push(row.unwrap().1.unwrap().unwrap()[0].clone());
+                    }
+                }
+            }
+        }
+        c.query(&format!("DROP DATABASE {db}")).unwrap();
+        assert_eq!(ids, [BinlogValue::Value(Value::Int(2))]);
     }
 
     #[test]
