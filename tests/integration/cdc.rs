@@ -437,6 +437,21 @@ fn a_missing_publication_and_a_missing_slot_are_clear_errors() {
         out.stderr
     );
 
+    // A change stream never ends: other streams of the same source would never be read.
+    scratch.write(
+        "pipeline.toml",
+        text.replace("tables = [\"items\"]", "tables = [\"items\", \"audit\"]"),
+    );
+    let out = scratch.host(&["run", "pipeline.toml"]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("a source with a `cdc` stream must have only that one")
+            && out.stderr.contains("(audit)"),
+        "{}",
+        out.stderr
+    );
+
     // A run takes the snapshot and commits; then the slot is dropped behind its back.
     scratch.write("pipeline.toml", &text);
     let run = start(&scratch);

@@ -340,6 +340,22 @@ pub fn all(conn: &mut Connection, cfg: &SourceConfig) -> Result<Vec<StreamPlan>>
             )));
         }
     }
+    // A stream run reads streams one after another, and a change stream never ends: the
+    // streams after it would never be read.
+    if let Some(cdc) = plans.iter().find(|p| p.sync == Sync::Cdc) {
+        if plans.len() > 1 {
+            return Err(Error::config(format!(
+                "stream `{}` is read by CDC, which never ends, and this source has other streams too ({}); a source with a `cdc` stream must have only that one: give the other tables a pipeline of their own",
+                cdc.name,
+                plans
+                    .iter()
+                    .filter(|p| p.name != cdc.name)
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
     for name in cfg.streams.keys() {
         if !names.contains(name) {
             return Err(Error::config(format!(
