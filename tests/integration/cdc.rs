@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -220,40 +220,47 @@ fn audit(db: &TestDb) -> BTreeMap<i32, Vec<Change>> {
 /// their rows hold them.
 fn changelog(dir: &Path) -> BTreeMap<i32, Vec<Change>> {
     let mut out: BTreeMap<i32, Vec<Change>> = BTreeMap::new();
-    for file in parquet_files(dir) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+    for batch in batches(dir) {
+        let ids = batch
+            .column_by_name("id")
             .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let ids = batch
-                .column_by_name("id")
-                .unwrap()
-                .as_primitive::<Int32Type>();
-            let qtys = batch
-                .column_by_name("qty")
-                .unwrap()
-                .as_primitive::<Int32Type>();
-            let notes = batch.column_by_name("note").unwrap().as_string::<i32>();
-            let ops = batch.column_by_name("_op").unwrap().as_string::<i32>();
-            let lsns = batch
-                .column_by_name("_lsn")
-                .unwrap()
-                .as_primitive::<Int64Type>();
-            for row in 0..batch.num_rows() {
-                assert!(lsns.value(row) > 0, "a change without its LSN");
-                let op = ops.value(row).to_string();
-                let deleted = op == "delete";
-                out.entry(ids.value(row)).or_default().push(Change {
-                    qty: (!deleted && !qtys.is_null(row)).then(|| qtys.value(row)),
-                    note: (!deleted && !notes.is_null(row)).then(|| notes.value(row).to_string()),
-                    op,
-                });
-            }
+            .as_primitive::<Int32Type>();
+        let qtys = batch
+            .column_by_name("qty")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        let notes = batch.column_by_name("note").unwrap().as_string::<i32>();
+        let ops = batch.column_by_name("_op").unwrap().as_string::<i32>();
+        let lsns = batch
+            .column_by_name("_lsn")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        for row in 0..batch.num_rows() {
+            assert!(lsns.value(row) > 0, "a change without its LSN");
+            let op = ops.value(row).to_string();
+            let deleted = op == "delete";
+            out.entry(ids.value(row)).or_default().push(Change {
+                qty: (!deleted && !qtys.is_null(row)).then(|| qtys.value(row)),
+                note: (!deleted && !notes.is_null(row)).then(|| notes.value(row).to_string()),
+                op,
+            });
         }
     }
     out
+}
+
+/// Every record batch of every Parquet file under `dir`, in file order.
+fn batches(dir: &Path) -> Vec<RecordBatch> {
+    parquet_files(dir)
+        .iter()
+        .flat_map(|file| {
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(Result::unwrap)
+        })
+        .collect()
 }
 
 /// A file of the changelog was published: the snapshot's epoch committed.
@@ -502,44 +509,37 @@ fn under_replica_identity_full_updates_and_deletes_carry_the_row_as_it_was() {
     assert!(run.wait().unwrap().success());
 
     let mut seen = Vec::new();
-    for file in parquet_files(&scratch.path("out")) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+    for batch in batches(&scratch.path("out")) {
+        let ids = batch
+            .column_by_name("id")
             .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let ids = batch
-                .column_by_name("id")
-                .unwrap()
-                .as_primitive::<Int32Type>();
-            let qtys = batch
-                .column_by_name("qty")
-                .unwrap()
-                .as_primitive::<Int32Type>();
-            let ops = batch.column_by_name("_op").unwrap().as_string::<i32>();
-            let before = batch
-                .column_by_name("_before")
-                .expect("a before-image column")
-                .as_struct();
-            let old_qty = before
-                .column_by_name("qty")
-                .unwrap()
-                .as_primitive::<Int32Type>();
-            let old_note = before.column_by_name("note").unwrap().as_string::<i32>();
-            for row in 0..batch.num_rows() {
-                if ops.value(row) == "insert" {
-                    assert!(before.is_null(row), "an insert has no before-image");
-                    continue;
-                }
-                seen.push((
-                    ops.value(row).to_string(),
-                    ids.value(row),
-                    qtys.is_valid(row).then(|| qtys.value(row)),
-                    old_qty.value(row),
-                    old_note.value(row).to_string(),
-                ));
+            .as_primitive::<Int32Type>();
+        let qtys = batch
+            .column_by_name("qty")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        let ops = batch.column_by_name("_op").unwrap().as_string::<i32>();
+        let before = batch
+            .column_by_name("_before")
+            .expect("a before-image column")
+            .as_struct();
+        let old_qty = before
+            .column_by_name("qty")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        let old_note = before.column_by_name("note").unwrap().as_string::<i32>();
+        for row in 0..batch.num_rows() {
+            if ops.value(row) == "insert" {
+                assert!(before.is_null(row), "an insert has no before-image");
+                continue;
             }
+            seen.push((
+                ops.value(row).to_string(),
+                ids.value(row),
+                qtys.is_valid(row).then(|| qtys.value(row)),
+                old_qty.value(row),
+                old_note.value(row).to_string(),
+            ));
         }
     }
     assert_eq!(
@@ -624,32 +624,25 @@ fn example_09_streams_the_snapshot_and_then_each_change_into_parquet() {
     assert!(run.wait().unwrap().success(), "Ctrl-C drains and exits 0");
 
     let mut ops = BTreeMap::new();
-    for file in parquet_files(&scratch.path("out/example_items")) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let schema = batch.schema();
-            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            assert_eq!(
-                names,
-                [
-                    "id",
-                    "name",
-                    "qty",
-                    "price",
-                    "updated_at",
-                    "_op",
-                    "_lsn",
-                    "_commit_ts"
-                ]
-            );
-            let o = batch.column_by_name("_op").unwrap().as_string::<i32>();
-            for row in 0..batch.num_rows() {
-                *ops.entry(o.value(row).to_string()).or_insert(0) += 1;
-            }
+    for batch in batches(&scratch.path("out/example_items")) {
+        let schema = batch.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "id",
+                "name",
+                "qty",
+                "price",
+                "updated_at",
+                "_op",
+                "_lsn",
+                "_commit_ts"
+            ]
+        );
+        let o = batch.column_by_name("_op").unwrap().as_string::<i32>();
+        for row in 0..batch.num_rows() {
+            *ops.entry(o.value(row).to_string()).or_insert(0) += 1;
         }
     }
     assert_eq!(

@@ -62,9 +62,6 @@ const CHUNK_TIME: Duration = Duration::from_millis(100);
 /// How long `open` waits for a slot a killed run still holds to be released.
 const SLOT_RELEASE: Duration = Duration::from_secs(10);
 
-/// COPY data a snapshot chunk takes in at most.
-const MAX_CHUNK_BYTES: usize = 8 << 20;
-
 /// The `application_name` of the replication session.
 const APPLICATION: &str = "ingest-postgres-cdc";
 
@@ -549,29 +546,8 @@ impl CdcReader {
     fn next_of_snapshot(&mut self, max_rows: usize) -> Result<Chunk> {
         let stream = self.plan.name.clone();
         let snapshot = self.snapshot.as_mut().expect("reading the snapshot");
-        let mut taken = 0;
-        let mut decode_error = None;
-        let mut complete = false;
-        while snapshot.decoder.rows() < max_rows && taken < MAX_CHUNK_BYTES {
-            let decoder = &mut snapshot.decoder;
-            let more = snapshot
-                .conn
-                .copy_out_next(256 << 10, &mut |data| {
-                    taken += data.len();
-                    decoder.push(data).map_err(|e| {
-                        decode_error = Some(e);
-                        PgError::Protocol("undecodable COPY data".into())
-                    })
-                })
-                .map_err(|e| match decode_error.take() {
-                    Some(d) => Error::data(format!("stream `{stream}`: {d}")),
-                    None => e.into_plugin_error(format_args!("stream `{stream}`: the snapshot")),
-                })?;
-            if !more {
-                complete = true;
-                break;
-            }
-        }
+        let complete =
+            crate::read_copy_chunk(&mut snapshot.conn, &mut snapshot.decoder, max_rows, &stream)?;
         let part = snapshot
             .decoder
             .finish(table_schema(&self.plan))

@@ -196,28 +196,7 @@ impl CopyReader {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(None);
         };
-        let mut taken = 0;
-        let mut decode_error = None;
-        let mut complete = false;
-        while self.decoder.rows() < max_rows && taken < MAX_CHUNK_BYTES {
-            let decoder = &mut self.decoder;
-            let more = conn
-                .copy_out_next(256 << 10, &mut |data| {
-                    taken += data.len();
-                    decoder.push(data).map_err(|e| {
-                        decode_error = Some(e);
-                        PgError::Protocol("undecodable COPY data".into())
-                    })
-                })
-                .map_err(|e| match decode_error.take() {
-                    Some(d) => Error::data(format!("stream `{stream}`: {d}")),
-                    None => e.into_plugin_error(format_args!("stream `{stream}`")),
-                })?;
-            if !more {
-                complete = true;
-                break;
-            }
-        }
+        let complete = read_copy_chunk(conn, &mut self.decoder, max_rows, &stream)?;
         if complete && !self.decoder.is_finished() {
             return Err(Error::Transient {
                 message: format!("stream `{stream}`: the COPY ended without its trailer"),
@@ -243,6 +222,36 @@ impl CopyReader {
             rejects: Vec::new(),
         }))
     }
+}
+
+/// Decode the next rows of a running `COPY … TO STDOUT` into `decoder`: up to `max_rows`
+/// rows or [`MAX_CHUNK_BYTES`] of data. Returns true once the COPY is complete.
+pub(crate) fn read_copy_chunk(
+    conn: &mut Connection,
+    decoder: &mut Decoder,
+    max_rows: usize,
+    stream: &str,
+) -> Result<bool> {
+    let mut taken = 0;
+    let mut decode_error = None;
+    while decoder.rows() < max_rows && taken < MAX_CHUNK_BYTES {
+        let more = conn
+            .copy_out_next(256 << 10, &mut |data| {
+                taken += data.len();
+                decoder.push(data).map_err(|e| {
+                    decode_error = Some(e);
+                    PgError::Protocol("undecodable COPY data".into())
+                })
+            })
+            .map_err(|e| match decode_error.take() {
+                Some(d) => Error::data(format!("stream `{stream}`: {d}")),
+                None => e.into_plugin_error(format_args!("stream `{stream}`")),
+            })?;
+        if !more {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 impl From<&Sync> for SyncMode {
