@@ -143,6 +143,8 @@ pub struct Connection {
     pub server_version: String,
     /// The server's id for this session, for `KILL`.
     pub connection_id: u32,
+    /// A result set is being read part by part.
+    reading: bool,
 }
 
 impl Connection {
@@ -161,6 +163,7 @@ impl Connection {
             seq: 0,
             server_version: String::new(),
             connection_id: 0,
+            reading: false,
         };
         conn.handshake(params)?;
         Ok(conn)
@@ -279,12 +282,23 @@ impl Connection {
     /// Run one statement and return its rows as the bytes the server sent (the text form
     /// of each value; binary strings as they are).
     pub fn query_raw(&mut self, sql: &str) -> Result<RawRows, MyError> {
+        let mut out = self.query_start(sql)?;
+        while self.query_more(&mut out, usize::MAX)? {}
+        Ok(out)
+    }
+
+    /// Start a statement whose rows are read a part at a time with
+    /// [`Connection::query_more`], so that a large result never sits in memory whole. The
+    /// result holds the column names (or, for a statement without rows, the rows changed).
+    /// Until the result is read to its end, the connection can run nothing else.
+    pub fn query_start(&mut self, sql: &str) -> Result<RawRows, MyError> {
         self.command(0x03, sql.as_bytes())?;
         let first = self.packet()?;
         match first.first() {
             Some(0x00) => {
                 let mut r = Reader::new(&first[1..]);
                 let affected = r.lenenc()?.unwrap_or(0);
+                self.reading = false;
                 Ok(RawRows {
                     affected,
                     ..RawRows::default()
@@ -307,23 +321,36 @@ impl Connection {
                     out.columns.push(String::from_utf8_lossy(name).into_owned());
                 }
                 self.expect_eof()?;
-                loop {
-                    let row = self.packet()?;
-                    if row.first() == Some(&0xfe) && row.len() < 9 {
-                        return Ok(out);
-                    }
-                    if row.first() == Some(&0xff) {
-                        return Err(server_error(&row));
-                    }
-                    let mut r = Reader::new(&row);
-                    let mut values = Vec::with_capacity(out.columns.len());
-                    for _ in 0..out.columns.len() {
-                        values.push(r.lenenc_bytes()?.map(<[u8]>::to_vec));
-                    }
-                    out.rows.push(values);
-                }
+                self.reading = true;
+                Ok(out)
             }
         }
+    }
+
+    /// Read up to `max` more rows of the statement [`Connection::query_start`] began into
+    /// `out.rows` (which the caller may empty between calls). Returns false once the
+    /// result is read to its end.
+    pub fn query_more(&mut self, out: &mut RawRows, max: usize) -> Result<bool, MyError> {
+        let mut taken = 0;
+        while self.reading && taken < max {
+            let row = self.packet()?;
+            if row.first() == Some(&0xfe) && row.len() < 9 {
+                self.reading = false;
+                break;
+            }
+            if row.first() == Some(&0xff) {
+                self.reading = false;
+                return Err(server_error(&row));
+            }
+            let mut r = Reader::new(&row);
+            let mut values = Vec::with_capacity(out.columns.len());
+            for _ in 0..out.columns.len() {
+                values.push(r.lenenc_bytes()?.map(<[u8]>::to_vec));
+            }
+            out.rows.push(values);
+            taken += 1;
+        }
+        Ok(self.reading)
     }
 
     fn expect_eof(&mut self) -> Result<(), MyError> {
@@ -557,6 +584,31 @@ mod tests {
         assert_eq!(done.affected, 3);
         c.query(&format!("DROP DATABASE {db}")).unwrap();
         c.close();
+    }
+
+    #[test]
+    fn a_large_result_is_read_a_part_at_a_time_and_the_session_goes_on() {
+        let mut c = connect();
+        let mut part = c.query_start("SELECT seq FROM mysql.seq_1_to_50000").unwrap();
+        assert_eq!(part.columns, ["seq"]);
+        let mut seen = 0u64;
+        let mut parts = 0;
+        loop {
+            part.rows.clear();
+            let more = c.query_more(&mut part, 10_000).unwrap();
+            assert!(part.rows.len() <= 10_000);
+            for row in &part.rows {
+                seen += 1;
+                assert_eq!(row[0].as_deref(), Some(seen.to_string().as_bytes()));
+            }
+            parts += 1;
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(seen, 50_000);
+        assert!(parts >= 5, "read in {parts} parts");
+        assert_eq!(c.query("SELECT 3").unwrap().scalar(), Some("3"));
     }
 
     #[test]
