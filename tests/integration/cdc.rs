@@ -268,6 +268,25 @@ fn snapshot_committed(scratch: &Scratch) -> bool {
     !parquet_files(&scratch.path("out")).is_empty()
 }
 
+/// Run the pipeline in `scratch` (slot 0 of `slots`) until its snapshot is committed, make
+/// `changes`, wait until they are committed too, then SIGTERM: the run drains and exits 0.
+fn stream_then_drain(db: &TestDb, scratch: &Scratch, slots: &Slots, changes: impl FnOnce()) {
+    let mut run = start(scratch);
+    wait_for(Duration::from_secs(60), "the snapshot committed", || {
+        snapshot_committed(scratch)
+    });
+    changes();
+    let now = current_lsn(db);
+    wait_for(Duration::from_secs(60), "the changes committed", || {
+        slots.confirmed_past(0, &now)
+    });
+    sigterm(&run);
+    assert!(
+        run.wait().unwrap().success(),
+        "a SIGTERM drains and exits 0"
+    );
+}
+
 /// The current LSN of the server.
 fn current_lsn(db: &TestDb) -> String {
     db.value("SELECT pg_current_wal_lsn()")
@@ -461,13 +480,7 @@ fn a_missing_publication_and_a_missing_slot_are_clear_errors() {
 
     // A run takes the snapshot and commits; then the slot is dropped behind its back.
     scratch.write("pipeline.toml", &text);
-    let run = start(&scratch);
-    wait_for(Duration::from_secs(60), "the snapshot committed", || {
-        snapshot_committed(&scratch)
-    });
-    sigterm(&run);
-    let mut run = run;
-    assert!(run.wait().unwrap().success());
+    stream_then_drain(&db, &scratch, &slots, || {});
     db.sql(&format!(
         "SELECT pg_drop_replication_slot('{}')",
         slots.name(0)
@@ -494,19 +507,10 @@ fn under_replica_identity_full_updates_and_deletes_carry_the_row_as_it_was() {
         "pipeline.toml",
         cdc_pipeline(&db, slots.name(0), PARQUET_SINK),
     );
-    let run = start(&scratch);
-    wait_for(Duration::from_secs(60), "the snapshot committed", || {
-        snapshot_committed(&scratch)
+    stream_then_drain(&db, &scratch, &slots, || {
+        db.sql("UPDATE items SET qty = 99, note = 'changed' WHERE id = 7");
+        db.sql("DELETE FROM items WHERE id = 8");
     });
-    db.sql("UPDATE items SET qty = 99, note = 'changed' WHERE id = 7");
-    db.sql("DELETE FROM items WHERE id = 8");
-    let now = current_lsn(&db);
-    wait_for(Duration::from_secs(60), "the changes committed", || {
-        slots.confirmed_past(0, &now)
-    });
-    sigterm(&run);
-    let mut run = run;
-    assert!(run.wait().unwrap().success());
 
     let mut seen = Vec::new();
     for batch in batches(&scratch.path("out")) {
@@ -609,19 +613,10 @@ fn example_09_streams_the_snapshot_and_then_each_change_into_parquet() {
             &format!("slot = \"{}\"", slots.name(0)),
         );
     scratch.write("pipeline.toml", text);
-    let run = start(&scratch);
-    wait_for(Duration::from_secs(60), "the snapshot committed", || {
-        snapshot_committed(&scratch)
+    stream_then_drain(&db, &scratch, &slots, || {
+        db.sql("UPDATE example_items SET qty = qty + 1 WHERE id <= 3");
+        db.sql("DELETE FROM example_items WHERE id = 10");
     });
-    db.sql("UPDATE example_items SET qty = qty + 1 WHERE id <= 3");
-    db.sql("DELETE FROM example_items WHERE id = 10");
-    let now = current_lsn(&db);
-    wait_for(Duration::from_secs(60), "the changes committed", || {
-        slots.confirmed_past(0, &now)
-    });
-    sigterm(&run);
-    let mut run = run;
-    assert!(run.wait().unwrap().success(), "Ctrl-C drains and exits 0");
 
     let mut ops = BTreeMap::new();
     for batch in batches(&scratch.path("out/example_items")) {

@@ -589,7 +589,9 @@ mod tests {
     #[test]
     fn a_large_result_is_read_a_part_at_a_time_and_the_session_goes_on() {
         let mut c = connect();
-        let mut part = c.query_start("SELECT seq FROM mysql.seq_1_to_50000").unwrap();
+        let mut part = c
+            .query_start("SELECT seq FROM mysql.seq_1_to_50000")
+            .unwrap();
         assert_eq!(part.columns, ["seq"]);
         let mut seen = 0u64;
         let mut parts = 0;

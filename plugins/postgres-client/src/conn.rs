@@ -249,17 +249,31 @@ impl Connection {
 
     /// Start `COPY … TO STDOUT`; read its data with [`Connection::copy_out_next`].
     pub fn copy_out_start(&mut self, sql: &str) -> Result<(), PgError> {
+        self.copy_start(
+            sql,
+            |m| matches!(m, Message::CopyOutResponse(_)),
+            "COPY OUT",
+        )
+    }
+
+    /// Send `sql` and wait for the response `started` recognises.
+    fn copy_start(
+        &mut self,
+        sql: &str,
+        started: fn(&Message) -> bool,
+        what: &str,
+    ) -> Result<(), PgError> {
         frontend::query(sql, &mut self.write)?;
         self.flush()?;
         loop {
             match self.message()? {
-                Message::CopyOutResponse(_) => return Ok(()),
+                m if started(&m) => return Ok(()),
                 Message::NoticeResponse(_) | Message::ParameterStatus(_) => {}
                 Message::ErrorResponse(body) => {
                     let e = server_error(body.fields())?;
                     return Err(self.failed(e));
                 }
-                _ => return Err(PgError::Protocol("expected COPY OUT to start".into())),
+                _ => return Err(PgError::Protocol(format!("expected {what} to start"))),
             }
         }
     }
@@ -313,19 +327,7 @@ impl Connection {
     /// Start `COPY … FROM STDIN`; send data with [`Connection::copy_in_send`] and end with
     /// [`Connection::copy_in_finish`].
     pub fn copy_in_start(&mut self, sql: &str) -> Result<(), PgError> {
-        frontend::query(sql, &mut self.write)?;
-        self.flush()?;
-        loop {
-            match self.message()? {
-                Message::CopyInResponse(_) => return Ok(()),
-                Message::NoticeResponse(_) | Message::ParameterStatus(_) => {}
-                Message::ErrorResponse(body) => {
-                    let e = server_error(body.fields())?;
-                    return Err(self.failed(e));
-                }
-                _ => return Err(PgError::Protocol("expected COPY IN to start".into())),
-            }
-        }
+        self.copy_start(sql, |m| matches!(m, Message::CopyInResponse(_)), "COPY IN")
     }
 
     /// Send COPY data (any split of the stream).
@@ -477,14 +479,12 @@ impl Connection {
     /// the exchange.
     pub fn copy_both_try_next(&mut self) -> Result<Option<bytes::Bytes>, PgError> {
         loop {
-            if self.read.len() >= 5 && self.read[0] == b'd' {
-                let len =
-                    i32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]])
-                        as usize;
-                if self.read.len() > len {
-                    return self.copy_both_next();
-                }
-            } else if self.read.len() >= 5 {
+            // A whole message has arrived: read it without waiting.
+            let len = (self.read.len() >= 5).then(|| {
+                i32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]])
+                    as usize
+            });
+            if len.is_some_and(|len| self.read.len() > len) {
                 return match self.copy_both_next()? {
                     Some(m) => Ok(Some(m)),
                     None => Err(PgError::Io(io::Error::new(

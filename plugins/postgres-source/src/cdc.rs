@@ -143,25 +143,40 @@ struct Txn {
 
 /// Rows being gathered for a chunk.
 struct Rows {
+    /// The table's own columns (the stream's schema without the CDC columns).
+    table: SchemaRef,
     decoder: Decoder,
     ops: StringBuilder,
     lsns: Int64Builder,
     times: TimestampMicrosecondBuilder,
     /// The before-images, when the stream carries them, and which rows have one.
     before: Option<(Decoder, Vec<bool>)>,
-    count: usize,
+    /// A row of NULLs: the before-image of a row without one.
+    nulls: Vec<Option<&'static [u8]>>,
 }
 
 impl Rows {
     fn new(plan: &StreamPlan) -> Rows {
+        let columns = table_columns(plan);
         Rows {
-            decoder: Decoder::new(&table_columns(plan)),
+            table: Arc::new(arrow_schema::Schema::new(
+                plan.columns
+                    .iter()
+                    .map(|c| c.kind.field(&c.name))
+                    .collect::<Vec<_>>(),
+            )),
+            decoder: Decoder::new(&columns),
             ops: StringBuilder::new(),
             lsns: Int64Builder::new(),
             times: TimestampMicrosecondBuilder::new().with_timezone(UTC),
-            before: has_before(plan).then(|| (Decoder::new(&table_columns(plan)), Vec::new())),
-            count: 0,
+            before: has_before(plan).then(|| (Decoder::new(&columns), Vec::new())),
+            nulls: vec![None; columns.len()],
         }
+    }
+
+    /// Rows gathered so far.
+    fn len(&self) -> usize {
+        self.decoder.rows()
     }
 
     fn push(
@@ -174,29 +189,27 @@ impl Rows {
     ) -> std::result::Result<(), String> {
         self.decoder.append_row(values).map_err(|e| e.to_string())?;
         if let Some((decoder, valid)) = &mut self.before {
-            let nulls = vec![None; values.len()];
             decoder
-                .append_row(before.unwrap_or(&nulls))
+                .append_row(before.unwrap_or(&self.nulls))
                 .map_err(|e| format!("the before-image: {e}"))?;
             valid.push(before.is_some());
         }
         self.ops.append_value(op);
         self.lsns.append_value(lsn as i64);
         self.times.append_option(commit_ts);
-        self.count += 1;
         Ok(())
     }
 
     fn finish(&mut self, plan: &StreamPlan) -> Result<RecordBatch> {
         let fail =
             |e: arrow_schema::ArrowError| Error::fatal(format!("stream `{}`: {e}", plan.name));
-        let batch = self.decoder.finish(table_schema(plan)).map_err(fail)?;
+        let batch = self.decoder.finish(self.table.clone()).map_err(fail)?;
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.push(Arc::new(self.ops.finish()));
         columns.push(Arc::new(self.lsns.finish()));
         columns.push(Arc::new(self.times.finish()));
         if let Some((decoder, valid)) = &mut self.before {
-            let images = decoder.finish(table_schema(plan)).map_err(fail)?;
+            let images = decoder.finish(self.table.clone()).map_err(fail)?;
             let nulls = arrow_buffer::NullBuffer::from(std::mem::take(valid));
             let image = StructArray::try_new(
                 images.schema().fields().clone(),
@@ -206,19 +219,8 @@ impl Rows {
             .map_err(fail)?;
             columns.push(Arc::new(image));
         }
-        self.count = 0;
         RecordBatch::try_new(plan.schema.clone(), columns).map_err(fail)
     }
-}
-
-/// The table's own columns as a schema.
-fn table_schema(plan: &StreamPlan) -> SchemaRef {
-    Arc::new(arrow_schema::Schema::new(
-        plan.columns
-            .iter()
-            .map(|c| c.kind.field(&c.name))
-            .collect::<Vec<_>>(),
-    ))
 }
 
 /// Whether the stream carries before-images.
@@ -464,7 +466,7 @@ impl CdcReader {
         let stream = self.plan.name.clone();
         let wire = |e: PgError| e.into_plugin_error(format_args!("stream `{stream}`"));
         let started = Instant::now();
-        while self.rows.count < max_rows {
+        while self.rows.len() < max_rows {
             if self.last_status.elapsed() >= STATUS_EVERY {
                 self.send_status(false).map_err(wire)?;
             }
@@ -491,7 +493,7 @@ impl CdcReader {
                 WalMessage::Data { end, body, .. } => {
                     self.received = self.received.max(end);
                     if let Err(e) = self.apply(body) {
-                        if self.rows.count == 0 {
+                        if self.rows.len() == 0 {
                             return Err(e);
                         }
                         self.pending = Some(e);
@@ -550,7 +552,7 @@ impl CdcReader {
             crate::read_copy_chunk(&mut snapshot.conn, &mut snapshot.decoder, max_rows, &stream)?;
         let part = snapshot
             .decoder
-            .finish(table_schema(&self.plan))
+            .finish(self.rows.table.clone())
             .map_err(|e| Error::fatal(format!("stream `{stream}`: {e}")))?;
         let rows = part.num_rows();
         let lsn = snapshot.lsn;
@@ -601,9 +603,8 @@ impl CdcReader {
 
     /// Take in one pgoutput message.
     fn apply(&mut self, body: Bytes) -> Result<()> {
-        let stream = self.plan.name.clone();
         let message = pgoutput::decode(body)
-            .map_err(|e| e.into_plugin_error(format_args!("stream `{stream}`")))?;
+            .map_err(|e| e.into_plugin_error(format_args!("stream `{}`", self.plan.name)))?;
         match message {
             Message::Begin {
                 final_lsn,
@@ -657,7 +658,8 @@ impl CdcReader {
                 {
                     let lsn = self.txn.as_ref().map_or(self.delivered, |t| t.lsn);
                     return Err(Error::fatal(format!(
-                        "stream `{stream}`: table {}.{} was truncated at {}; a change stream cannot carry that as rows. Reset this pipeline's state to take a new snapshot (and empty the target)",
+                        "stream `{}`: table {}.{} was truncated at {}; a change stream cannot carry that as rows. Reset this pipeline's state to take a new snapshot (and empty the target)",
+                        self.plan.name,
                         self.table.0,
                         self.table.1,
                         format_lsn(lsn)
