@@ -17,6 +17,7 @@ const BUILTINS: &[(&str, &str, &str)] = &[
     ("sink", "file", "file_sink"),
     ("source", "postgres", "postgres_source"),
     ("sink", "postgres", "postgres_sink"),
+    ("source", "mariadb", "mariadb_source"),
 ];
 
 /// Paths whose change means the components must be rebuilt.
@@ -33,6 +34,9 @@ const INPUTS: &[&str] = &[
     "plugins/postgres-client",
     "plugins/postgres-source",
     "plugins/postgres-sink",
+    "plugins/mysql-client",
+    "plugins/mariadb-source",
+    "plugins/zstd-shim-013",
     "plugins/zstd-shim",
     "tests/fixtures",
 ];

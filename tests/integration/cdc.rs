@@ -110,9 +110,9 @@ fn pg_sink(db: &TestDb) -> String {
     )
 }
 
-const PARQUET_SINK: &str = "[[sink]]\nname = \"lake\"\nplugin = \"builtin:file\"\nfs = [\"out:rw\"]\n[sink.config]\npath = \"out\"\nformat = \"parquet\"\n";
+pub(crate) const PARQUET_SINK: &str = "[[sink]]\nname = \"lake\"\nplugin = \"builtin:file\"\nfs = [\"out:rw\"]\n[sink.config]\npath = \"out\"\nformat = \"parquet\"\n";
 
-fn start(scratch: &Scratch) -> Child {
+pub(crate) fn start(scratch: &Scratch) -> Child {
     scratch
         .command(&["run", "pipeline.toml"])
         .stdout(Stdio::null())
@@ -121,7 +121,7 @@ fn start(scratch: &Scratch) -> Child {
         .unwrap()
 }
 
-fn start_piped(scratch: &Scratch) -> Child {
+pub(crate) fn start_piped(scratch: &Scratch) -> Child {
     scratch
         .command(&["run", "pipeline.toml"])
         .stdout(Stdio::piped())
@@ -130,7 +130,7 @@ fn start_piped(scratch: &Scratch) -> Child {
         .unwrap()
 }
 
-fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -139,7 +139,7 @@ fn sigterm(child: &Child) {
 }
 
 /// Wait until `done` holds, for at most `limit`; panics with `what` otherwise.
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "{what} within {limit:?}");
@@ -193,10 +193,10 @@ fn writer(db: &TestDb, seconds: u32, rate: u32) -> Child {
 
 /// One change as the audit trail and the changelog both tell it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Change {
-    op: String,
-    qty: Option<i32>,
-    note: Option<String>,
+pub(crate) struct Change {
+    pub op: String,
+    pub qty: Option<i32>,
+    pub note: Option<String>,
 }
 
 /// The audit trail: every key's changes in commit order.
@@ -218,7 +218,7 @@ fn audit(db: &TestDb) -> BTreeMap<i32, Vec<Change>> {
 
 /// The changelog under `dir`: every key's changes in the order the files (by epoch) and
 /// their rows hold them.
-fn changelog(dir: &Path) -> BTreeMap<i32, Vec<Change>> {
+pub(crate) fn changelog(dir: &Path) -> BTreeMap<i32, Vec<Change>> {
     let mut out: BTreeMap<i32, Vec<Change>> = BTreeMap::new();
     for batch in batches(dir) {
         let ids = batch
@@ -231,12 +231,24 @@ fn changelog(dir: &Path) -> BTreeMap<i32, Vec<Change>> {
             .as_primitive::<Int32Type>();
         let notes = batch.column_by_name("note").unwrap().as_string::<i32>();
         let ops = batch.column_by_name("_op").unwrap().as_string::<i32>();
+        // Postgres changes carry their LSN, MariaDB's their place in the binary log.
         let lsns = batch
             .column_by_name("_lsn")
-            .unwrap()
-            .as_primitive::<Int64Type>();
+            .map(|c| c.as_primitive::<Int64Type>().clone());
+        let places = batch
+            .column_by_name("_pos")
+            .map(|c| c.as_string::<i32>().clone());
+        assert!(
+            lsns.is_some() || places.is_some(),
+            "a changelog without positions"
+        );
         for row in 0..batch.num_rows() {
-            assert!(lsns.value(row) > 0, "a change without its LSN");
+            if let Some(l) = &lsns {
+                assert!(l.value(row) > 0, "a change without its LSN");
+            }
+            if let Some(p) = &places {
+                assert!(p.value(row).contains(':'), "a change without its place");
+            }
             let op = ops.value(row).to_string();
             let deleted = op == "delete";
             out.entry(ids.value(row)).or_default().push(Change {
@@ -250,7 +262,7 @@ fn changelog(dir: &Path) -> BTreeMap<i32, Vec<Change>> {
 }
 
 /// Every record batch of every Parquet file under `dir`, in file order.
-fn batches(dir: &Path) -> Vec<RecordBatch> {
+pub(crate) fn batches(dir: &Path) -> Vec<RecordBatch> {
     parquet_files(dir)
         .iter()
         .flat_map(|file| {
@@ -264,7 +276,7 @@ fn batches(dir: &Path) -> Vec<RecordBatch> {
 }
 
 /// A file of the changelog was published: the snapshot's epoch committed.
-fn snapshot_committed(scratch: &Scratch) -> bool {
+pub(crate) fn snapshot_committed(scratch: &Scratch) -> bool {
     !parquet_files(&scratch.path("out")).is_empty()
 }
 

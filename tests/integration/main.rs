@@ -11,6 +11,8 @@ mod hostile;
 mod inspect;
 mod javascript;
 mod lock;
+mod maria;
+mod mariadb;
 mod parallel;
 mod pg;
 mod polyglot;

@@ -5,6 +5,11 @@
 
 use std::time::Duration;
 
+use bitvec::slice::BitSlice;
+use mysql_common::binlog::events::TableMapEvent;
+use mysql_common::binlog::row::BinlogRow;
+use mysql_common::io::ParseBuf;
+
 use crate::conn::{server_error, Connection, MyError};
 use crate::packet::Reader;
 
@@ -174,6 +179,54 @@ impl Connection {
             checksum: !checksum.eq_ignore_ascii_case("NONE"),
         })
     }
+}
+
+/// The rows of a rows event (`body`, of event type `kind`), each as its before-image
+/// (updates, deletes) and after-image (inserts, updates), read with the columns `tme`
+/// describes by `mysql_common`'s row reader.
+///
+/// The event's header (table id, flags, the extra data of v2 events, the column count and
+/// the bitmaps of the columns each image holds) is read here: `mysql_common`'s own reader
+/// keeps the bitmaps under a length cap (0x2000000000000000) that wraps to 0 where `usize`
+/// has 32 bits, as in a wasm32 plugin, and would see no columns.
+pub fn rows_of(
+    kind: u8,
+    body: &[u8],
+    tme: &TableMapEvent<'_>,
+) -> Result<Vec<(Option<BinlogRow>, Option<BinlogRow>)>, MyError> {
+    let bad = |e: std::io::Error| MyError::Protocol(format!("a rows event: {e}"));
+    let mut r = Reader::new(body);
+    r.bytes(6)?; // table id
+    r.u16()?; // flags
+    if matches!(kind, kind::WRITE_ROWS | kind::UPDATE_ROWS | kind::DELETE_ROWS) {
+        let extra = r.u16()? as usize; // its own two bytes included
+        r.bytes(extra.saturating_sub(2))?;
+    }
+    let columns = r
+        .lenenc()?
+        .ok_or_else(|| MyError::Protocol("a rows event without a column count".into()))?;
+    let width = (columns as usize).div_ceil(8);
+    let (before, after) = match kind {
+        kind::UPDATE_ROWS_V1 | kind::UPDATE_ROWS => (Some(r.bytes(width)?), Some(r.bytes(width)?)),
+        kind::DELETE_ROWS_V1 | kind::DELETE_ROWS => (Some(r.bytes(width)?), None),
+        _ => (None, Some(r.bytes(width)?)),
+    };
+    let before = before.map(|b| &BitSlice::<u8>::from_slice(b)[..columns as usize]);
+    let after = after.map(|b| &BitSlice::<u8>::from_slice(b)[..columns as usize]);
+    let mut data = ParseBuf(r.rest());
+    let mut out = Vec::new();
+    while !data.0.is_empty() {
+        let old = match before {
+            Some(b) => Some(data.parse::<BinlogRow>((columns, b, false, tme)).map_err(bad)?),
+            None => None,
+        };
+        let new = match after {
+            Some(b) => Some(data.parse::<BinlogRow>((columns, b, false, tme)).map_err(bad)?),
+            None => None,
+        };
+        out.push((old, new));
+    }
+    Ok(out)
 }
 
 /// How the events of a dump are framed.

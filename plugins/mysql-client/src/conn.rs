@@ -125,10 +125,27 @@ impl Rows {
     }
 }
 
+/// What a result set says of one of its columns (the protocol's column definition).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WireColumn {
+    /// The protocol's type code (`MYSQL_TYPE_*`).
+    pub type_code: u8,
+    /// Column flags (`UNSIGNED_FLAG` 32, `BINARY_FLAG` 128, `ENUM_FLAG` 256, `SET_FLAG` 2048).
+    pub flags: u16,
+    /// The character set of the values (63: binary).
+    pub charset: u16,
+    /// The display length.
+    pub length: u32,
+    /// Digits after the point (DECIMAL scale, fractional seconds).
+    pub decimals: u8,
+}
+
 /// The result of a text query with each value as the server's bytes.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RawRows {
     pub columns: Vec<String>,
+    /// How the server describes each column.
+    pub wire: Vec<WireColumn>,
     pub rows: Vec<Vec<Option<Vec<u8>>>>,
     pub affected: u64,
 }
@@ -319,6 +336,15 @@ impl Connection {
                     }
                     let name = r.lenenc_bytes()?.unwrap_or_default();
                     out.columns.push(String::from_utf8_lossy(name).into_owned());
+                    r.lenenc_bytes()?; // original name
+                    r.lenenc()?; // length of the fixed fields
+                    out.wire.push(WireColumn {
+                        charset: r.u16()?,
+                        length: r.u32()?,
+                        type_code: r.u8()?,
+                        flags: r.u16()?,
+                        decimals: r.u8()?,
+                    });
                 }
                 self.expect_eof()?;
                 self.reading = true;

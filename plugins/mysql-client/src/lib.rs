@@ -9,4 +9,4 @@ pub mod conn;
 pub mod packet;
 pub mod types;
 
-pub use conn::{ConnectParams, Connection, MyError, RawRows, Rows};
+pub use conn::{ConnectParams, Connection, MyError, RawRows, Rows, WireColumn};

@@ -8,7 +8,7 @@ use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
 use arrow_cast::{cast_with_options, CastOptions};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::conn::{Connection, MyError, RawRows};
+use crate::conn::{Connection, MyError, RawRows, WireColumn};
 
 /// The time zone of TIMESTAMP columns, read in a session whose time zone is UTC.
 pub const UTC: &str = "+00:00";
@@ -85,6 +85,52 @@ impl MyKind {
             "timestamp" => MyKind::Timestamp,
             "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "bit"
             | "geometry" | "point" | "linestring" | "polygon" => MyKind::Binary,
+            _ => MyKind::Text,
+        }
+    }
+
+    /// The kind of a result column as the protocol describes it (for query streams, whose
+    /// columns the catalog does not list). ENUM and SET values come as their labels.
+    pub fn from_wire(c: &WireColumn) -> MyKind {
+        const UNSIGNED: u16 = 32;
+        const BINARY_CHARSET: u16 = 63;
+        let unsigned = c.flags & UNSIGNED != 0;
+        let binary = c.charset == BINARY_CHARSET;
+        match c.type_code {
+            1 => MyKind::Int { bits: 8, unsigned },
+            2 => MyKind::Int { bits: 16, unsigned },
+            9 => MyKind::Int { bits: 24, unsigned },
+            3 => MyKind::Int { bits: 32, unsigned },
+            8 => MyKind::Int { bits: 64, unsigned },
+            13 => MyKind::Int {
+                bits: 16,
+                unsigned: false,
+            },
+            4 => MyKind::Float,
+            5 => MyKind::Double,
+            0 | 246 => {
+                let scale = u32::from(c.decimals);
+                let precision = c
+                    .length
+                    .saturating_sub(u32::from(scale > 0))
+                    .saturating_sub(u32::from(!unsigned));
+                if (1..=38).contains(&precision) {
+                    MyKind::Decimal {
+                        precision: precision as u8,
+                        scale: scale as i8,
+                    }
+                } else {
+                    MyKind::DecimalText
+                }
+            }
+            10 | 14 => MyKind::Date,
+            11 => MyKind::Time {
+                fsp: c.decimals.min(6),
+            },
+            12 => MyKind::DateTime,
+            7 => MyKind::Timestamp,
+            16 | 255 => MyKind::Binary,
+            249..=252 | 253 | 254 | 15 if binary => MyKind::Binary,
             _ => MyKind::Text,
         }
     }
@@ -536,6 +582,21 @@ mod tests {
                 .unwrap(),
         )
         .unwrap();
+        // A query's columns, described by the protocol, have the kinds the catalog gives
+        // (ENUM and SET come as their labels' text).
+        let wire = c
+            .query_raw(&format!("SELECT * FROM {db}.t LIMIT 0"))
+            .unwrap()
+            .wire;
+        let from_wire: Vec<MyKind> = wire.iter().map(MyKind::from_wire).collect();
+        let from_catalog: Vec<MyKind> = columns
+            .iter()
+            .map(|c| match c.kind {
+                MyKind::Labels(_) => MyKind::Text,
+                ref k => k.clone(),
+            })
+            .collect();
+        assert_eq!(from_wire, from_catalog);
 
         let mut parser = EventStreamReader::new(BinlogVersion::Version4);
         let mut logged = RawRows::default();
@@ -558,8 +619,8 @@ mod tests {
             if tme.database_name() != db {
                 continue;
             }
-            for row in rows.rows(tme) {
-                let after = row.unwrap().1.unwrap().unwrap();
+            for (_, after) in crate::binlog::rows_of(event.kind, &event.body, tme).unwrap() {
+                let after = after.unwrap().unwrap();
                 logged.rows.push(
                     after
                         .iter()
@@ -590,7 +651,7 @@ mod tests {
         let rows = RawRows {
             columns: vec!["n".into()],
             rows: vec![vec![Some(b"1".to_vec())], vec![Some(b"x".to_vec())]],
-            affected: 0,
+            ..RawRows::default()
         };
         let e = to_batch(&columns, &rows).unwrap_err();
         assert!(e.contains("column `n` (int(11)) (row 2)"), "{e}");

@@ -293,45 +293,11 @@ pub fn spec() -> String {
         .expect("a derived schema serialises")
 }
 
-/// Whether `text` matches `glob` (`*` any run of characters, `?` one character).
-pub fn glob_match(glob: &str, text: &str) -> bool {
-    let g: Vec<char> = glob.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut gi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if gi < g.len() && (g[gi] == '?' || g[gi] == t[ti]) {
-            gi += 1;
-            ti += 1;
-        } else if gi < g.len() && g[gi] == '*' {
-            star = Some(gi);
-            mark = ti;
-            gi += 1;
-        } else if let Some(s) = star {
-            gi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while gi < g.len() && g[gi] == '*' {
-        gi += 1;
-    }
-    gi == g.len()
-}
+pub use ingest_sdk::resume::glob_match;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs_match_schema_dot_table() {
-        assert!(glob_match("public.*", "public.orders"));
-        assert!(glob_match("*.ord?rs", "sales.orders"));
-        assert!(!glob_match("public.*", "sales.orders"));
-        assert!(glob_match("public.orders", "public.orders"));
-    }
 
     #[test]
     fn every_problem_is_reported_at_once() {

@@ -5,12 +5,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
-use arrow_cast::display::{ArrayFormatter, FormatOptions};
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_array::RecordBatch;
+use arrow_schema::{Field, Schema, SchemaRef};
 use ingest_sdk::host::{log, Level};
+use ingest_sdk::resume::Shape;
 use ingest_sdk::source::{StreamInfo, SyncMode};
 use ingest_sdk::{Error, Result};
 use postgres_client::sql::{self, ident, literal};
@@ -20,9 +18,6 @@ use postgres_client::Connection;
 use crate::config::{glob_match, SourceConfig, Sync};
 use crate::position::Position;
 use crate::split::Descriptor;
-
-/// Separates key values in a seen-row key (a control character no key text holds).
-const KEY_SEPARATOR: char = '\u{1f}';
 
 /// One stream, resolved.
 #[derive(Debug, Clone)]
@@ -119,155 +114,41 @@ impl StreamPlan {
         })
     }
 
-    /// The columns that tell rows apart at one cursor value: the key, else every column.
-    fn identity(&self) -> Result<Vec<usize>> {
-        if self.primary_key.is_empty() {
-            Ok((0..self.columns.len()).collect())
-        } else {
-            self.primary_key.iter().map(|k| self.index(k)).collect()
-        }
+    /// How the stream's rows are told apart and ordered, for resuming reads.
+    fn shape(&self) -> Result<Shape> {
+        let cursor = match (self.sync, &self.cursor) {
+            (Sync::Incremental, Some(c)) => Some(self.index(c)?),
+            _ => None,
+        };
+        let key = self
+            .primary_key
+            .iter()
+            .map(|k| self.index(k))
+            .collect::<Result<_>>()?;
+        Ok(Shape {
+            stream: self.name.clone(),
+            cursor,
+            key,
+            width: self.columns.len(),
+        })
     }
 
     /// Drop from the front of `batch` the rows delivered before at the position's cursor
     /// value (incremental streams re-read that value in case more rows arrived at it).
     pub fn drop_delivered(&self, batch: RecordBatch, from: &Position) -> Result<RecordBatch> {
-        let (Sync::Incremental, Some(cursor), false) =
-            (self.sync, from.cursor.as_ref(), from.seen.is_empty())
-        else {
-            return Ok(batch);
-        };
-        let c = self.index(self.cursor.as_deref().unwrap_or_default())?;
-        let cursor_arrays = columns(&batch, &[c]);
-        let cursors = Texts::new(&cursor_arrays)?;
-        let key_arrays = columns(&batch, &self.identity()?);
-        let keys = Texts::new(&key_arrays)?;
-        let seen: HashSet<&str> = from.seen.iter().map(String::as_str).collect();
-        let mut keep = vec![true; batch.num_rows()];
-        let mut dropped = 0;
-        for (row, k) in keep.iter_mut().enumerate() {
-            if cursors.first(row) != *cursor {
-                break; // rows come in cursor order: past the tie, nothing was delivered
-            }
-            if seen.contains(keys.key(row).as_str()) {
-                *k = false;
-                dropped += 1;
-            }
-        }
-        if dropped == 0 {
+        if self.sync != Sync::Incremental {
             return Ok(batch);
         }
-        arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))
-            .map_err(|e| Error::fatal(format!("stream `{}`: {e}", self.name)))
+        self.shape()?.drop_delivered(batch, from)
     }
 
     /// The position after `batch`, which was read from `from`.
     pub fn advance(&self, from: &Position, batch: &RecordBatch) -> Result<Position> {
-        let mut next = from.clone();
-        let rows = batch.num_rows();
-        if rows == 0 {
-            return Ok(next);
+        if self.sync == Sync::Cdc {
+            return Ok(from.clone());
         }
-        match self.sync {
-            Sync::FullRefresh => {
-                next.rows += rows as u64;
-                if !self.primary_key.is_empty() {
-                    let key_arrays = columns(batch, &self.identity()?);
-                    next.after = Some(Texts::new(&key_arrays)?.values(rows - 1));
-                }
-            }
-            Sync::Incremental => {
-                let c = self.index(self.cursor.as_deref().unwrap_or_default())?;
-                let cursor_arrays = columns(batch, &[c]);
-                let cursors = Texts::new(&cursor_arrays)?;
-                let key_arrays = columns(batch, &self.identity()?);
-                let keys = Texts::new(&key_arrays)?;
-                let last = cursors.first(rows - 1);
-                let mut tie = Vec::new();
-                for row in (0..rows).rev() {
-                    if cursors.first(row) != last {
-                        break;
-                    }
-                    tie.push(keys.key(row));
-                }
-                if next.cursor.as_deref() != Some(last.as_str()) {
-                    next.seen.clear();
-                }
-                next.seen.extend(tie);
-                next.cursor = Some(last);
-            }
-            Sync::Cdc => {}
-        }
-        Ok(next)
+        self.shape()?.advance(from, batch)
     }
-}
-
-/// Column `column` of `batch`, ready to be formatted as the text a SQL literal of its type
-/// reads back. timestamptz values are UTC instants and the session's time zone is UTC, so
-/// the naive text of the instant reads back as the same instant (and formatting it needs
-/// no time-zone database).
-fn formattable(batch: &RecordBatch, column: usize) -> ArrayRef {
-    let array = batch.column(column).clone();
-    match array.data_type() {
-        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => Arc::new(
-            array
-                .as_primitive::<TimestampMicrosecondType>()
-                .clone()
-                .with_timezone_opt(None::<String>),
-        ),
-        _ => array,
-    }
-}
-
-/// Text of the values of the arrays `formattable` returns.
-struct Texts<'a> {
-    formatters: Vec<ArrayFormatter<'a>>,
-    arrays: &'a [ArrayRef],
-}
-
-impl<'a> Texts<'a> {
-    fn new(arrays: &'a [ArrayRef]) -> Result<Texts<'a>> {
-        let formatters = arrays
-            .iter()
-            .map(|a| {
-                ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default())
-                    .map_err(|e| Error::fatal(format!("cannot format a key or cursor value: {e}")))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Texts { formatters, arrays })
-    }
-
-    /// The text of the first array's value at `row`.
-    fn first(&self, row: usize) -> String {
-        self.formatters[0].value(row).to_string()
-    }
-
-    /// The values at `row` joined into one key (NULL as a NUL character).
-    fn key(&self, row: usize) -> String {
-        let mut key = String::new();
-        for (i, (f, a)) in self.formatters.iter().zip(self.arrays).enumerate() {
-            if i > 0 {
-                key.push(KEY_SEPARATOR);
-            }
-            if a.is_null(row) {
-                key.push('\u{0}');
-            } else {
-                key.push_str(&f.value(row).to_string());
-            }
-        }
-        key
-    }
-
-    /// Each value at `row`, as text.
-    fn values(&self, row: usize) -> Vec<String> {
-        self.formatters
-            .iter()
-            .map(|f| f.value(row).to_string())
-            .collect()
-    }
-}
-
-fn columns(batch: &RecordBatch, indices: &[usize]) -> Vec<ArrayRef> {
-    indices.iter().map(|i| formattable(batch, *i)).collect()
 }
 
 /// The stream name of a table: `table` in `public`, else `schema.table`.

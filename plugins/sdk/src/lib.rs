@@ -15,6 +15,7 @@ mod error;
 pub mod host;
 pub mod ipc;
 mod ipc_peek;
+pub mod resume;
 pub mod sink;
 pub mod source;
 pub mod text;
