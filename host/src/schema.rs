@@ -100,9 +100,23 @@ impl fmt::Display for Change {
     }
 }
 
-/// Whether every value of `from` is exactly representable in `to`.
+/// Whether every value of `from` is exactly representable in `to`. A struct widens into a
+/// struct that has each of its fields (the same or widened, as nullable as before or more)
+/// and new fields only when they are nullable: a before-image gaining a column.
 pub fn widens(from: &DataType, to: &DataType) -> bool {
     use DataType::*;
+    if let (Struct(old), Struct(new)) = (from, to) {
+        let kept = old.iter().all(|f| {
+            new.find(f.name()).is_some_and(|(_, g)| {
+                (g.data_type() == f.data_type() || widens(f.data_type(), g.data_type()))
+                    && (g.is_nullable() || !f.is_nullable())
+            })
+        });
+        let added_nullable = new
+            .iter()
+            .all(|g| old.find(g.name()).is_some() || g.is_nullable());
+        return kept && added_nullable;
+    }
     matches!(
         (from, to),
         (Int8, Int16 | Int32 | Int64 | Float32 | Float64)
@@ -301,6 +315,37 @@ mod tests {
                 .map(|(n, t, null)| Field::new(*n, t.clone(), *null))
                 .collect::<Vec<_>>(),
         )
+    }
+
+    #[test]
+    fn a_struct_widens_by_a_new_nullable_field_and_by_widened_fields_only() {
+        let fields = |f: &[(&str, DataType, bool)]| {
+            DataType::Struct(
+                f.iter()
+                    .map(|(n, t, null)| Field::new(*n, t.clone(), *null))
+                    .collect(),
+            )
+        };
+        let old = fields(&[
+            ("id", DataType::Int32, true),
+            ("qty", DataType::Int32, true),
+        ]);
+        let grown = fields(&[
+            ("id", DataType::Int32, true),
+            ("qty", DataType::Int64, true),
+            ("colour", DataType::Utf8, true),
+        ]);
+        assert!(widens(&old, &grown));
+        let required = fields(&[
+            ("id", DataType::Int32, true),
+            ("qty", DataType::Int32, true),
+            ("colour", DataType::Utf8, false),
+        ]);
+        assert!(!widens(&old, &required), "a new field must be nullable");
+        let dropped = fields(&[("id", DataType::Int32, true)]);
+        assert!(!widens(&old, &dropped), "a field may not go");
+        let narrowed = fields(&[("id", DataType::Int32, true), ("qty", DataType::Int8, true)]);
+        assert!(!widens(&old, &narrowed));
     }
 
     #[test]

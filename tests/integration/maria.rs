@@ -217,3 +217,24 @@ pub fn server_id() -> u32 {
 pub fn set_global(name: &str, value: &str) {
     run(None, &format!("SET GLOBAL {name} = '{value}'")).unwrap();
 }
+
+/// Start a new binary log file and purge every older one. The server keeps a file while
+/// crash recovery may need it, for a moment after the switch: the purge is repeated until
+/// the older files are gone. Needs [`exclusive`].
+pub fn purge_logs(_exclusive: &Exclusive) {
+    run(None, "FLUSH BINARY LOGS").unwrap();
+    let (current, _) = log_position();
+    let started = Instant::now();
+    loop {
+        run(None, &format!("PURGE BINARY LOGS TO '{current}'")).unwrap();
+        let files = run(None, "SHOW BINARY LOGS").unwrap();
+        if files.lines().count() == 1 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server keeps older binary logs: {files}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

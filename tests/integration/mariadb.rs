@@ -136,6 +136,28 @@ fn target_rows(target: &TestDb) -> Vec<String> {
     )
 }
 
+/// Wait for a stream run that must stop by itself (on an error) to end; kill it and panic
+/// with `what` if it goes on for 60 s.
+fn wait_for_failure(mut run: Child, what: &str) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            run.kill().unwrap();
+            panic!("{what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    finished(run.wait_with_output().unwrap())
+}
+
+/// Run the pipeline in `scratch`, which must fail by itself.
+fn run_to_its_end(scratch: &Scratch) -> Output {
+    wait_for_failure(
+        start_piped(scratch),
+        "the run went on where it should have stopped",
+    )
+}
+
 fn drain(run: &mut Child) {
     sigterm(run);
     let asked = Instant::now();
@@ -252,15 +274,7 @@ fn changes_carry_their_place_gtid_time_and_before_image_and_a_key_move_is_a_dele
     // DDL that adds a column stops the run before the first change that carries it.
     db.sql("ALTER TABLE items ADD COLUMN colour varchar(10)");
     db.sql("INSERT INTO items VALUES (6000, 1, 'after', 'red')");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while run.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            run.kill().unwrap();
-            panic!("the run went on past a column it cannot carry");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = finished(run.wait_with_output().unwrap());
+    let out = wait_for_failure(run, "the run went on past a column it cannot carry");
     assert_ne!(out.code, 0, "{}", out.stderr);
     for part in [
         "column `colour` is not in the stream's schema",
@@ -369,10 +383,8 @@ fn a_server_restart_is_resumed_and_a_purged_log_or_statement_logging_are_clear_e
     );
 
     // The log the pipeline stands in is purged: the next run says so, and how to go on.
-    db.sql("FLUSH BINARY LOGS");
-    let (current, _) = maria::log_position();
-    db.sql(&format!("PURGE BINARY LOGS TO '{current}'"));
-    let out = scratch.host(&["run", "pipeline.toml"]);
+    maria::purge_logs(&server);
+    let out = run_to_its_end(&scratch);
     assert_ne!(out.code, 0, "{}", out.stderr);
     for part in [
         "purged past this pipeline's position",
@@ -396,7 +408,7 @@ fn a_server_restart_is_resumed_and_a_purged_log_or_statement_logging_are_clear_e
     maria::set_global("binlog_format", "MIXED");
     let fresh = Scratch::new();
     fresh.write("pipeline.toml", &text);
-    let out = fresh.host(&["run", "pipeline.toml"]);
+    let out = run_to_its_end(&fresh);
     assert_ne!(out.code, 0, "{}", out.stderr);
     for part in ["binlog_format is MIXED", "binlog_format = ROW"] {
         assert!(

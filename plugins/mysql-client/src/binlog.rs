@@ -198,7 +198,10 @@ pub fn rows_of(
     let mut r = Reader::new(body);
     r.bytes(6)?; // table id
     r.u16()?; // flags
-    if matches!(kind, kind::WRITE_ROWS | kind::UPDATE_ROWS | kind::DELETE_ROWS) {
+    if matches!(
+        kind,
+        kind::WRITE_ROWS | kind::UPDATE_ROWS | kind::DELETE_ROWS
+    ) {
         let extra = r.u16()? as usize; // its own two bytes included
         r.bytes(extra.saturating_sub(2))?;
     }
@@ -217,11 +220,17 @@ pub fn rows_of(
     let mut out = Vec::new();
     while !data.0.is_empty() {
         let old = match before {
-            Some(b) => Some(data.parse::<BinlogRow>((columns, b, false, tme)).map_err(bad)?),
+            Some(b) => Some(
+                data.parse::<BinlogRow>((columns, b, false, tme))
+                    .map_err(bad)?,
+            ),
             None => None,
         };
         let new = match after {
-            Some(b) => Some(data.parse::<BinlogRow>((columns, b, false, tme)).map_err(bad)?),
+            Some(b) => Some(
+                data.parse::<BinlogRow>((columns, b, false, tme))
+                    .map_err(bad)?,
+            ),
             None => None,
         };
         out.push((old, new));
@@ -255,10 +264,13 @@ impl BinlogStream {
         match packet.first() {
             Some(0x00) => {}
             Some(0xff) => return Err(server_error(&packet)),
+            // The server stops sending (it shuts down, or the session was killed): a
+            // connection that ended, to be opened again.
             Some(0xfe) => {
-                return Err(MyError::Protocol(
-                    "the server ended the binary log stream".into(),
-                ))
+                return Err(MyError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the server ended the binary log stream",
+                )))
             }
             _ => {
                 return Err(MyError::Protocol(
