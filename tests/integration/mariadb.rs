@@ -260,7 +260,7 @@ fn changes_carry_their_place_gtid_time_and_before_image_and_a_key_move_is_a_dele
         "pipeline.toml",
         cdc_pipeline(&db, maria::server_id(), PARQUET_SINK),
     );
-    let mut run = start_piped(&scratch);
+    let run = start_piped(&scratch);
     wait_for(Duration::from_secs(60), "the snapshot committed", || {
         snapshot_committed(&scratch)
     });

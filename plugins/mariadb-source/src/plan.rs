@@ -124,7 +124,13 @@ impl StreamPlan {
                 text.to_string()
             }
             MyKind::Date | MyKind::DateTime | MyKind::Timestamp => literal(&text.replace('T', " ")),
-            MyKind::Binary => format!("X'{text}'"),
+            MyKind::Binary if text.bytes().all(|b| b.is_ascii_hexdigit()) => format!("X'{text}'"),
+            MyKind::Binary => {
+                return Err(Error::fatal(format!(
+                    "stream `{}`: the stored position holds {text:?} for binary column `{column}`, which is not hex; reset the state to read the stream again",
+                    self.name
+                )))
+            }
             _ => literal(text),
         })
     }
@@ -421,4 +427,69 @@ fn catalog_key(conn: &mut Connection, schema: &str, table: &str) -> Result<Vec<S
         .into_iter()
         .filter_map(|r| r.into_iter().next().flatten())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(sync: Sync, cursor: Option<&str>) -> StreamPlan {
+        let column = |name: &str, kind: MyKind| MyColumn {
+            name: name.into(),
+            kind,
+            column_type: String::new(),
+        };
+        let columns = vec![
+            column(
+                "id",
+                MyKind::Int {
+                    bits: 64,
+                    unsigned: true,
+                },
+            ),
+            column("tag", MyKind::Binary),
+            column("placed", MyKind::DateTime),
+            column("note", MyKind::Text),
+        ];
+        StreamPlan {
+            name: "orders".into(),
+            relation: qualified("shop", "orders"),
+            table: Some(("shop".into(), "orders".into())),
+            schema: types::schema(&columns),
+            columns,
+            primary_key: vec!["id".into(), "tag".into()],
+            cursor: cursor.map(str::to_string),
+            sync,
+        }
+    }
+
+    #[test]
+    fn positions_become_literals_of_each_column_type() {
+        let from = Position {
+            cursor: Some("2026-12-01T05:00:00".into()),
+            ..Position::default()
+        };
+        let sql = plan(Sync::Incremental, Some("placed"))
+            .select_sql(&from)
+            .unwrap();
+        assert!(
+            sql.ends_with("WHERE s.`placed` IS NOT NULL AND s.`placed` >= '2026-12-01 05:00:00' ORDER BY s.`placed`, s.`id`, s.`tag`"),
+            "{sql}"
+        );
+        let from = Position {
+            after: Some(vec!["18446744073709551615".into(), "00ff".into()]),
+            ..Position::default()
+        };
+        let sql = plan(Sync::FullRefresh, None).select_sql(&from).unwrap();
+        assert!(
+            sql.ends_with("WHERE (s.`id`, s.`tag`) > (18446744073709551615, X'00ff') ORDER BY s.`id`, s.`tag`"),
+            "{sql}"
+        );
+        // A number that is not one is never pasted into SQL.
+        let from = Position {
+            after: Some(vec!["1) OR (1".into(), "00".into()]),
+            ..Position::default()
+        };
+        assert!(plan(Sync::FullRefresh, None).select_sql(&from).is_err());
+    }
 }

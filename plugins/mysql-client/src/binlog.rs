@@ -181,6 +181,10 @@ impl Connection {
     }
 }
 
+/// One changed row: its image before the change (updates, deletes) and after it
+/// (inserts, updates).
+pub type RowImages = (Option<BinlogRow>, Option<BinlogRow>);
+
 /// The rows of a rows event (`body`, of event type `kind`), each as its before-image
 /// (updates, deletes) and after-image (inserts, updates), read with the columns `tme`
 /// describes by `mysql_common`'s row reader.
@@ -189,11 +193,7 @@ impl Connection {
 /// the bitmaps of the columns each image holds) is read here: `mysql_common`'s own reader
 /// keeps the bitmaps under a length cap (0x2000000000000000) that wraps to 0 where `usize`
 /// has 32 bits, as in a wasm32 plugin, and would see no columns.
-pub fn rows_of(
-    kind: u8,
-    body: &[u8],
-    tme: &TableMapEvent<'_>,
-) -> Result<Vec<(Option<BinlogRow>, Option<BinlogRow>)>, MyError> {
+pub fn rows_of(kind: u8, body: &[u8], tme: &TableMapEvent<'_>) -> Result<Vec<RowImages>, MyError> {
     let bad = |e: std::io::Error| MyError::Protocol(format!("a rows event: {e}"));
     let mut r = Reader::new(body);
     r.bytes(6)?; // table id
