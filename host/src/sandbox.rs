@@ -381,24 +381,57 @@ impl StdoutStream for PluginOutput {
             stream: self.stream,
             pending: Vec::new(),
             budget: self.budget.clone(),
+            panicked_at: None,
         })
     }
 }
 
 const MAX_LINE: usize = 4096;
 
+/// The panic each plugin printed last on its stderr, by label, until the trap that follows
+/// it takes it ([`take_panic`]): a Rust guest prints `thread '…' panicked at FILE:LINE:COL:`
+/// and then the message, before it aborts with a bare `unreachable` trap.
+static PANICS: std::sync::Mutex<BTreeMap<String, String>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// The panic message (with where it happened) the plugin `label` printed before it
+/// trapped, if it printed one.
+pub fn take_panic(label: &str) -> Option<String> {
+    PANICS.lock().ok()?.remove(label)
+}
+
+/// The place of a Rust panic line (`thread 'main' (1) panicked at src/lib.rs:3:5:`).
+fn panic_location(line: &str) -> Option<&str> {
+    let (head, place) = line.split_once(" panicked at ")?;
+    head.starts_with("thread ")
+        .then(|| place.trim_end().trim_end_matches(':'))
+}
+
 struct LineLogger {
     label: Arc<str>,
     stream: &'static str,
     pending: Vec<u8>,
     budget: Arc<std::sync::Mutex<LogBudget>>,
+    /// Where the panic whose message the next line holds happened.
+    panicked_at: Option<String>,
 }
 
 impl LineLogger {
     fn emit(&mut self, line: &[u8]) {
+        let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]);
+        if self.stream == "stderr" {
+            if let Some(place) = self.panicked_at.take() {
+                if let Ok(mut panics) = PANICS.lock() {
+                    panics.insert(
+                        self.label.to_string(),
+                        format!("{} (at {place})", text.trim_end()),
+                    );
+                }
+            } else if let Some(place) = panic_location(&text) {
+                self.panicked_at = Some(place.to_string());
+            }
+        }
         let allowed = self.budget.lock().map(|mut b| b.take()).unwrap_or(true);
         if allowed {
-            let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]);
             tracing::info!(plugin = %self.label, stream = self.stream, "{}", text.trim_end());
         }
     }
@@ -438,6 +471,18 @@ impl tokio::io::AsyncWrite for LineLogger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rust_panic_line_gives_where_it_happened() {
+        assert_eq!(
+            panic_location("thread '<unnamed>' (1) panicked at src/lib.rs:3:5:"),
+            Some("src/lib.rs:3:5")
+        );
+        assert_eq!(
+            panic_location("a line that mentions panicked at noon"),
+            None
+        );
+    }
 
     #[test]
     fn a_log_budget_allows_its_lines_per_second_and_counts_the_rest() {

@@ -566,3 +566,73 @@ fn example_10_streams_a_mariadb_table_into_postgres() {
         target.lines("SELECT concat_ws('|', id, name, qty) FROM example_items ORDER BY id");
     assert_eq!(copied, source);
 }
+
+#[test]
+fn a_user_with_the_documented_grants_and_a_password_from_a_secret_streams_changes() {
+    let db = MyDb::new("binlog_grants");
+    db.sql(ITEMS);
+    let user = format!("ingest_cdc_{}", std::process::id());
+    let password = "a-replica-password-for-tests";
+    // What the README asks for: SELECT, REPLICATION SLAVE and BINLOG MONITOR.
+    db.sql(&format!(
+        "DROP USER IF EXISTS '{user}'@'%'; CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'; \
+         GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%'; \
+         GRANT SELECT ON {}.* TO '{user}'@'%';",
+        db.name
+    ));
+    struct DropUser(String);
+    impl Drop for DropUser {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("mariadb")
+                .args(["-h", maria::HOST, "-u", "root", "-e"])
+                .arg(format!("DROP USER IF EXISTS '{}'@'%'", self.0))
+                .output();
+        }
+    }
+    let _user = DropUser(user.clone());
+    let text = cdc_pipeline(&db, maria::server_id(), PARQUET_SINK)
+        .replace(
+            "user = \"root\"",
+            &format!("user = \"{user}\"\npassword_secret = \"my\""),
+        )
+        .replace(
+            "[[source]]",
+            "[secrets]\nmy = { env = \"TEST_MY_PASSWORD\" }\n\n[[source]]",
+        )
+        .replace(
+            "plugin = \"builtin:mariadb\"",
+            "plugin = \"builtin:mariadb\"\nsecrets = [\"my\"]",
+        );
+    let scratch = Scratch::new();
+    scratch.write("pipeline.toml", &text);
+
+    // A wrong password is refused with the server's words, and not retried for long.
+    let mut command = scratch.command(&["run", "pipeline.toml"]);
+    command.env("TEST_MY_PASSWORD", "not-the-password");
+    let out = output(command);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("Access denied for user"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(password));
+
+    let mut command = scratch.command(&["run", "pipeline.toml"]);
+    command
+        .env("TEST_MY_PASSWORD", password)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut run = command.spawn().unwrap();
+    wait_for(Duration::from_secs(60), "the snapshot committed", || {
+        snapshot_committed(&scratch)
+    });
+    db.sql("UPDATE items SET qty = 42 WHERE id = 7");
+    wait_for(Duration::from_secs(60), "the change committed", || {
+        changes_in(&scratch) >= 1001
+    });
+    drain(&mut run);
+    let log = changelog(&scratch.path("out"));
+    assert_eq!(log[&7].last().unwrap().qty, Some(42));
+    assert_eq!(log, audit(&db));
+}

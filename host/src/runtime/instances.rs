@@ -97,7 +97,10 @@ fn trapped(label: &str, limits: Limits, error: wasmtime::Error) -> RunError {
         // The first line of `text` is the header of the wasm backtrace, not the cause;
         // the backtrace itself is for plugin authors.
         tracing::debug!(plugin = label, "{text}");
-        format!("trapped ({trap})")
+        match sandbox::take_panic(label) {
+            Some(panic) => format!("trapped ({trap}) after it panicked: {panic}"),
+            None => format!("trapped ({trap})"),
+        }
     } else if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         format!("exited with status {}", exit.0)
     } else {
