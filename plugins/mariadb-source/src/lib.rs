@@ -20,7 +20,6 @@ pub mod plan;
 
 use std::fmt::Display;
 
-use ingest_sdk::host::{log, Level};
 use ingest_sdk::resume::Position;
 use ingest_sdk::source::{Chunk, Reader, Source, Split, StreamInfo};
 use ingest_sdk::{Error, Result};
@@ -144,20 +143,7 @@ impl Source for MariadbSource {
             })?,
             None => Position::default(),
         };
-        let start = match plan.sync {
-            // A finished full refresh is read again: every run reads the whole stream.
-            Sync::FullRefresh if start.done => Position::default(),
-            Sync::FullRefresh if start.after.is_none() && start.rows > 0 => {
-                log(
-                    Level::Warn,
-                    &format!(
-                        "stream `{stream}` has no primary key to resume by: reading it again from the first row"
-                    ),
-                );
-                Position::default()
-            }
-            _ => start,
-        };
+        let start = start.start_of(stream, plan.sync == Sync::FullRefresh);
         let sql = plan.select_sql(&start)?;
         let header = conn
             .query_start(&sql)

@@ -116,18 +116,7 @@ impl Source for PostgresSource {
                     finished: true,
                 })));
             }
-            // A finished full refresh is read again: every run reads the whole stream.
-            Sync::FullRefresh if start.done => Position::default(),
-            Sync::FullRefresh if start.after.is_none() && start.rows > 0 => {
-                ingest_sdk::host::log(
-                    ingest_sdk::host::Level::Warn,
-                    &format!(
-                        "stream `{stream}` has no primary key to resume by: reading it again from the first row"
-                    ),
-                );
-                Position::default()
-            }
-            _ => start,
+            _ => start.start_of(stream, plan.sync == Sync::FullRefresh),
         };
         let mut start = start;
         if plan.sync == Sync::FullRefresh {

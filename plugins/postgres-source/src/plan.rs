@@ -2,7 +2,6 @@
 //! its columns with their Arrow types, its key and cursor, the COPY statement that reads
 //! it from a position, and how a chunk moves the position on.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -212,43 +211,12 @@ pub fn all(conn: &mut Connection, cfg: &SourceConfig) -> Result<Vec<StreamPlan>>
     for q in &cfg.queries {
         plans.push(build(conn, cfg, &q.name, &format!("({})", q.sql), None)?);
     }
-    let mut names = HashSet::new();
-    for p in &plans {
-        if !names.insert(p.name.clone()) {
-            return Err(Error::config(format!(
-                "two streams are named `{}`; rename the query",
-                p.name
-            )));
-        }
-    }
-    // A stream run reads streams one after another, and a change stream never ends: the
-    // streams after it would never be read.
-    if let Some(cdc) = plans.iter().find(|p| p.sync == Sync::Cdc) {
-        if plans.len() > 1 {
-            return Err(Error::config(format!(
-                "stream `{}` is read by CDC, which never ends, and this source has other streams too ({}); a source with a `cdc` stream must have only that one: give the other tables a pipeline of their own",
-                cdc.name,
-                plans
-                    .iter()
-                    .filter(|p| p.name != cdc.name)
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    }
-    for name in cfg.streams.keys() {
-        if !names.contains(name) {
-            return Err(Error::config(format!(
-                "`streams.{name}` names no stream; the streams are: {}",
-                plans
-                    .iter()
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    }
+    let names: Vec<(&str, bool)> = plans
+        .iter()
+        .map(|p| (p.name.as_str(), p.sync == Sync::Cdc))
+        .collect();
+    let configured: Vec<&str> = cfg.streams.keys().map(String::as_str).collect();
+    ingest_sdk::resume::check_streams(&names, &configured)?;
     Ok(plans)
 }
 

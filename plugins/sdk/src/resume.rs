@@ -65,6 +65,28 @@ impl Position {
     pub fn decode(bytes: &[u8]) -> std::result::Result<Position, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+
+    /// Where a read of `stream` starts from this stored position. A finished full refresh
+    /// starts over (every run reads the whole stream), and so does an interrupted one
+    /// without a key to resume by (with a warning); other reads go on from here.
+    pub fn start_of(self, stream: &str, full_refresh: bool) -> Position {
+        if !full_refresh {
+            return self;
+        }
+        if self.done {
+            return Position::default();
+        }
+        if self.after.is_none() && self.rows > 0 {
+            crate::host::log(
+                crate::host::Level::Warn,
+                &format!(
+                    "stream `{stream}` has no primary key to resume by: reading it again from the first row"
+                ),
+            );
+            return Position::default();
+        }
+        self
+    }
 }
 
 /// How a stream's rows are told apart and ordered, as column indices of its batches.
@@ -229,6 +251,47 @@ impl<'a> Texts<'a> {
     }
 }
 
+/// Check the streams a database source resolved, `names` in order (`changes` marks the
+/// ones read by change data capture), against the per-stream options the config gives for
+/// `configured` names: no two streams share a name, a change stream is its source's only
+/// stream (streams are read one after another and a change stream never ends, so the ones
+/// after it would never be read), and every configured name is a stream.
+pub fn check_streams(names: &[(&str, bool)], configured: &[&str]) -> Result<()> {
+    let mut seen = HashSet::new();
+    for (name, _) in names {
+        if !seen.insert(*name) {
+            return Err(Error::config(format!(
+                "two streams are named `{name}`; rename the query"
+            )));
+        }
+    }
+    let list = |skip: &str| {
+        names
+            .iter()
+            .filter(|(n, _)| *n != skip)
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some((cdc, _)) = names.iter().find(|(_, changes)| *changes) {
+        if names.len() > 1 {
+            return Err(Error::config(format!(
+                "stream `{cdc}` is read by CDC, which never ends, and this source has other streams too ({}); a source with a `cdc` stream must have only that one: give the other tables a pipeline of their own",
+                list(cdc)
+            )));
+        }
+    }
+    for name in configured {
+        if !seen.contains(name) {
+            return Err(Error::config(format!(
+                "`streams.{name}` names no stream; the streams are: {}",
+                list("")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `text` matches `glob` (`*` any run of characters, `?` one character).
 pub fn glob_match(glob: &str, text: &str) -> bool {
     let g: Vec<char> = glob.chars().collect();
@@ -262,6 +325,19 @@ mod tests {
     use super::*;
     use arrow_array::{Int32Array, StringArray};
     use arrow_schema::{Field, Schema};
+
+    #[test]
+    fn a_change_stream_stands_alone_and_every_configured_stream_exists() {
+        assert!(check_streams(&[("a", false), ("b", false)], &["a"]).is_ok());
+        let e = check_streams(&[("a", true), ("b", false)], &[]).unwrap_err();
+        assert!(e.to_string().contains("must have only that one") && e.to_string().contains("(b)"));
+        let e = check_streams(&[("a", false)], &["c"]).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("`streams.c` names no stream; the streams are: a"));
+        let e = check_streams(&[("a", false), ("a", false)], &[]).unwrap_err();
+        assert!(e.to_string().contains("two streams are named `a`"));
+    }
 
     #[test]
     fn globs_match_schema_dot_table() {
