@@ -31,7 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from run import HOST  # noqa: E402
-from cdc import PG, drain, psql, rss_kib, wait  # noqa: E402
+from cdc import drain, psql, rss_kib, wait  # noqa: E402
 
 DB = "ingest_bench_binlog"
 MY = ["-h", "127.0.0.1", "-P", "3306", "-u", "root", "-N", "-B"]
@@ -94,6 +94,10 @@ DELIMITER ;
 """.replace("@@keys", str(KEYS))
 
 
+def pg(sql, db=DB):
+    return psql(sql, db)
+
+
 def my(sql, db=DB):
     out = subprocess.run(["mariadb", *MY, "-e", sql, db], capture_output=True, text=True)
     if out.returncode != 0:
@@ -108,9 +112,9 @@ def fresh_databases():
         f"INSERT INTO items SELECT seq, seq % 17, MD5(seq), SYSDATE(6) FROM seq_1_to_{KEYS // 2};"
     )
     my(WRITER)
-    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", "postgres")
-    psql(f"CREATE DATABASE {DB}", "postgres")
-    psql(
+    pg(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", "postgres")
+    pg(f"CREATE DATABASE {DB}", "postgres")
+    pg(
         "CREATE TABLE items_copy (id int PRIMARY KEY, qty int NOT NULL, note text, updated_at timestamptz, "
         "landed timestamptz); "
         "CREATE FUNCTION landed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.landed := clock_timestamp(); RETURN NEW; END $$; "
@@ -120,7 +124,7 @@ def fresh_databases():
 
 def drop_databases():
     my(f"DROP DATABASE IF EXISTS {DB}", "mysql")
-    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", "postgres")
+    pg(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", "postgres")
 
 
 def writer(seconds, rate):
@@ -144,19 +148,19 @@ def table_digest():
 
 
 def target_digest():
-    return psql("SELECT md5(string_agg(concat_ws('|', id, qty, note), ';' ORDER BY id)) FROM items_copy")
+    return pg("SELECT md5(string_agg(concat_ws('|', id, qty, note), ';' ORDER BY id)) FROM items_copy")
 
 
 def start_host(work):
     log = open(os.path.join(work, "host.log"), "w")
     host = subprocess.Popen([HOST, "run", os.path.join(work, "pipeline.toml")], stdout=log, stderr=subprocess.STDOUT)
-    wait(lambda: psql("SELECT count(*) FROM items_copy") == my("SELECT count(*) FROM items"),
+    wait(lambda: pg("SELECT count(*) FROM items_copy") == my("SELECT count(*) FROM items"),
          120, "the snapshot committed")
     return host
 
 
 def exact_lag(since):
-    row = psql(
+    row = pg(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY l), percentile_cont(0.99) WITHIN GROUP (ORDER BY l), max(l) "
         f"FROM (SELECT extract(epoch FROM landed - updated_at) AS l FROM items_copy WHERE updated_at > to_timestamp({since})) AS s"
     )
