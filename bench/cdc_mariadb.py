@@ -167,7 +167,9 @@ def exact_lag(since):
     return tuple(float(x) for x in row.split("|"))
 
 
-def paced(seconds, rate, work):
+def paced(seconds, rate, work, samples=None):
+    """Lag at `rate` changes/s; RSS samples (seconds since the writer started, KiB) go into
+    `samples` when given, every 5 s."""
     fresh_databases()
     shutil.rmtree(os.path.join(work, "state"), ignore_errors=True)
     with open(os.path.join(work, "pipeline.toml"), "w") as f:
@@ -177,8 +179,11 @@ def paced(seconds, rate, work):
     w = writer(seconds, rate)
     peak = 0
     while w.poll() is None:
-        peak = max(peak, rss_kib(host.pid))
-        time.sleep(0.5)
+        rss = rss_kib(host.pid)
+        peak = max(peak, rss)
+        if samples is not None:
+            samples.append((time.time() - started, rss))
+        time.sleep(5 if samples is not None else 0.5)
     changes = written(w)
     wrote = time.time() - started
     truth = table_digest()
@@ -199,11 +204,31 @@ def top_rate(seconds):
     return changes / took
 
 
+def soak(seconds):
+    samples = []
+    with tempfile.TemporaryDirectory() as work:
+        changes, wrote, caught, lag, exact, peak = paced(seconds, 5000, work, samples)
+    first = [kib for t, kib in samples if t < 60]
+    last = [kib for t, kib in samples if t > seconds - 60]
+    line = (
+        f"\nMariaDB soak (`python3 bench/cdc_mariadb.py --soak {seconds}`, {datetime.date.today()}): {seconds} s at "
+        f"5,000 changes/s ({changes} changes): RSS peak in the first minute {max(first) / 1024:.0f} MiB, in the last "
+        f"minute {max(last) / 1024:.0f} MiB; exact lag p50 {exact[0]:.2f} s, p99 {exact[1]:.2f} s, max {exact[2]:.2f} s."
+    )
+    print(line, flush=True)
+    out = os.path.join(HERE, "results", f"{datetime.date.today()}-cdc.md")
+    with open(out, "a") as f:
+        f.write(line + "\n")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=int, default=30)
     p.add_argument("--rates", default="5000,20000")
+    p.add_argument("--soak", type=int, default=0, help="only a paced stream of S seconds at 5,000/s, RSS sampled")
     args = p.parse_args()
+    if args.soak:
+        return soak(args.soak)
     rates = [int(r) for r in args.rates.split(",") if r]
     version = my("SELECT VERSION()", "mysql")
     lines = [
