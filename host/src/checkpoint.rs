@@ -68,6 +68,9 @@ pub struct State {
     pub schemas: BTreeMap<String, SchemaRecord>,
     /// Totals over all epochs, for `state show`.
     pub totals: Totals,
+    /// When the commit of `epoch` was recorded (RFC 3339, UTC), for `host status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<String>,
     /// What stateful transforms checkpointed with `epoch`.
     #[serde(default)]
     pub transforms: TransformStates,

@@ -42,6 +42,15 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// How a pipeline stands, for people and for monitoring: the last committed epoch and
+    /// when, rows, dead letters, who holds its run lock, and freshness against `[slo]
+    /// freshness`. Exits 3 when the SLO is breached.
+    Status {
+        pipeline: PathBuf,
+        /// Print one JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or reset a pipeline's checkpoint state.
     State {
         #[command(subcommand)]
@@ -195,6 +204,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Status { pipeline, json } => status(&pipeline, json),
         Command::State {
             command: StateCommand::Show { pipeline },
         } => state_show(&pipeline),
@@ -676,6 +686,129 @@ fn inspect(target: &str) -> Result<(), Failure> {
     println!("imports (what it could ask the host for; each is denied unless granted):");
     for i in &info.imports {
         println!("  {i}");
+    }
+    Ok(())
+}
+
+/// The exit code of `host status` when the freshness SLO is breached.
+const SLO_BREACHED: u8 = 3;
+
+fn status(path: &Path, json: bool) -> Result<(), Failure> {
+    let pipeline = config::load(path)?;
+    let failed = |e: anyhow::Error| Failure { code: 1, error: e };
+    let state = runtime::load_state(&pipeline).map_err(|e| failed(e.into()))?;
+    let holder = crate::lock::holder(&pipeline.state_dir, &pipeline.name).map_err(|e| {
+        failed(anyhow::anyhow!(
+            "cannot read the run lock of pipeline `{}`: {e}",
+            pipeline.name
+        ))
+    })?;
+    // Dead letters, counted by line: no key is needed to count sealed ones.
+    let mut letters = std::collections::BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(&pipeline.dlq_dir) {
+        for entry in entries.flatten() {
+            let Some(stream) = entry.file_name().into_string().ok() else {
+                continue;
+            };
+            if stream.starts_with('.') || !entry.path().is_dir() {
+                continue;
+            }
+            let files = crate::dlq::published_files(&pipeline.dlq_dir, &stream)
+                .map_err(|e| failed(e.into()))?;
+            let mut n = 0u64;
+            for file in files {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| failed(anyhow::anyhow!("{}: {e}", file.display())))?;
+                n += text.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+            }
+            if n > 0 {
+                letters.insert(stream, n);
+            }
+        }
+    }
+    let committed_at = state
+        .committed_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let age = committed_at.map(|t| {
+        (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+            .to_std()
+            .unwrap_or_default()
+    });
+    // Nothing committed yet is as stale as it gets.
+    let breached = pipeline.freshness.map(|slo| age.is_none_or(|a| a > slo));
+    let show = |d: std::time::Duration| {
+        humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+    };
+    let dead: u64 = letters.values().sum();
+    if json {
+        let value = serde_json::json!({
+            "pipeline": pipeline.name,
+            "epoch": state.epoch,
+            "committed": state.committed,
+            "committed_at": state.committed_at,
+            "age_seconds": age.map(|a| a.as_secs_f64()),
+            "rows_written": state.totals.rows_written,
+            "rows_rejected": state.totals.rows_rejected,
+            "dead_letters": { "total": dead, "streams": letters },
+            "lock": holder.as_ref().map(|h| serde_json::json!({
+                "pid": h.pid, "host": h.host, "started": h.started, "command": h.command,
+            })),
+            "slo": pipeline.freshness.map(|f| serde_json::json!({
+                "freshness_seconds": f.as_secs_f64(),
+                "breached": breached.unwrap_or(false),
+            })),
+        });
+        println!("{value}");
+    } else {
+        println!("pipeline {} ({})", pipeline.name, path.display());
+        let commit = match (state.epoch, &state.committed_at, age) {
+            (0, _, _) => "nothing committed yet".to_string(),
+            (epoch, Some(at), Some(age)) if state.committed => {
+                format!("epoch {epoch} at {at}, {} ago", show(age))
+            }
+            (epoch, _, _) if state.committed => format!("epoch {epoch} (time not recorded)"),
+            (epoch, _, _) => format!("epoch {epoch} prepared, its commit pending"),
+        };
+        println!("  last commit   {commit}");
+        println!(
+            "  rows          {} written, {} rejected",
+            state.totals.rows_written, state.totals.rows_rejected
+        );
+        let by_stream: Vec<String> = letters.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+        if by_stream.is_empty() {
+            println!("  dead letters  0");
+        } else {
+            println!("  dead letters  {dead} ({})", by_stream.join(", "));
+        }
+        match &holder {
+            Some(h) => println!("  run lock      held by {h}"),
+            None => println!("  run lock      free"),
+        }
+        if let Some(slo) = pipeline.freshness {
+            let since = age.map_or("no commit yet".to_string(), |a| {
+                format!("{} since the last commit", show(a))
+            });
+            println!(
+                "  freshness     {since}, SLO {}: {}",
+                show(slo),
+                if breached == Some(true) {
+                    "BREACHED"
+                } else {
+                    "ok"
+                }
+            );
+        }
+    }
+    if breached == Some(true) {
+        return Err(Failure {
+            code: SLO_BREACHED,
+            error: anyhow::anyhow!(
+                "pipeline `{}` is staler than its freshness SLO of {}",
+                pipeline.name,
+                show(pipeline.freshness.unwrap_or_default())
+            ),
+        });
     }
     Ok(())
 }

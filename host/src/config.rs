@@ -32,6 +32,8 @@ struct RawFile {
     #[serde(default)]
     schema: RawSchema,
     #[serde(default)]
+    slo: RawSlo,
+    #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
     #[serde(default)]
     source: Vec<RawStage>,
@@ -91,6 +93,13 @@ struct RawSchema {
     on_change: Option<crate::schema::OnChange>,
     /// Accept a column of any type becoming text as a safe change under `evolve`.
     widen_to_text: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlo {
+    /// The longest time since the last committed epoch that is still fresh.
+    freshness: Option<DurationStr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +226,9 @@ pub struct Pipeline {
     pub on_schema_change: crate::schema::OnChange,
     /// Whether a column of any type becoming text is a safe change.
     pub widen_to_text: bool,
+    /// `[slo] freshness`: `host status` reports a breach (exit 3) when the last epoch was
+    /// committed longer ago than this.
+    pub freshness: Option<Duration>,
     pub secrets: BTreeMap<String, SecretSource>,
     pub source: Stage,
     pub transforms: Vec<Stage>,
@@ -540,6 +552,7 @@ fn validate(
         retry,
         on_schema_change: raw.schema.on_change.unwrap_or_default(),
         widen_to_text: raw.schema.widen_to_text.unwrap_or(false),
+        freshness: raw.slo.freshness.map(|d| d.0),
         secrets,
         source,
         transforms,

@@ -167,6 +167,27 @@ pub fn acquire(state_dir: &Path, pipeline: &str, command: &str) -> Result<StateL
     Ok(StateLock { _file: file, path })
 }
 
+/// Who holds the lock of `pipeline`'s state under `state_dir` now, if anyone: the lock is
+/// tried shared for an instant (never taken for writing), and the holder's lines read when
+/// it is held.
+pub fn holder(state_dir: &Path, pipeline: &str) -> std::io::Result<Option<Holder>> {
+    let path = state_dir.join(pipeline).join(FILE_NAME);
+    let mut file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(None),
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            Ok(Some(Holder::parse(&text)))
+        }
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// This machine's name, for the holder's description.
 fn host_name() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
@@ -181,6 +202,23 @@ fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_holder_is_seen_without_taking_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            holder(dir.path(), "orders").unwrap(),
+            None,
+            "no lock file yet"
+        );
+        let held = acquire(dir.path(), "orders", "run pipeline.toml").unwrap();
+        let seen = holder(dir.path(), "orders").unwrap().expect("held");
+        assert_eq!(seen.command.as_deref(), Some("run pipeline.toml"));
+        drop(held);
+        assert_eq!(holder(dir.path(), "orders").unwrap(), None, "released");
+        // Looking did not take it.
+        acquire(dir.path(), "orders", "run pipeline.toml").unwrap();
+    }
 
     #[test]
     fn a_second_writer_is_refused_and_told_who_holds_the_lock() {

@@ -24,5 +24,6 @@ mod retries;
 mod sandbox;
 mod scaffold;
 mod schema;
+mod status;
 mod stream;
 mod support;

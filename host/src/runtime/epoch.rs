@@ -144,6 +144,7 @@ impl Epochs {
     fn record_commit(&mut self) -> Result<(), RunError> {
         fault::point("after-commit", self.state.epoch);
         self.state.committed = true;
+        self.state.committed_at = Some(crate::dlq::now_rfc3339());
         self.state.pending.clear();
         self.store.save(&self.state)?;
         Ok(())
