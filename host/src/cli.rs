@@ -34,6 +34,10 @@ pub enum Command {
     Run {
         /// The pipeline file.
         pipeline: PathBuf,
+        /// Serve Prometheus metrics at http://ADDR/metrics while the run lasts (e.g.
+        /// 127.0.0.1:9464).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Validate a pipeline and its plugins without moving any data.
     Check { pipeline: PathBuf },
@@ -189,7 +193,16 @@ pub fn main(cli: Cli) -> ExitCode {
 
 async fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Run { pipeline } => run(&pipeline).await,
+        Command::Run { pipeline, metrics } => {
+            if let Some(addr) = metrics {
+                let bound = crate::metrics::serve(&addr).await.map_err(|e| Failure {
+                    code: 2,
+                    error: anyhow::anyhow!("--metrics {addr}: cannot listen there: {e}"),
+                })?;
+                tracing::info!("metrics at http://{bound}/metrics");
+            }
+            run(&pipeline).await
+        }
         Command::Check { pipeline } => check(&pipeline).await,
         Command::Plugins {
             command: PluginsCommand::Inspect { plugin },

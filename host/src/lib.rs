@@ -13,6 +13,7 @@ pub mod fault;
 pub mod fuzzing;
 pub mod http_grant;
 pub mod lock;
+pub mod metrics;
 pub mod plugin;
 pub mod runtime;
 pub mod sandbox;

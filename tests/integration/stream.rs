@@ -201,3 +201,102 @@ fn the_summary_gives_the_lag_from_source_commit_to_sink_commit() {
     assert!(0.0 <= p50 && p50 <= p99 && p99 <= max, "{line}");
     assert!(max < 3.0, "{line}");
 }
+
+/// The value of the sample `name` (with its labels, as the exposition writes them) in a
+/// scrape; none when absent.
+fn sample(scrape: &str, name: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Scrape `url` with curl, a client of its own.
+fn scrape(url: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", url])
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn metrics_are_served_while_a_stream_runs_and_count_what_it_does() {
+    let scratch = scratch();
+    scratch.write("pipeline.toml", stream_pipeline());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let url = format!("http://{address}/metrics");
+    let mut child = scratch
+        .command(&["run", "pipeline.toml", "--metrics", &address])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Two epochs committed (1 s each), scraped as it runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        assert!(Instant::now() < deadline, "no two epochs committed in 30 s");
+        assert!(child.try_wait().unwrap().is_none(), "the stream ended");
+        let Ok(text) = std::panic::catch_unwind(|| scrape(&url)) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        if sample(&text, "ingest_epochs_committed_total").unwrap_or(0.0) >= 2.0 {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = scrape(&url);
+    // Anything but /metrics is not found.
+    let other = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{address}/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&other.stdout), "404");
+    signal(&child, "-TERM");
+    let out = finished(child.wait_with_output().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    for name in [
+        "# TYPE ingest_source_rows counter",
+        "# TYPE ingest_sink_rows counter",
+        "# TYPE ingest_epoch_duration_seconds histogram",
+        "# TYPE ingest_epoch_commit_duration_seconds histogram",
+        "# TYPE ingest_last_committed_epoch gauge",
+        "# TYPE ingest_last_commit_timestamp_seconds gauge",
+        "# EOF",
+    ] {
+        assert!(first.contains(name), "{name} missing from:\n{first}");
+    }
+    let rows = |text: &str, name: &str| {
+        sample(text, &format!("{name}{{stream=\"orders\"}}"))
+            .unwrap_or_else(|| panic!("{name} of stream orders missing from:\n{text}"))
+    };
+    // The stream keeps going: what was read and committed grows between scrapes.
+    assert!(rows(&second, "ingest_source_rows_total") > rows(&first, "ingest_source_rows_total"));
+    assert!(rows(&second, "ingest_sink_rows_total") > rows(&first, "ingest_sink_rows_total"));
+    assert!(
+        sample(&second, "ingest_last_committed_epoch").unwrap()
+            > sample(&first, "ingest_last_committed_epoch").unwrap()
+    );
+    let committed_at = sample(&second, "ingest_last_commit_timestamp_seconds").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - committed_at).abs() < 10.0,
+        "{committed_at} against {now}"
+    );
+}

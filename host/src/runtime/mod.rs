@@ -346,6 +346,7 @@ pub async fn run(prepared: Arc<Prepared>) -> Result<Summary, RunError> {
                 if prepared.cancel.is_cancelled() {
                     return Err(RunError::Cancelled { plugin: None });
                 }
+                crate::metrics::get().retried(&e);
                 let delay = backoff(&policy, attempt, &e);
                 tracing::warn!(
                     attempt,

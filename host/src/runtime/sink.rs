@@ -359,6 +359,10 @@ impl SinkLoop<'_> {
                     })?;
                 }
                 self.stats.dead_lettered += n;
+                crate::metrics::get()
+                    .dead_letters
+                    .get_or_create(&crate::metrics::stream(&rejects.stream))
+                    .inc_by(n);
             }
         }
         self.epoch_rejected += n;
@@ -382,6 +386,7 @@ impl SinkLoop<'_> {
             plugin: "host".into(),
             message: "a barrier before any stream".into(),
         })?;
+        let committing = std::time::Instant::now();
         let published = self
             .epochs
             .commit(
@@ -405,6 +410,9 @@ impl SinkLoop<'_> {
                 .unwrap_or(0);
             for t in &commit_times {
                 self.stats.lags.record(now - t);
+                crate::metrics::get()
+                    .lag_seconds
+                    .observe((now - t) as f64 / 1e6);
             }
             let newest = commit_times.iter().max().map_or(0, |t| now - t) as f64 / 1e6;
             let oldest = commit_times.iter().min().map_or(0, |t| now - t) as f64 / 1e6;
@@ -413,6 +421,22 @@ impl SinkLoop<'_> {
                 "lag from source commit to sink commit: {newest:.3} s for the newest change, {oldest:.3} s for the oldest"
             );
         }
+        let m = crate::metrics::get();
+        m.commit_seconds.observe(committing.elapsed().as_secs_f64());
+        let label =
+            crate::metrics::stream(&self.open.as_ref().map_or(String::new(), |s| s.name.clone()));
+        m.rows_written.get_or_create(&label).inc_by(self.epoch_rows);
+        m.rows_rejected
+            .get_or_create(&label)
+            .inc_by(self.epoch_rejected);
+        m.epochs.inc();
+        m.last_epoch.set(epoch as i64);
+        m.last_commit.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
         self.stats.published += published.len() as u64;
         self.stats.rows += self.epoch_rows;
         self.stats.epochs += 1;

@@ -106,6 +106,9 @@ impl EpochClock {
             transforms: TransformStates::new(),
         };
         tx.send(Message::Barrier(barrier), 0).await?;
+        crate::metrics::get()
+            .epoch_seconds
+            .observe(self.since.elapsed().as_secs_f64());
         *self = EpochClock::new(self.epoch + 1);
         Ok(())
     }
@@ -385,6 +388,12 @@ impl Output {
         let size = if rows > 0 { chunk.batch.len() } else { 0 };
         self.stats.rows += rows;
         self.stats.bytes += size as u64;
+        if rows > 0 {
+            let m = crate::metrics::get();
+            let label = crate::metrics::stream(stream);
+            m.rows_read.get_or_create(&label).inc_by(rows);
+            m.bytes_read.get_or_create(&label).inc_by(size as u64);
+        }
         self.clock.rows += rows;
         self.clock.bytes += size as u64;
         if rows > 0 {

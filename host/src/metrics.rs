@@ -1,0 +1,234 @@
+//! The run's Prometheus metrics: what the stages read, write, reject and retry, how long
+//! epochs take to fill and to commit, the last committed epoch and when, and the lag of
+//! change streams. Recording is an atomic add per chunk or epoch, always on; `host run
+//! --metrics ADDR` serves them (OpenMetrics text, which Prometheus scrapes) at
+//! `http://ADDR/metrics`.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::runtime::RunError;
+
+/// A stream, as metrics label it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabel {
+    pub stream: String,
+}
+
+/// Why an attempt was retried.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    pub cause: String,
+}
+
+/// Every metric of the process (one pipeline run).
+pub struct Metrics {
+    registry: Registry,
+    pub rows_read: Family<StreamLabel, Counter>,
+    pub bytes_read: Family<StreamLabel, Counter>,
+    pub rows_written: Family<StreamLabel, Counter>,
+    pub rows_rejected: Family<StreamLabel, Counter>,
+    pub dead_letters: Family<StreamLabel, Counter>,
+    pub epochs: Counter,
+    pub retries: Family<CauseLabel, Counter>,
+    pub last_epoch: Gauge,
+    pub last_commit: Gauge<f64, AtomicU64>,
+    pub epoch_seconds: Histogram,
+    pub commit_seconds: Histogram,
+    pub lag_seconds: Histogram,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("ingest");
+        let m = Metrics {
+            rows_read: Family::default(),
+            bytes_read: Family::default(),
+            rows_written: Family::default(),
+            rows_rejected: Family::default(),
+            dead_letters: Family::default(),
+            epochs: Counter::default(),
+            retries: Family::default(),
+            last_epoch: Gauge::default(),
+            last_commit: Gauge::default(),
+            // 1 ms to about 9 minutes.
+            epoch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+            commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+            lag_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            registry: Registry::default(),
+        };
+        registry.register("source_rows", "Rows the source read", m.rows_read.clone());
+        registry.register(
+            "source_bytes",
+            "Bytes the source read, as Arrow",
+            m.bytes_read.clone(),
+        );
+        registry.register(
+            "sink_rows",
+            "Rows the sink committed",
+            m.rows_written.clone(),
+        );
+        registry.register(
+            "rejected_rows",
+            "Rows a plugin rejected (skipped, failed or dead-lettered)",
+            m.rows_rejected.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Rejected rows written to the dead-letter queue",
+            m.dead_letters.clone(),
+        );
+        registry.register("epochs_committed", "Epochs committed", m.epochs.clone());
+        registry.register(
+            "retries",
+            "Attempts retried from the last checkpoint, by cause",
+            m.retries.clone(),
+        );
+        registry.register(
+            "last_committed_epoch",
+            "The number of the last committed epoch",
+            m.last_epoch.clone(),
+        );
+        registry.register(
+            "last_commit_timestamp_seconds",
+            "When the last epoch was committed (Unix time)",
+            m.last_commit.clone(),
+        );
+        registry.register(
+            "epoch_duration_seconds",
+            "Time from an epoch's opening to its barrier",
+            m.epoch_seconds.clone(),
+        );
+        registry.register(
+            "epoch_commit_duration_seconds",
+            "Time the sink and the state took to commit an epoch",
+            m.commit_seconds.clone(),
+        );
+        registry.register(
+            "source_lag_seconds",
+            "Change streams: source commit to sink commit, per change (sampled)",
+            m.lag_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The metrics as OpenMetrics text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+
+    /// Count a retry of an attempt that failed with `error`.
+    pub fn retried(&self, error: &RunError) {
+        let cause = match error {
+            RunError::Transient { .. } => "transient",
+            RunError::Trapped { .. } => "trapped",
+            RunError::Data { .. } => "data",
+            RunError::Fatal { .. } => "fatal",
+            RunError::Contract { .. } => "contract",
+            _ => "other",
+        };
+        self.retries
+            .get_or_create(&CauseLabel {
+                cause: cause.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// The label of `stream`.
+pub fn stream(stream: &str) -> StreamLabel {
+    StreamLabel {
+        stream: stream.to_string(),
+    }
+}
+
+/// Serve the metrics at `http://ADDR/metrics` until the process ends. Returns once the
+/// address is bound, so a failure to bind is the caller's error.
+pub async fn serve(addr: &str) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(answer(socket));
+        }
+    });
+    Ok(bound)
+}
+
+/// Answer one HTTP/1.1 request: `GET /metrics` with the metrics, anything else with 404.
+async fn answer(mut socket: tokio::net::TcpStream) {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    // The request head, up to its blank line (8 KiB at most).
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ => return,
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut words = line.split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let (status, kind, body) =
+        if method == "GET" && (target == "/metrics" || target.starts_with("/metrics?")) {
+            (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                get().render(),
+            )
+        } else {
+            (
+                "404 Not Found",
+                "text/plain; charset=utf-8",
+                "metrics are at /metrics\n".to_string(),
+            )
+        };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = socket.write_all(response.as_bytes()).await;
+    let _ = socket.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_named_by_prometheus_conventions() {
+        let m = get();
+        m.rows_read.get_or_create(&stream("orders")).inc_by(5);
+        m.epoch_seconds.observe(0.5);
+        let text = m.render();
+        for line in [
+            "# TYPE ingest_source_rows counter",
+            "ingest_source_rows_total{stream=\"orders\"} 5",
+            "# TYPE ingest_epoch_duration_seconds histogram",
+            "# TYPE ingest_last_commit_timestamp_seconds gauge",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+}
