@@ -24,8 +24,25 @@ pub struct Cli {
     /// Log level filter (error, warn, info, debug, trace), or a tracing directive.
     #[arg(long, global = true, env = "INGEST_LOG", default_value = "warn")]
     pub log: String,
+    /// How log lines are written: `text` for people, `json` (one object a line, with the
+    /// run, attempt, stage and epoch they belong to) for log shippers.
+    #[arg(
+        long,
+        global = true,
+        env = "INGEST_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -530,7 +547,8 @@ async fn run(path: &Path) -> Result<(), Failure> {
     if let Some(drain) = drain {
         prepared.drain = drain;
     }
-    let summary = runtime::run(Arc::new(prepared))
+    let span = tracing::info_span!("run", pipeline = %pipeline.name);
+    let summary = tracing::Instrument::instrument(runtime::run(Arc::new(prepared)), span)
         .await
         .map_err(run_failure)?;
     print_summary(&pipeline, &summary);

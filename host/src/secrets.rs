@@ -98,14 +98,25 @@ fn registry() -> &'static RwLock<Vec<String>> {
     SECRETS.get_or_init(|| RwLock::new(Vec::new()))
 }
 
-/// Remember a secret value so that [`redact`] removes it from any text.
+/// Remember a secret value so that [`redact`] removes it from any text: as it is, and as
+/// a JSON string or a Rust debug string writes it (quotes and backslashes escaped), which
+/// is how it would appear in `--log-format json` lines and in debug output.
 pub fn register(value: &str) {
     let mut secrets = registry().write().unwrap_or_else(|e| e.into_inner());
-    if !secrets.iter().any(|s| s == value) {
-        secrets.push(value.to_string());
-        // Longest first, so a secret that contains another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let json = serde_json::to_string(value).unwrap_or_default();
+    let debug = format!("{value:?}");
+    let forms = [
+        value,
+        json.trim_start_matches('"').trim_end_matches('"'),
+        debug.trim_start_matches('"').trim_end_matches('"'),
+    ];
+    for form in forms {
+        if !form.is_empty() && !secrets.iter().any(|s| s == form) {
+            secrets.push(form.to_string());
+        }
     }
+    // Longest first, so a secret that contains another is masked whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
 /// `text` with every registered secret value replaced by `[redacted]`.
@@ -146,6 +157,17 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_is_redacted_in_its_json_escaped_form_too() {
+        register("pa\"ss\\word-for-json-test");
+        let line = serde_json::json!({ "message": "connecting with pa\"ss\\word-for-json-test" })
+            .to_string();
+        assert!(line.contains("\\\""), "the line escapes the quote: {line}");
+        let shown = redact(&line);
+        assert!(!shown.contains("word-for-json-test"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
 
     #[test]
     fn registered_values_are_masked_wherever_they_appear() {

@@ -119,3 +119,44 @@ fn status_tells_the_last_commit_the_dead_letters_the_lock_and_freshness_against_
     assert_eq!(out.code, 3);
     assert_eq!(json(&out)["slo"]["breached"], true);
 }
+
+#[test]
+fn json_logs_are_one_object_a_line_with_the_run_attempt_stage_and_epoch_they_belong_to() {
+    let scratch = Scratch::new();
+    write_input(&scratch);
+    scratch.write("pipeline.toml", pipeline("1h"));
+    let out = scratch.host(&[
+        "run",
+        "pipeline.toml",
+        "--log",
+        "info",
+        "--log-format",
+        "json",
+    ]);
+    out.assert_ok();
+    let lines: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    assert!(!lines.is_empty(), "no log lines at info");
+    // A line the sink logs while it commits an epoch names every span it is in.
+    let committed = lines
+        .iter()
+        .find(|l| l["span"]["name"] == "epoch")
+        .unwrap_or_else(|| panic!("no line inside an epoch span: {}", out.stderr));
+    let spans: Vec<&str> = committed["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(spans, ["run", "attempt", "stage", "epoch"]);
+    assert_eq!(committed["spans"][0]["pipeline"], "orders");
+    assert_eq!(committed["spans"][2]["role"], "sink");
+    assert_eq!(committed["span"]["epoch"], 1);
+    for l in &lines {
+        assert!(l["level"].is_string() && l["timestamp"].is_string(), "{l}");
+    }
+}

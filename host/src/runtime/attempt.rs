@@ -53,22 +53,33 @@ pub(super) async fn attempt(
     }
     let sink = prepared.sink.start(runtime, cancel).await?;
 
-    let source_task = dedicated(source_stage(
-        prepared.clone(),
-        source,
-        state.positions.clone(),
-        state.plans.clone(),
-        state.epoch + 1,
-        source_tx,
-        ack_rx,
+    let stage_span = |role: &str, name: &str| tracing::info_span!("stage", role, stage = name);
+    let source_task = dedicated(tracing::Instrument::instrument(
+        source_stage(
+            prepared.clone(),
+            source,
+            state.positions.clone(),
+            state.plans.clone(),
+            state.epoch + 1,
+            source_tx,
+            ack_rx,
+        ),
+        stage_span("source", &prepared.pipeline.source.name),
     ));
     let mut transform_tasks = Vec::new();
     for stage in transforms {
         let (tx, rx) = channel::channel::<Message>(CHANNEL_BYTES);
-        transform_tasks.push(dedicated(transform_stage(stage, next_rx, tx)));
+        let span = stage_span("transform", &stage.name);
+        transform_tasks.push(dedicated(tracing::Instrument::instrument(
+            transform_stage(stage, next_rx, tx),
+            span,
+        )));
         next_rx = rx;
     }
-    let sink_task = dedicated(sink_stage(prepared.clone(), sink, epochs, next_rx, ack_tx));
+    let sink_task = dedicated(tracing::Instrument::instrument(
+        sink_stage(prepared.clone(), sink, epochs, next_rx, ack_tx),
+        stage_span("sink", &prepared.pipeline.sink.name),
+    ));
 
     // Collect every stage's outcome; the cause is the first error that is not merely a
     // stage stopping because its neighbour did.

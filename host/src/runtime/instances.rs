@@ -48,6 +48,7 @@ async fn bounded<T>(
     cancel: &CancellationToken,
     call: impl Future<Output = wasmtime::Result<T>>,
 ) -> Result<T, RunError> {
+    let call = tracing::Instrument::instrument(call, tracing::trace_span!("call", plugin = label));
     let outcome = tokio::select! {
         // A cancelled run starts no new call, and stops one that waits or computes.
         biased;

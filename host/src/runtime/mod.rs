@@ -333,7 +333,10 @@ pub async fn run(prepared: Arc<Prepared>) -> Result<Summary, RunError> {
         attempt += 1;
         total.attempts += 1;
         let committed = total.last_epoch;
-        let result = attempt::attempt(prepared.clone(), &mut total).await;
+        let span = tracing::info_span!("attempt", n = total.attempts);
+        let result =
+            tracing::Instrument::instrument(attempt::attempt(prepared.clone(), &mut total), span)
+                .await;
         if result.is_err() && total.last_epoch > committed {
             attempt = 1;
         }

@@ -387,16 +387,17 @@ impl SinkLoop<'_> {
             message: "a barrier before any stream".into(),
         })?;
         let committing = std::time::Instant::now();
-        let published = self
-            .epochs
-            .commit(
+        let published = tracing::Instrument::instrument(
+            self.epochs.commit(
                 self.sink,
                 stream.writer,
                 &stream.name,
                 &mut stream.dead_letters,
                 closing,
-            )
-            .await?;
+            ),
+            tracing::info_span!("epoch", epoch, stream = %stream.name),
+        )
+        .await?;
         tracing::debug!(
             epoch,
             rows = self.epoch_rows,
