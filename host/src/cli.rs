@@ -55,6 +55,9 @@ pub enum Command {
         /// 127.0.0.1:9464).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
+        /// No progress line on the terminal (the summary is still printed).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Validate a pipeline and its plugins without moving any data.
     Check { pipeline: PathBuf },
@@ -210,7 +213,11 @@ pub fn main(cli: Cli) -> ExitCode {
 
 async fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Run { pipeline, metrics } => {
+        Command::Run {
+            pipeline,
+            metrics,
+            quiet,
+        } => {
             if let Some(addr) = metrics {
                 let bound = crate::metrics::serve(&addr).await.map_err(|e| Failure {
                     code: 2,
@@ -218,7 +225,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 })?;
                 tracing::info!("metrics at http://{bound}/metrics");
             }
-            run(&pipeline).await
+            run(&pipeline, quiet).await
         }
         Command::Check { pipeline } => check(&pipeline).await,
         Command::Plugins {
@@ -535,7 +542,7 @@ fn on_signal(drain: Option<CancellationToken>) -> CancellationToken {
     cancel
 }
 
-async fn run(path: &Path) -> Result<(), Failure> {
+async fn run(path: &Path, quiet: bool) -> Result<(), Failure> {
     let pipeline = config::load(path)?;
     let _lock = lock_state(&pipeline, "run", path)?;
     let runtime = new_runtime(Some(&pipeline))?;
@@ -548,9 +555,12 @@ async fn run(path: &Path) -> Result<(), Failure> {
         prepared.drain = drain;
     }
     let span = tracing::info_span!("run", pipeline = %pipeline.name);
-    let summary = tracing::Instrument::instrument(runtime::run(Arc::new(prepared)), span)
-        .await
-        .map_err(run_failure)?;
+    let progress = crate::progress::Progress::start(quiet);
+    let result = tracing::Instrument::instrument(runtime::run(Arc::new(prepared)), span).await;
+    if let Some(progress) = progress {
+        progress.finish();
+    }
+    let summary = result.map_err(run_failure)?;
     print_summary(&pipeline, &summary);
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod http_grant;
 pub mod lock;
 pub mod metrics;
 pub mod plugin;
+pub mod progress;
 pub mod runtime;
 pub mod sandbox;
 pub mod scaffold;

@@ -29,9 +29,18 @@ pub struct CauseLabel {
     pub cause: String,
 }
 
+/// Totals over every stream, for the progress line.
+#[derive(Default)]
+pub struct Totals {
+    pub rows_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub rows_written: AtomicU64,
+}
+
 /// Every metric of the process (one pipeline run).
 pub struct Metrics {
     registry: Registry,
+    pub totals: Totals,
     pub rows_read: Family<StreamLabel, Counter>,
     pub bytes_read: Family<StreamLabel, Counter>,
     pub rows_written: Family<StreamLabel, Counter>,
@@ -64,6 +73,7 @@ impl Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
             lag_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             registry: Registry::default(),
+            totals: Totals::default(),
         };
         registry.register("source_rows", "Rows the source read", m.rows_read.clone());
         registry.register(
@@ -150,6 +160,21 @@ impl Metrics {
 pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    /// Count a chunk the source read.
+    pub fn read(&self, stream: &str, rows: u64, bytes: u64) {
+        let label = self::stream(stream);
+        self.rows_read.get_or_create(&label).inc_by(rows);
+        self.bytes_read.get_or_create(&label).inc_by(bytes);
+        self.totals
+            .rows_read
+            .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+        self.totals
+            .bytes_read
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The label of `stream`.

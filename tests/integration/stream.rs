@@ -300,3 +300,168 @@ fn metrics_are_served_while_a_stream_runs_and_count_what_it_does() {
         "{committed_at} against {now}"
     );
 }
+
+/// What the tmux pane `session` shows now.
+fn pane(session: &str) -> String {
+    let out = std::process::Command::new("tmux")
+        .args(["capture-pane", "-p", "-t", session])
+        .output()
+        .expect("tmux runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The rows-read figure of the progress line in `screen`.
+fn rows_on_screen(screen: &str) -> Option<u64> {
+    let line = screen.lines().find(|l| l.contains(" rows read ("))?;
+    let before = line.split(" rows read (").next()?;
+    let figure = before.split_whitespace().last()?;
+    figure.replace(',', "").parse().ok()
+}
+
+#[test]
+fn on_a_terminal_a_progress_line_moves_and_gives_way_to_the_summary() {
+    let scratch = scratch();
+    scratch.write("pipeline.toml", stream_pipeline());
+    let session = format!("ingest-progress-{}", std::process::id());
+    let host = env!("CARGO_BIN_EXE_host");
+    let command = format!(
+        "cd {} && INGEST_CACHE_DIR={} {host} run pipeline.toml; sleep 30",
+        scratch.path(".").display(),
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("component-cache")
+            .display()
+    );
+    let started = std::process::Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "160",
+            "-y",
+            "20",
+            &command,
+        ])
+        .status()
+        .expect("tmux runs");
+    assert!(started.success());
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux")
+                .args(["kill-session", "-t", &self.0])
+                .status();
+        }
+    }
+    let _session = Kill(session.clone());
+    // The line appears and its figures grow, as a person watching would see.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no progress line: {}",
+            pane(&session)
+        );
+        if let Some(rows) = rows_on_screen(&pane(&session)).filter(|r| *r > 0) {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let screen = pane(&session);
+    let later = rows_on_screen(&screen).expect("the line is still there");
+    assert!(
+        later > first,
+        "the line did not move: {first} then {later}\n{screen}"
+    );
+    assert!(screen.contains("rows committed, epoch "), "{screen}");
+    // Ctrl-C drains; the line gives way to the summary.
+    std::process::Command::new("tmux")
+        .args(["send-keys", "-t", &session, "C-c"])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let screen = loop {
+        let screen = pane(&session);
+        if screen.contains("epochs committed") || screen.contains("epoch committed") {
+            break screen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no summary after Ctrl-C: {screen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The summary comes after the last state of the line (the terminal echoed the ^C on
+    // it, so it stays, as the last word before the summary).
+    let line = screen.find(" rows read (").unwrap_or(0);
+    let summary = screen.find("pipeline hostile:").expect("the summary");
+    assert!(line < summary, "{screen}");
+}
+
+#[test]
+fn with_quiet_a_terminal_gets_no_progress_line_and_still_the_summary() {
+    let scratch = scratch();
+    scratch.write("pipeline.toml", stream_pipeline());
+    let session = format!("ingest-quiet-{}", std::process::id());
+    let host = env!("CARGO_BIN_EXE_host");
+    let command = format!(
+        "cd {} && INGEST_CACHE_DIR={} {host} run --quiet pipeline.toml; sleep 30",
+        scratch.path(".").display(),
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("component-cache")
+            .display()
+    );
+    let started = std::process::Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "160",
+            "-y",
+            "20",
+            &command,
+        ])
+        .status()
+        .expect("tmux runs");
+    assert!(started.success());
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux")
+                .args(["kill-session", "-t", &self.0])
+                .status();
+        }
+    }
+    let _session = Kill(session.clone());
+    // Epochs close while it runs (the output shows them); the screen stays empty.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while epoch_files(&scratch) < 2 {
+        assert!(Instant::now() < deadline, "no epochs: {}", pane(&session));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let screen = pane(&session);
+    assert!(
+        !screen.contains(" rows read ("),
+        "a line under --quiet: {screen}"
+    );
+    std::process::Command::new("tmux")
+        .args(["send-keys", "-t", &session, "C-c"])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let screen = pane(&session);
+        if screen.contains("epochs committed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no summary after Ctrl-C: {screen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

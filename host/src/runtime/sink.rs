@@ -427,6 +427,9 @@ impl SinkLoop<'_> {
         let label =
             crate::metrics::stream(&self.open.as_ref().map_or(String::new(), |s| s.name.clone()));
         m.rows_written.get_or_create(&label).inc_by(self.epoch_rows);
+        m.totals
+            .rows_written
+            .fetch_add(self.epoch_rows, std::sync::atomic::Ordering::Relaxed);
         m.rows_rejected
             .get_or_create(&label)
             .inc_by(self.epoch_rejected);

@@ -389,10 +389,7 @@ impl Output {
         self.stats.rows += rows;
         self.stats.bytes += size as u64;
         if rows > 0 {
-            let m = crate::metrics::get();
-            let label = crate::metrics::stream(stream);
-            m.rows_read.get_or_create(&label).inc_by(rows);
-            m.bytes_read.get_or_create(&label).inc_by(size as u64);
+            crate::metrics::get().read(stream, rows, size as u64);
         }
         self.clock.rows += rows;
         self.clock.bytes += size as u64;
