@@ -23,6 +23,12 @@ pub struct StreamLabel {
     pub stream: String,
 }
 
+/// A plugin, as metrics label it (`source "orders" (builtin:file)`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    pub plugin: String,
+}
+
 /// Why an attempt was retried.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CauseLabel {
@@ -53,6 +59,7 @@ pub struct Metrics {
     pub epoch_seconds: Histogram,
     pub commit_seconds: Histogram,
     pub lag_seconds: Histogram,
+    pub call_seconds: Family<PluginLabel, Histogram>,
 }
 
 impl Metrics {
@@ -72,6 +79,10 @@ impl Metrics {
             epoch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
             lag_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            // 10 µs to about 5 minutes.
+            call_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_01, 4.0, 13))
+            }),
             registry: Registry::default(),
             totals: Totals::default(),
         };
@@ -127,6 +138,11 @@ impl Metrics {
             "Change streams: source commit to sink commit, per change (sampled)",
             m.lag_seconds.clone(),
         );
+        registry.register(
+            "plugin_call_duration_seconds",
+            "Time of each call into a plugin, by plugin",
+            m.call_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -163,6 +179,15 @@ pub fn get() -> &'static Metrics {
 }
 
 impl Metrics {
+    /// Time one call into `plugin`.
+    pub fn called(&self, plugin: &str, took: std::time::Duration) {
+        self.call_seconds
+            .get_or_create(&PluginLabel {
+                plugin: plugin.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
     /// Count a chunk the source read.
     pub fn read(&self, stream: &str, rows: u64, bytes: u64) {
         let label = self::stream(stream);

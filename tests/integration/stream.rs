@@ -275,6 +275,9 @@ fn metrics_are_served_while_a_stream_runs_and_count_what_it_does() {
         "# TYPE ingest_epoch_commit_duration_seconds histogram",
         "# TYPE ingest_last_committed_epoch gauge",
         "# TYPE ingest_last_commit_timestamp_seconds gauge",
+        "# TYPE ingest_plugin_call_duration_seconds histogram",
+        "ingest_plugin_call_duration_seconds_count{plugin=\"source \\\"orders\\\"",
+        "ingest_plugin_call_duration_seconds_count{plugin=\"sink \\\"",
         "# EOF",
     ] {
         assert!(first.contains(name), "{name} missing from:\n{first}");

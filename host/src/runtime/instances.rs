@@ -49,6 +49,7 @@ async fn bounded<T>(
     call: impl Future<Output = wasmtime::Result<T>>,
 ) -> Result<T, RunError> {
     let call = tracing::Instrument::instrument(call, tracing::trace_span!("call", plugin = label));
+    let started = std::time::Instant::now();
     let outcome = tokio::select! {
         // A cancelled run starts no new call, and stops one that waits or computes.
         biased;
@@ -56,6 +57,7 @@ async fn bounded<T>(
         result = call => Ok(result),
         _ = tokio::time::sleep(limits.call_timeout) => Err(Interrupted::Deadline(limits.call_timeout)),
     };
+    crate::metrics::get().called(label, started.elapsed());
     match outcome {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(trapped(label, limits, error)),
