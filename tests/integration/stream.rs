@@ -304,6 +304,51 @@ fn metrics_are_served_while_a_stream_runs_and_count_what_it_does() {
     );
 }
 
+/// A tmux session running `host run ARGS pipeline.toml` in `scratch` on a terminal of its
+/// own; killed when dropped.
+struct Terminal(String);
+
+impl Terminal {
+    fn run(scratch: &Scratch, tag: &str, args: &str) -> Terminal {
+        let session = format!("ingest-{tag}-{}", std::process::id());
+        let command = format!(
+            "cd {} && INGEST_CACHE_DIR={} {} run {args} pipeline.toml; sleep 30",
+            scratch.path(".").display(),
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join("component-cache")
+                .display(),
+            env!("CARGO_BIN_EXE_host")
+        );
+        let started = std::process::Command::new("tmux")
+            .args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "20"])
+            .arg(&command)
+            .status()
+            .expect("tmux runs");
+        assert!(started.success());
+        Terminal(session)
+    }
+
+    /// What the terminal shows now.
+    fn screen(&self) -> String {
+        pane(&self.0)
+    }
+
+    fn ctrl_c(&self) {
+        std::process::Command::new("tmux")
+            .args(["send-keys", "-t", &self.0, "C-c"])
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
 /// What the tmux pane `session` shows now.
 fn pane(session: &str) -> String {
     let out = std::process::Command::new("tmux")
@@ -325,54 +370,22 @@ fn rows_on_screen(screen: &str) -> Option<u64> {
 fn on_a_terminal_a_progress_line_moves_and_gives_way_to_the_summary() {
     let scratch = scratch();
     scratch.write("pipeline.toml", stream_pipeline());
-    let session = format!("ingest-progress-{}", std::process::id());
-    let host = env!("CARGO_BIN_EXE_host");
-    let command = format!(
-        "cd {} && INGEST_CACHE_DIR={} {host} run pipeline.toml; sleep 30",
-        scratch.path(".").display(),
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("component-cache")
-            .display()
-    );
-    let started = std::process::Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "160",
-            "-y",
-            "20",
-            &command,
-        ])
-        .status()
-        .expect("tmux runs");
-    assert!(started.success());
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("tmux")
-                .args(["kill-session", "-t", &self.0])
-                .status();
-        }
-    }
-    let _session = Kill(session.clone());
+    let terminal = Terminal::run(&scratch, "progress", "");
     // The line appears and its figures grow, as a person watching would see.
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
         assert!(
             Instant::now() < deadline,
             "no progress line: {}",
-            pane(&session)
+            terminal.screen()
         );
-        if let Some(rows) = rows_on_screen(&pane(&session)).filter(|r| *r > 0) {
+        if let Some(rows) = rows_on_screen(&terminal.screen()).filter(|r| *r > 0) {
             break rows;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     std::thread::sleep(Duration::from_millis(1500));
-    let screen = pane(&session);
+    let screen = terminal.screen();
     let later = rows_on_screen(&screen).expect("the line is still there");
     assert!(
         later > first,
@@ -380,13 +393,10 @@ fn on_a_terminal_a_progress_line_moves_and_gives_way_to_the_summary() {
     );
     assert!(screen.contains("rows committed, epoch "), "{screen}");
     // Ctrl-C drains; the line gives way to the summary.
-    std::process::Command::new("tmux")
-        .args(["send-keys", "-t", &session, "C-c"])
-        .status()
-        .unwrap();
+    terminal.ctrl_c();
     let deadline = Instant::now() + Duration::from_secs(20);
     let screen = loop {
-        let screen = pane(&session);
+        let screen = terminal.screen();
         if screen.contains("epochs committed") || screen.contains("epoch committed") {
             break screen;
         }
@@ -407,57 +417,26 @@ fn on_a_terminal_a_progress_line_moves_and_gives_way_to_the_summary() {
 fn with_quiet_a_terminal_gets_no_progress_line_and_still_the_summary() {
     let scratch = scratch();
     scratch.write("pipeline.toml", stream_pipeline());
-    let session = format!("ingest-quiet-{}", std::process::id());
-    let host = env!("CARGO_BIN_EXE_host");
-    let command = format!(
-        "cd {} && INGEST_CACHE_DIR={} {host} run --quiet pipeline.toml; sleep 30",
-        scratch.path(".").display(),
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("component-cache")
-            .display()
-    );
-    let started = std::process::Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "160",
-            "-y",
-            "20",
-            &command,
-        ])
-        .status()
-        .expect("tmux runs");
-    assert!(started.success());
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("tmux")
-                .args(["kill-session", "-t", &self.0])
-                .status();
-        }
-    }
-    let _session = Kill(session.clone());
+    let terminal = Terminal::run(&scratch, "quiet", "--quiet");
     // Epochs close while it runs (the output shows them); the screen stays empty.
     let deadline = Instant::now() + Duration::from_secs(60);
     while epoch_files(&scratch) < 2 {
-        assert!(Instant::now() < deadline, "no epochs: {}", pane(&session));
+        assert!(
+            Instant::now() < deadline,
+            "no epochs: {}",
+            terminal.screen()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let screen = pane(&session);
+    let screen = terminal.screen();
     assert!(
         !screen.contains(" rows read ("),
         "a line under --quiet: {screen}"
     );
-    std::process::Command::new("tmux")
-        .args(["send-keys", "-t", &session, "C-c"])
-        .status()
-        .unwrap();
+    terminal.ctrl_c();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let screen = pane(&session);
+        let screen = terminal.screen();
         if screen.contains("epochs committed") {
             break;
         }
