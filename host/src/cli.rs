@@ -75,6 +75,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the JSON Schema of pipeline.toml (for editors and CI checks).
+    Schema,
     /// Show or reset a pipeline's checkpoint state.
     State {
         #[command(subcommand)]
@@ -242,6 +244,10 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Status { pipeline, json } => status(&pipeline, json),
+        Command::Schema => {
+            println!("{}", config::json_schema());
+            Ok(())
+        }
         Command::State {
             command: StateCommand::Show { pipeline },
         } => state_show(&pipeline),

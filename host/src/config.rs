@@ -17,8 +17,9 @@ use crate::secrets::SecretSource;
 // ---------------------------------------------------------------------------------------
 // The raw file.
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "File")]
 struct RawFile {
     pipeline: RawPipeline,
     #[serde(default)]
@@ -43,8 +44,9 @@ struct RawFile {
     sink: Vec<RawStage>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Pipeline")]
 struct RawPipeline {
     name: String,
     #[serde(default)]
@@ -54,22 +56,25 @@ struct RawPipeline {
     mode: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "State")]
 struct RawState {
     dir: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Checkpoint")]
 struct RawCheckpoint {
     every_rows: Option<u64>,
     every_bytes: Option<ByteSize>,
     every: Option<DurationStr>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Retry")]
 struct RawRetry {
     max_attempts: Option<u32>,
     initial_backoff: Option<DurationStr>,
@@ -77,8 +82,9 @@ struct RawRetry {
     jitter: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Dlq")]
 struct RawDlq {
     dir: Option<String>,
     /// How letters are kept on disk: `encrypt`, `mask` or `raw`.
@@ -87,34 +93,43 @@ struct RawDlq {
     key_secret: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Schema")]
 struct RawSchema {
     on_change: Option<crate::schema::OnChange>,
     /// Accept a column of any type becoming text as a safe change under `evolve`.
     widen_to_text: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Slo")]
 struct RawSlo {
     /// The longest time since the last committed epoch that is still fresh.
     freshness: Option<DurationStr>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Secret")]
 struct RawSecret {
     env: Option<String>,
     file: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Stage")]
 struct RawStage {
     name: Option<String>,
+    /// `builtin:NAME`, or the path of a `.wasm` component (pin it with `sha256`).
+    #[schemars(with = "String")]
     plugin: toml::Spanned<String>,
     sha256: Option<String>,
+    /// The plugin's own config, validated by the plugin (`host plugins inspect` shows its
+    /// schema).
+    #[schemars(with = "Option<std::collections::BTreeMap<String, serde_json::Value>>")]
     config: Option<toml::Spanned<toml::Table>>,
     #[serde(default)]
     fs: Vec<String>,
@@ -145,7 +160,7 @@ struct RawStage {
 }
 
 /// What happens to a record a plugin rejects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
     /// Stop the run; nothing of the open epoch is published.
@@ -177,6 +192,20 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size: \"64MiB\", \"1 GB\", or a number of bytes",
+            "type": ["string", "integer"],
+            "minimum": 0,
+        })
+    }
+}
+
 fn parse_bytes(s: &str) -> Result<u64, String> {
     s.trim()
         .parse::<bytesize::ByteSize>()
@@ -199,9 +228,30 @@ impl<'de> Deserialize<'de> for DurationStr {
     }
 }
 
+impl schemars::JsonSchema for DurationStr {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration: \"500ms\", \"30s\", \"5m\", \"1h\"",
+            "type": "string",
+        })
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|_| format!("`{s}` is not a duration; write e.g. 500ms, 30s, 5m or 1h"))
+}
+
+/// The JSON Schema of pipeline.toml, derived from the types the file is read into, for
+/// editors (taplo, Even Better TOML) and CI checks.
+pub fn json_schema() -> String {
+    let mut schema = schemars::schema_for!(RawFile);
+    schema.insert("title".into(), "pipeline.toml".into());
+    serde_json::to_string_pretty(&schema).expect("a derived schema serialises")
 }
 
 // ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use arrow::error::ArrowError;
 use serde::Deserialize;
 
 /// What to do when a stream's schema differs from the recorded one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnChange {
     /// Accept new nullable columns and safe widenings; refuse anything else.
