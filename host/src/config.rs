@@ -21,25 +21,36 @@ use crate::secrets::SecretSource;
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "File")]
 struct RawFile {
+    /// The pipeline's name and how it runs.
     pipeline: RawPipeline,
+    /// Where the checkpoint state is kept.
     #[serde(default)]
     state: RawState,
+    /// When an epoch closes: at whichever limit comes first, and at the end of the input.
     #[serde(default)]
     checkpoint: RawCheckpoint,
+    /// How failed attempts are retried from the last checkpoint.
     #[serde(default)]
     retry: RawRetry,
+    /// The dead-letter queue of rejected records.
     #[serde(default)]
     dlq: RawDlq,
+    /// What a change of a stream's schema may do.
     #[serde(default)]
     schema: RawSchema,
+    /// Service levels `host status` checks.
     #[serde(default)]
     slo: RawSlo,
+    /// Secrets by name, resolved by the host and granted to plugins by name.
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
+    /// The source (exactly one).
     #[serde(default)]
     source: Vec<RawStage>,
+    /// Transforms, in order.
     #[serde(default)]
     transform: Vec<RawStage>,
+    /// The sink (exactly one).
     #[serde(default)]
     sink: Vec<RawStage>,
 }
@@ -48,7 +59,9 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Pipeline")]
 struct RawPipeline {
+    /// Names the state; letters, digits, `-`, `_` and `.`.
     name: String,
+    /// What to do with records a plugin rejects (default `fail`); a stage may override it.
     #[serde(default)]
     on_error: Option<OnError>,
     /// `batch` (the default: run to the end of the input) or `stream`.
@@ -60,6 +73,7 @@ struct RawPipeline {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "State")]
 struct RawState {
+    /// The state directory (default `.state` next to the pipeline file).
     dir: Option<String>,
 }
 
@@ -67,8 +81,11 @@ struct RawState {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Checkpoint")]
 struct RawCheckpoint {
+    /// Rows per epoch at most (default 1000000).
     every_rows: Option<u64>,
+    /// Bytes (as Arrow) per epoch at most (default 256MiB).
     every_bytes: Option<ByteSize>,
+    /// Time per epoch at most (default 60s; 1s in stream mode).
     every: Option<DurationStr>,
 }
 
@@ -76,9 +93,14 @@ struct RawCheckpoint {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Retry")]
 struct RawRetry {
+    /// Failed attempts in a row before the run fails (an attempt that committed an epoch
+    /// starts the count again).
     max_attempts: Option<u32>,
+    /// The first wait before a retry, doubled each attempt.
     initial_backoff: Option<DurationStr>,
+    /// The longest wait before a retry.
     max_backoff: Option<DurationStr>,
+    /// Spread the waits at random (default true).
     jitter: Option<bool>,
 }
 
@@ -86,6 +108,7 @@ struct RawRetry {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Dlq")]
 struct RawDlq {
+    /// Where dead letters are kept (default under the state directory).
     dir: Option<String>,
     /// How letters are kept on disk: `encrypt`, `mask` or `raw`.
     protect: Option<String>,
@@ -97,6 +120,7 @@ struct RawDlq {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Schema")]
 struct RawSchema {
+    /// `evolve` (new nullable columns and safe widenings pass), `freeze` or `quarantine`.
     on_change: Option<crate::schema::OnChange>,
     /// Accept a column of any type becoming text as a safe change under `evolve`.
     widen_to_text: Option<bool>,
@@ -114,7 +138,9 @@ struct RawSlo {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Secret")]
 struct RawSecret {
+    /// Read the secret from this environment variable.
     env: Option<String>,
+    /// Read the secret from this file.
     file: Option<String>,
 }
 
@@ -122,19 +148,24 @@ struct RawSecret {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Stage")]
 struct RawStage {
+    /// The stage's name in messages and dead letters.
     name: Option<String>,
     /// `builtin:NAME`, or the path of a `.wasm` component (pin it with `sha256`).
     #[schemars(with = "String")]
     plugin: toml::Spanned<String>,
+    /// The sha256 a `.wasm` component must have (64 hex digits).
     sha256: Option<String>,
     /// The plugin's own config, validated by the plugin (`host plugins inspect` shows its
     /// schema).
     #[schemars(with = "Option<std::collections::BTreeMap<String, serde_json::Value>>")]
     config: Option<toml::Spanned<toml::Table>>,
+    /// Directories the plugin may read (`dir:rw` to write too); nothing else of the disk.
     #[serde(default)]
     fs: Vec<String>,
+    /// `host:port` addresses the plugin may connect to over TCP; no network otherwise.
     #[serde(default)]
     net: Vec<String>,
+    /// Names of the secrets the plugin may read.
     #[serde(default)]
     secrets: Vec<String>,
     /// URL prefixes for outgoing `wasi:http` requests.
@@ -143,19 +174,23 @@ struct RawStage {
     /// Names of host environment variables the plugin sees.
     #[serde(default)]
     env: Vec<String>,
+    /// The plugin's memory limit.
     memory: Option<ByteSize>,
+    /// The longest one call into the plugin may take.
     deadline: Option<DurationStr>,
     /// Fuel per call.
     fuel: Option<u64>,
     /// Largest batch the plugin may return.
     max_batch: Option<ByteSize>,
+    /// What to do with records this stage rejects (default: the pipeline's).
     on_error: Option<OnError>,
     /// Sources only: the most rows per chunk (a source may return fewer).
     batch_rows: Option<u32>,
     /// Sources only: how many instances read splits at once.
     readers: Option<u32>,
-    /// Sinks only.
+    /// Sinks only: `append`, `upsert` or `replace`.
     write_mode: Option<String>,
+    /// Sinks only: the key an `upsert` merges by.
     primary_key: Option<Vec<String>>,
 }
 
