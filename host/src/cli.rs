@@ -326,18 +326,8 @@ fn dlq_show(path: &Path) -> Result<(), Failure> {
         error: e.into(),
     };
     let dir = &pipeline.dlq_dir;
-    let mut streams: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|name| !name.starts_with('.'))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    streams.sort();
     let mut total = 0;
-    for stream in streams {
+    for stream in crate::dlq::streams(dir) {
         let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
         for file in crate::dlq::published_files(dir, &stream).map_err(failed)? {
             for letter in crate::dlq::read(&file, &protection).map_err(failed)? {
@@ -752,25 +742,17 @@ fn status(path: &Path, json: bool) -> Result<(), Failure> {
     })?;
     // Dead letters, counted by line: no key is needed to count sealed ones.
     let mut letters = std::collections::BTreeMap::new();
-    if let Ok(entries) = std::fs::read_dir(&pipeline.dlq_dir) {
-        for entry in entries.flatten() {
-            let Some(stream) = entry.file_name().into_string().ok() else {
-                continue;
-            };
-            if stream.starts_with('.') || !entry.path().is_dir() {
-                continue;
-            }
-            let files = crate::dlq::published_files(&pipeline.dlq_dir, &stream)
-                .map_err(|e| failed(e.into()))?;
-            let mut n = 0u64;
-            for file in files {
-                let text = std::fs::read_to_string(&file)
-                    .map_err(|e| failed(anyhow::anyhow!("{}: {e}", file.display())))?;
-                n += text.lines().filter(|l| !l.trim().is_empty()).count() as u64;
-            }
-            if n > 0 {
-                letters.insert(stream, n);
-            }
+    for stream in crate::dlq::streams(&pipeline.dlq_dir) {
+        let files = crate::dlq::published_files(&pipeline.dlq_dir, &stream)
+            .map_err(|e| failed(e.into()))?;
+        let mut n = 0u64;
+        for file in files {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| failed(anyhow::anyhow!("{}: {e}", file.display())))?;
+            n += text.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+        }
+        if n > 0 {
+            letters.insert(stream, n);
         }
     }
     let committed_at = state

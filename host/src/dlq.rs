@@ -410,6 +410,22 @@ impl Token {
     }
 }
 
+/// The streams with a dead-letter directory under `dir`, in name order (none when `dir`
+/// does not exist yet).
+pub fn streams(dir: &Path) -> Vec<String> {
+    let mut streams: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| !name.starts_with('.'))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    streams.sort();
+    streams
+}
+
 /// The published dead-letter files of `stream`, oldest epoch first.
 pub fn published_files(dir: &Path, stream: &str) -> Result<Vec<PathBuf>, DlqError> {
     let dir = dir.join(stream);

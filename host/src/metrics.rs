@@ -170,15 +170,7 @@ impl Metrics {
             })
             .inc();
     }
-}
 
-/// The process's metrics.
-pub fn get() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::new)
-}
-
-impl Metrics {
     /// Time one call into `plugin`.
     pub fn called(&self, plugin: &str, took: std::time::Duration) {
         self.call_seconds
@@ -200,6 +192,32 @@ impl Metrics {
             .bytes_read
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
     }
+
+    /// Count a committed epoch of `stream`: its rows, its rejects, and how long the commit
+    /// took.
+    pub fn committed(&self, stream: &str, epoch: u64, rows: u64, rejected: u64, took: f64) {
+        let label = self::stream(stream);
+        self.rows_written.get_or_create(&label).inc_by(rows);
+        self.rows_rejected.get_or_create(&label).inc_by(rejected);
+        self.totals
+            .rows_written
+            .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+        self.commit_seconds.observe(took);
+        self.epochs.inc();
+        self.last_epoch.set(epoch as i64);
+        self.last_commit.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
+    }
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
 }
 
 /// The label of `stream`.

@@ -105,11 +105,12 @@ pub fn register(value: &str) {
     let mut secrets = registry().write().unwrap_or_else(|e| e.into_inner());
     let json = serde_json::to_string(value).unwrap_or_default();
     let debug = format!("{value:?}");
-    let forms = [
-        value,
-        json.trim_start_matches('"').trim_end_matches('"'),
-        debug.trim_start_matches('"').trim_end_matches('"'),
-    ];
+    let unquoted = |s: &'_ str| -> String {
+        let s = s.strip_prefix('"').unwrap_or(s);
+        s.strip_suffix('"').unwrap_or(s).to_string()
+    };
+    let (json, debug) = (unquoted(&json), unquoted(&debug));
+    let forms = [value, json.as_str(), debug.as_str()];
     for form in forms {
         if !form.is_empty() && !secrets.iter().any(|s| s == form) {
             secrets.push(form.to_string());

@@ -3,44 +3,26 @@
 //! dropped after, reached with the `mariadb` client so that what the tests check is read
 //! by an independent client.
 
-use std::cell::Cell;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::RwLockReadGuard;
 use std::time::{Duration, Instant};
+
+use crate::support::{Exclusive, ServerLock};
 
 pub const HOST: &str = "127.0.0.1";
 pub const PORT: u16 = 3306;
 
 /// Tests share the server; one that restarts it or purges its log has it to itself.
-static SERVER: RwLock<()> = RwLock::new(());
-
-thread_local! {
-    static EXCLUSIVE: Cell<bool> = const { Cell::new(false) };
-}
+static SERVER: ServerLock = ServerLock::new();
 
 /// The server to this thread alone, until dropped.
-pub struct Exclusive {
-    _guard: RwLockWriteGuard<'static, ()>,
-}
-
 pub fn exclusive() -> Exclusive {
-    let guard = SERVER.write().unwrap_or_else(|e| e.into_inner());
-    EXCLUSIVE.set(true);
-    Exclusive { _guard: guard }
-}
-
-impl Drop for Exclusive {
-    fn drop(&mut self) {
-        EXCLUSIVE.set(false);
-    }
+    SERVER.exclusive()
 }
 
 fn shared() -> Option<RwLockReadGuard<'static, ()>> {
-    if EXCLUSIVE.get() {
-        return None;
-    }
-    Some(SERVER.read().unwrap_or_else(|e| e.into_inner()))
+    SERVER.shared()
 }
 
 /// The `mariadb` client with `args`, as root.

@@ -2,11 +2,12 @@
 //! by scripts/postgres-setup): a database per test, created on demand and dropped after,
 //! reached with `psql` so that what the tests check is read by an independent client.
 
-use std::cell::Cell;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::RwLockReadGuard;
 use std::time::{Duration, Instant};
+
+use crate::support::{Exclusive, ServerLock};
 
 pub const HOST: &str = "127.0.0.1";
 pub const PORT: u16 = 5432;
@@ -16,39 +17,18 @@ pub const SCRAM_PASSWORD: &str = "ingest-scram-test-password";
 /// The role `scripts/postgres-setup` lets in over TLS only.
 pub const TLS_USER: &str = "ingest_tls";
 
-/// Tests share the server; the one that restarts it has it to itself. Every user of the
-/// server holds [`shared`] while it runs; [`exclusive`] waits for them to finish.
-static SERVER: RwLock<()> = RwLock::new(());
-
-thread_local! {
-    /// This thread holds the server exclusively (and so needs no shared hold).
-    static EXCLUSIVE: Cell<bool> = const { Cell::new(false) };
-}
+/// Tests share the server; the one that restarts it has it to itself.
+static SERVER: ServerLock = ServerLock::new();
 
 /// A hold on the server that keeps it from being restarted; `None` when this thread has
 /// it exclusively already.
 pub fn shared() -> Option<RwLockReadGuard<'static, ()>> {
-    if EXCLUSIVE.get() {
-        return None;
-    }
-    Some(SERVER.read().unwrap_or_else(|e| e.into_inner()))
+    SERVER.shared()
 }
 
 /// The server to this thread alone, until dropped: no other test uses it meanwhile.
-pub struct Exclusive {
-    _guard: RwLockWriteGuard<'static, ()>,
-}
-
 pub fn exclusive() -> Exclusive {
-    let guard = SERVER.write().unwrap_or_else(|e| e.into_inner());
-    EXCLUSIVE.set(true);
-    Exclusive { _guard: guard }
-}
-
-impl Drop for Exclusive {
-    fn drop(&mut self) {
-        EXCLUSIVE.set(false);
-    }
+    SERVER.exclusive()
 }
 
 /// Restart the server (fast shutdown: sessions are ended, open transactions roll back,

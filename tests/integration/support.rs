@@ -602,3 +602,54 @@ pub fn build_once(key: &str, build: impl FnOnce(&Path)) -> PathBuf {
     })
     .clone()
 }
+
+/// A service on this machine the tests share, which one test at a time may take alone
+/// (to restart it, or to change its settings): every other user holds it shared while it
+/// runs, and a thread that holds it alone needs no shared hold besides.
+pub struct ServerLock(std::sync::RwLock<()>);
+
+thread_local! {
+    /// The server locks this thread holds alone, by address.
+    static HELD_ALONE: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl ServerLock {
+    pub const fn new() -> ServerLock {
+        ServerLock(std::sync::RwLock::new(()))
+    }
+
+    fn key(&'static self) -> usize {
+        self as *const ServerLock as usize
+    }
+
+    /// A hold that keeps the server from being taken alone; `None` when this thread has
+    /// it alone already.
+    pub fn shared(&'static self) -> Option<std::sync::RwLockReadGuard<'static, ()>> {
+        if HELD_ALONE.with(|h| h.borrow().contains(&self.key())) {
+            return None;
+        }
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The server to this thread alone, until the result is dropped.
+    pub fn exclusive(&'static self) -> Exclusive {
+        let guard = self.0.write().unwrap_or_else(|e| e.into_inner());
+        HELD_ALONE.with(|h| h.borrow_mut().push(self.key()));
+        Exclusive {
+            _guard: guard,
+            key: self.key(),
+        }
+    }
+}
+
+/// A server held alone; see [`ServerLock::exclusive`].
+pub struct Exclusive {
+    _guard: std::sync::RwLockWriteGuard<'static, ()>,
+    key: usize,
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        HELD_ALONE.with(|h| h.borrow_mut().retain(|k| *k != self.key));
+    }
+}

@@ -387,6 +387,7 @@ impl SinkLoop<'_> {
             message: "a barrier before any stream".into(),
         })?;
         let committing = std::time::Instant::now();
+        let name = stream.name.clone();
         let published = tracing::Instrument::instrument(
             self.epochs.commit(
                 self.sink,
@@ -422,24 +423,12 @@ impl SinkLoop<'_> {
                 "lag from source commit to sink commit: {newest:.3} s for the newest change, {oldest:.3} s for the oldest"
             );
         }
-        let m = crate::metrics::get();
-        m.commit_seconds.observe(committing.elapsed().as_secs_f64());
-        let label =
-            crate::metrics::stream(&self.open.as_ref().map_or(String::new(), |s| s.name.clone()));
-        m.rows_written.get_or_create(&label).inc_by(self.epoch_rows);
-        m.totals
-            .rows_written
-            .fetch_add(self.epoch_rows, std::sync::atomic::Ordering::Relaxed);
-        m.rows_rejected
-            .get_or_create(&label)
-            .inc_by(self.epoch_rejected);
-        m.epochs.inc();
-        m.last_epoch.set(epoch as i64);
-        m.last_commit.set(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
+        crate::metrics::get().committed(
+            &name,
+            epoch,
+            self.epoch_rows,
+            self.epoch_rejected,
+            committing.elapsed().as_secs_f64(),
         );
         self.stats.published += published.len() as u64;
         self.stats.rows += self.epoch_rows;

@@ -119,6 +119,13 @@ pub fn check_server(conn: &mut Connection, stream: &str) -> Result<()> {
         .map_err(|e| Error::config(format!("stream `{stream}`: {e}")))
 }
 
+/// An event of the log that does not decode.
+fn undecodable(stream: &str, e: std::io::Error) -> Error {
+    Error::fatal(format!(
+        "stream `{stream}`: an event of the binary log is undecodable: {e}"
+    ))
+}
+
 /// What `statement` (run with `schema` as its default database) does to `table` when it
 /// empties or removes it: `truncated`, `dropped`, `renamed`.
 fn empties_or_removes(
@@ -491,16 +498,10 @@ impl CdcReader {
 
     /// Take in one event of the log.
     fn apply(&mut self, event: Event) -> Result<()> {
-        let stream = self.plan.name.clone();
-        let bad = |e: std::io::Error| {
-            Error::fatal(format!(
-                "stream `{stream}`: an event of the binary log is undecodable: {e}"
-            ))
-        };
         match event.kind {
             kind::ROTATE => {
                 // The next file, and the offset in it the stream goes on from.
-                let body = &event.body;
+                let body = event.body();
                 if body.len() >= 8 {
                     let offset = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
                     self.file = String::from_utf8_lossy(&body[8..]).into_owned();
@@ -516,7 +517,7 @@ impl CdcReader {
             kind::HEARTBEAT => return Ok(()),
             kind::MARIADB_GTID => {
                 // Sequence number (8), domain (4), flags (1): a group begins.
-                let b = &event.body;
+                let b = event.body();
                 if b.len() >= 13 {
                     let seq = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
                     let domain = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
@@ -542,10 +543,16 @@ impl CdcReader {
         if !wanted {
             return Ok(());
         }
-        let Some(parsed) = self.parser.read(&event.raw[..]).map_err(bad)? else {
+        let Some(parsed) = self
+            .parser
+            .read(&event.raw[..])
+            .map_err(|e| undecodable(&self.plan.name, e))?
+        else {
             return Ok(());
         };
-        let data = parsed.read_data().map_err(bad)?;
+        let data = parsed
+            .read_data()
+            .map_err(|e| undecodable(&self.plan.name, e))?;
         match data {
             Some(EventData::QueryEvent(q)) => {
                 let sql = q.query();
@@ -568,7 +575,7 @@ impl CdcReader {
                 let schema = q.schema().into_owned();
                 if let Some(what) = empties_or_removes(&self.table, &schema, statement) {
                     return Err(Error::fatal(format!(
-                        "stream `{stream}`: table {}.{} was {what} at {}; a change stream cannot carry that as rows. Reset this pipeline's state to take a new snapshot (and empty the target)",
+                        "stream `{}`: table {}.{} was {what} at {}; a change stream cannot carry that as rows. Reset this pipeline's state to take a new snapshot (and empty the target)", self.plan.name,
                         self.table.0,
                         self.table.1,
                         place(&self.file, event.next_offset)
@@ -590,7 +597,7 @@ impl CdcReader {
                 let id = rows.table_id();
                 let tme = self.parser.get_tme(id).ok_or_else(|| {
                     Error::fatal(format!(
-                        "stream `{stream}`: a rows event names table id {id}, which no table map described"
+                        "stream `{}`: a rows event names table id {id}, which no table map described", self.plan.name
                     ))
                 })?;
                 let op = match &rows {
@@ -599,12 +606,12 @@ impl CdcReader {
                     RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => "delete",
                     RowsEventData::PartialUpdateRowsEvent(_) => {
                         return Err(Error::config(format!(
-                            "stream `{stream}`: the server logs partial JSON updates; set binlog_row_value_options = '' so that updates carry whole rows"
+                            "stream `{}`: the server logs partial JSON updates; set binlog_row_value_options = '' so that updates carry whole rows", self.plan.name
                         )))
                     }
                 };
-                let decoded = mysql_client::binlog::rows_of(event.kind, &event.body, tme)
-                    .map_err(|e| my_error(e, format_args!("stream `{stream}`")))?;
+                let decoded = mysql_client::binlog::rows_of(event.kind, event.body(), tme)
+                    .map_err(|e| my_error(e, format_args!("stream `{}`", self.plan.name)))?;
                 let at = place(&self.file, event.next_offset);
                 let ts = i64::from(event.timestamp) * 1_000_000;
                 for (before, after) in decoded {
@@ -627,11 +634,11 @@ impl CdcReader {
                 | kind::UPDATE_ROWS
                 | kind::DELETE_ROWS
         );
-        if !rows || event.body.len() < 6 {
+        if !rows || event.body().len() < 6 {
             return false;
         }
         let mut id = [0u8; 8];
-        id[..6].copy_from_slice(&event.body[..6]);
+        id[..6].copy_from_slice(&event.body()[..6]);
         self.mappings.contains_key(&u64::from_le_bytes(id))
     }
 

@@ -50,11 +50,18 @@ pub struct Event {
     /// The offset of the next event in the current log file (0 for artificial events).
     pub next_offset: u32,
     pub flags: u16,
-    /// The event after its 19-byte header, without its checksum.
-    pub body: Vec<u8>,
     /// The whole event as the log holds it (header, body, checksum), for a full parser
     /// such as `mysql_common::binlog::EventStreamReader`.
     pub raw: Vec<u8>,
+    /// Where the body ends in `raw` (before the checksum).
+    body_end: usize,
+}
+
+impl Event {
+    /// The event after its 19-byte header, without its checksum.
+    pub fn body(&self) -> &[u8] {
+        &self.raw[HEADER..self.body_end]
+    }
 }
 
 /// The header every event starts with.
@@ -260,7 +267,7 @@ impl BinlogStream {
         self.next(conn).map(Some)
     }
 
-    fn event(&self, packet: Vec<u8>) -> Result<Event, MyError> {
+    fn event(&self, mut packet: Vec<u8>) -> Result<Event, MyError> {
         match packet.first() {
             Some(0x00) => {}
             Some(0xff) => return Err(server_error(&packet)),
@@ -300,14 +307,16 @@ impl BinlogStream {
         } else {
             size
         };
+        // The packet's first byte (OK) goes; the event stays in the packet's buffer.
+        packet.remove(0);
         Ok(Event {
             timestamp,
             kind,
             server_id,
             next_offset,
             flags,
-            body: data[HEADER..end.max(HEADER)].to_vec(),
-            raw: data.to_vec(),
+            raw: packet,
+            body_end: end.max(HEADER),
         })
     }
 }
@@ -439,10 +448,10 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             };
-            let table_id = event.body.get(..6).map(|b| b.to_vec());
+            let table_id = event.body().get(..6).map(|b| b.to_vec());
             match event.kind {
                 kind::TABLE_MAP => {
-                    let mut r = Reader::new(&event.body);
+                    let mut r = Reader::new(event.body());
                     r.bytes(8).unwrap(); // table id (6) and flags (2)
                     let schema_len = r.u8().unwrap() as usize;
                     if r.bytes(schema_len).unwrap() == db.as_bytes() {

@@ -619,7 +619,7 @@ mod tests {
             if tme.database_name() != db {
                 continue;
             }
-            for (_, after) in crate::binlog::rows_of(event.kind, &event.body, tme).unwrap() {
+            for (_, after) in crate::binlog::rows_of(event.kind, event.body(), tme).unwrap() {
                 let after = after.unwrap().unwrap();
                 logged.rows.push(
                     after
