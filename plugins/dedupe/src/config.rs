@@ -137,7 +137,7 @@ fn parse_key(value: &Value, problems: &mut Vec<String>) -> Vec<String> {
 
 /// JSON Schema of the config, as `spec()` reports it.
 pub fn json_schema() -> String {
-    serde_json::to_string(&schemars::schema_for!(RawConfig)).unwrap_or_default()
+    ingest_sdk::config::spec::<RawConfig>()
 }
 
 #[cfg(test)]

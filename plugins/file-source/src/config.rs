@@ -384,7 +384,7 @@ fn single_byte(key: &str, value: &str, problems: &mut Vec<String>) -> Option<u8>
 
 /// The JSON Schema of the configuration, as `spec()` reports it.
 pub fn json_schema() -> String {
-    serde_json::to_string(&schemars::schema_for!(RawConfig)).unwrap_or_default()
+    ingest_sdk::config::spec::<RawConfig>()
 }
 
 #[cfg(test)]

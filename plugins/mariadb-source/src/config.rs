@@ -266,8 +266,7 @@ pub fn split_qualified(name: &str, database: &str) -> Option<(String, String)> {
 
 /// The JSON Schema of the config.
 pub fn spec() -> String {
-    serde_json::to_string_pretty(&schemars::schema_for!(RawConfig))
-        .expect("a derived schema serialises")
+    ingest_sdk::config::spec::<RawConfig>()
 }
 
 #[cfg(test)]

@@ -240,7 +240,7 @@ fn quoted(names: &[&str]) -> String {
 
 /// JSON Schema of the config, as `spec()` reports it.
 pub fn json_schema() -> String {
-    serde_json::to_string(&schemars::schema_for!(RawConfig)).unwrap_or_default()
+    ingest_sdk::config::spec::<RawConfig>()
 }
 
 #[cfg(test)]

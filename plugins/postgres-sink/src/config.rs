@@ -145,6 +145,5 @@ impl SinkConfig {
 
 /// The JSON Schema of the config.
 pub fn spec() -> String {
-    serde_json::to_string_pretty(&schemars::schema_for!(RawConfig))
-        .expect("a derived schema serialises")
+    ingest_sdk::config::spec::<RawConfig>()
 }

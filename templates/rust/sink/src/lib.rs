@@ -13,22 +13,18 @@ use arrow_array::RecordBatch;
 use ingest_sdk::sink::{Sink, WriteMode, Writer};
 use ingest_sdk::source::StreamInfo;
 use ingest_sdk::{config, text, Error, Result};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// The plugin's `[sink.config]` table.
-#[derive(Debug, Deserialize)]
+/// Its JSON Schema, derived from this struct (doc comments become descriptions), is the
+/// plugin's `spec()`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The directory files go to, as granted in `fs`.
     pub path: String,
 }
-
-const SPEC: &str = r#"{
-  "type": "object",
-  "additionalProperties": false,
-  "required": ["path"],
-  "properties": {"path": {"type": "string", "description": "Directory (granted read-write)"}}
-}"#;
 
 /// An I/O error as the host should see it: a missing grant, or worth a retry.
 fn io<'a>(what: &'a str, path: &'a std::path::Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -49,7 +45,7 @@ impl Sink for JsonLines {
     type Writer = JsonWriter;
 
     fn spec() -> String {
-        SPEC.to_string()
+        config::spec::<Config>()
     }
 
     fn check(config: &str) -> Result<()> {

@@ -10,10 +10,13 @@ use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use ingest_sdk::source::{Chunk, Reader, Source, Split, StreamInfo, SyncMode};
 use ingest_sdk::{config, Error, Result};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// The plugin's `[source.config]` table.
-#[derive(Debug, Deserialize)]
+/// Its JSON Schema, derived from this struct (doc comments become descriptions), is the
+/// plugin's `spec()`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// How many rows to generate.
@@ -26,16 +29,6 @@ pub struct Config {
 fn default_stream() -> String {
     "numbers".to_string()
 }
-
-const SPEC: &str = r#"{
-  "type": "object",
-  "additionalProperties": false,
-  "required": ["rows"],
-  "properties": {
-    "rows": {"type": "integer", "minimum": 0, "description": "How many rows to generate"},
-    "stream": {"type": "string", "default": "numbers"}
-  }
-}"#;
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -61,7 +54,7 @@ impl Source for Numbers {
     type Reader = NumbersReader;
 
     fn spec() -> String {
-        SPEC.to_string()
+        config::spec::<Config>()
     }
 
     fn check(config: &str) -> Result<()> {

@@ -8,10 +8,13 @@ use arrow_schema::{DataType, SchemaRef};
 use arrow_select::filter::filter_record_batch;
 use ingest_sdk::transform::{Output, Transform};
 use ingest_sdk::{config, Error, Reject, Result};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// The plugin's `[transform.config]` table.
-#[derive(Debug, Deserialize)]
+/// Its JSON Schema, derived from this struct (doc comments become descriptions), is the
+/// plugin's `spec()`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The text column to look at.
@@ -20,16 +23,6 @@ pub struct Config {
     pub contains: String,
 }
 
-const SPEC: &str = r#"{
-  "type": "object",
-  "additionalProperties": false,
-  "required": ["column", "contains"],
-  "properties": {
-    "column": {"type": "string", "description": "The text column to look at"},
-    "contains": {"type": "string", "description": "Keep rows whose column contains this"}
-  }
-}"#;
-
 pub struct Filter {
     config: Config,
     index: usize,
@@ -37,7 +30,7 @@ pub struct Filter {
 
 impl Transform for Filter {
     fn spec() -> String {
-        SPEC.to_string()
+        config::spec::<Config>()
     }
 
     fn check(config: &str) -> Result<()> {
