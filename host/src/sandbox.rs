@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 
 use crate::http_grant::{check_request, HttpGrant};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -152,7 +152,7 @@ pub struct PluginState {
     http: wasmtime_wasi_http::WasiHttpCtx,
     http_policy: HttpPolicy,
     pub table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     /// The limits the instance runs under, for messages.
     pub granted: Limits,
     pub log_budget: LogBudget,
@@ -237,11 +237,15 @@ pub fn new_store(
                 message: format!("{e:#}"),
             })?;
     }
-    let limits = StoreLimitsBuilder::new()
-        .memory_size(grants.limits.memory_bytes)
-        .trap_on_grow_failure(true)
-        .instances(64)
-        .build();
+    let limits = Limiter {
+        limits: StoreLimitsBuilder::new()
+            .memory_size(grants.limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .instances(64)
+            .build(),
+        memory_bytes: 0,
+        peak_memory_bytes: 0,
+    };
     let state = PluginState {
         label: label.clone(),
         secrets: grants.secrets.clone(),
@@ -272,6 +276,67 @@ pub fn new_store(
     store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
     store.set_epoch_deadline(1);
     Ok(store)
+}
+
+/// The store's resource limits (the grant's memory cap), which also keep the instance's
+/// linear memory in use and its peak, for metrics.
+struct Limiter {
+    limits: StoreLimits,
+    /// The size of every linear memory of the instance together.
+    memory_bytes: usize,
+    peak_memory_bytes: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes = self.memory_bytes.saturating_add(desired - current);
+            self.peak_memory_bytes = self.peak_memory_bytes.max(self.memory_bytes);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl PluginState {
+    /// The most linear memory the instance has held at once, in bytes.
+    pub fn peak_memory_bytes(&self) -> usize {
+        self.limits.peak_memory_bytes
+    }
 }
 
 /// Prepare the store for one call into the plugin: the next epoch tick yields, and the

@@ -74,6 +74,13 @@ async fn bounded<T>(
     }
 }
 
+/// Record what a call into the instance of `store` used: the instance's peak memory, and
+/// the fuel it burnt when the engine meters fuel (`fuel` held what was left before).
+fn used(label: &str, store: &Store<PluginState>, fuel: Option<u64>) {
+    let burnt = fuel.and_then(|before| Some(before.saturating_sub(store.get_fuel().ok()?)));
+    crate::metrics::get().used(label, store.data().peak_memory_bytes(), burnt);
+}
+
 /// Describe why a plugin call failed inside the engine, naming the limit it hit.
 fn trapped(label: &str, limits: Limits, error: wasmtime::Error) -> RunError {
     let text = format!("{error:#}");
@@ -162,13 +169,16 @@ macro_rules! loaded {
                 let mut store =
                     sandbox::new_store(&runtime.engine, self.label.clone(), &self.grants)?;
                 sandbox::arm(&mut store);
+                let fuel = store.get_fuel().ok();
                 let plugin = bounded(
                     &self.label,
                     self.grants.limits,
                     cancel,
                     self.pre.instantiate_async(&mut store),
                 )
-                .await?;
+                .await;
+                used(&self.label, &store, fuel);
+                let plugin = plugin?;
                 Ok(Instance {
                     label: self.label.clone(),
                     config: self.stage.config_json.clone(),
@@ -245,6 +255,7 @@ impl<P> Instance<P> {
         }
         sandbox::arm(&mut self.store);
         let limits = self.store.data().granted;
+        let fuel = self.store.get_fuel().ok();
         let result = bounded(
             &self.label,
             limits,
@@ -252,6 +263,7 @@ impl<P> Instance<P> {
             call(&self.plugin, &mut self.store, &self.config),
         )
         .await;
+        used(&self.label, &self.store, fuel);
         self.discarded = result.is_err();
         result
     }
