@@ -45,6 +45,17 @@ impl host::Host for PluginState {
         })
     }
 
+    fn progress(
+        &mut self,
+        stream: String,
+        split: String,
+        read_bytes: u64,
+        total_bytes: u64,
+    ) -> wasmtime::Result<()> {
+        crate::metrics::get().progress(&stream, &split, read_bytes, total_bytes);
+        Ok(())
+    }
+
     fn digest_hex(
         &mut self,
         algorithm: Digest,

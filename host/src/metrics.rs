@@ -1,11 +1,13 @@
 //! The run's Prometheus metrics: what the stages read, write, reject and retry, how long
 //! epochs take to fill and to commit, the last committed epoch and when, and the lag of
-//! change streams. Recording is an atomic add per chunk or epoch, always on; `host run
-//! --metrics ADDR` serves them (OpenMetrics text, which Prometheus scrapes) at
-//! `http://ADDR/metrics`.
+//! change streams, what bounded sources have left to read, and each plugin's call time,
+//! peak memory and fuel. Recording is an atomic add per chunk or epoch, always on; `host
+//! run --metrics ADDR` serves them at `http://ADDR/metrics`: OpenMetrics text to
+//! Prometheus, which asks for it, and the classic Prometheus text format to other clients.
 
-use std::sync::atomic::AtomicU64;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -41,7 +43,15 @@ pub struct Totals {
     pub rows_read: AtomicU64,
     pub bytes_read: AtomicU64,
     pub rows_written: AtomicU64,
+    /// The size of every split bounded sources reported ([`Metrics::progress`]), and what
+    /// is left of it to read, in the sources' bytes.
+    pub work_bytes: AtomicI64,
+    pub work_left: AtomicI64,
 }
+
+/// Splits whose progress is kept at most: a source reporting more (or inventing split
+/// names) is not followed further, so the host's memory stays bounded.
+const MAX_SPLITS: usize = 250_000;
 
 /// Every metric of the process (one pipeline run).
 pub struct Metrics {
@@ -60,6 +70,11 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub lag_seconds: Histogram,
     pub call_seconds: Family<PluginLabel, Histogram>,
+    pub peak_memory: Family<PluginLabel, Gauge>,
+    pub fuel: Family<PluginLabel, Counter>,
+    pub bytes_left: Family<StreamLabel, Gauge>,
+    /// Bytes read and total bytes, by stream and split, as sources report them.
+    splits: Mutex<HashMap<(String, String), (u64, u64)>>,
 }
 
 impl Metrics {
@@ -83,6 +98,10 @@ impl Metrics {
             call_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_01, 4.0, 13))
             }),
+            peak_memory: Family::default(),
+            fuel: Family::default(),
+            bytes_left: Family::default(),
+            splits: Mutex::default(),
             registry: Registry::default(),
             totals: Totals::default(),
         };
@@ -138,10 +157,27 @@ impl Metrics {
             "Change streams: source commit to sink commit, per change (sampled)",
             m.lag_seconds.clone(),
         );
+        registry.register_with_unit(
+            "source_left",
+            "Bounded sources: what is left to read of the splits they reported, in the source's own bytes (a file's, say)",
+            prometheus_client::registry::Unit::Bytes,
+            m.bytes_left.clone(),
+        );
         registry.register(
             "plugin_call_duration_seconds",
             "Time of each call into a plugin, by plugin",
             m.call_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "plugin_memory_peak",
+            "The most linear memory one instance of the plugin has held, by plugin",
+            prometheus_client::registry::Unit::Bytes,
+            m.peak_memory.clone(),
+        );
+        registry.register(
+            "plugin_fuel_consumed",
+            "Fuel (about one unit per WebAssembly instruction) the plugin burnt, by plugin; counted only when some plugin of the pipeline has a `fuel` limit",
+            m.fuel.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -150,6 +186,15 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+
+    /// The metrics in the Prometheus text format (0.0.4), for clients that do not ask
+    /// for OpenMetrics (curl, `promtool check metrics`).
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
             .expect("writing to a String does not fail");
         out
     }
@@ -180,17 +225,61 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Record what a call into an instance of `plugin` used: the instance's peak memory so
+    /// far, and the fuel the call burnt when fuel is metered.
+    pub fn used(&self, plugin: &str, peak_memory_bytes: usize, fuel: Option<u64>) {
+        let label = PluginLabel {
+            plugin: plugin.to_string(),
+        };
+        self.peak_memory
+            .get_or_create(&label)
+            .inner()
+            .fetch_max(peak_memory_bytes as i64, Ordering::Relaxed);
+        if let Some(fuel) = fuel {
+            self.fuel.get_or_create(&label).inc_by(fuel);
+        }
+    }
+
+    /// A source has read `read` of the `total` bytes of `split` of `stream`.
+    pub fn progress(&self, stream: &str, split: &str, read: u64, total: u64) {
+        let read = read.min(total);
+        let mut splits = self.splits.lock().expect("progress lock");
+        let key = (stream.to_string(), split.to_string());
+        let (old_read, old_total) = match splits.get(&key) {
+            Some(&kept) => kept,
+            None if splits.len() >= MAX_SPLITS => return,
+            None => (0, 0),
+        };
+        splits.insert(key, (read, total));
+        drop(splits);
+        let left = (total - read) as i64 - (old_total - old_read) as i64;
+        let size = total as i64 - old_total as i64;
+        self.bytes_left
+            .get_or_create(&self::stream(stream))
+            .inc_by(left);
+        self.totals.work_left.fetch_add(left, Ordering::Relaxed);
+        self.totals.work_bytes.fetch_add(size, Ordering::Relaxed);
+    }
+
+    /// The reader of `split` of `stream` returned none: it is read to its end.
+    pub fn split_done(&self, stream: &str, split: &str) {
+        let total = {
+            let splits = self.splits.lock().expect("progress lock");
+            match splits.get(&(stream.to_string(), split.to_string())) {
+                Some(&(_, total)) => total,
+                None => return,
+            }
+        };
+        self.progress(stream, split, total, total);
+    }
+
     /// Count a chunk the source read.
     pub fn read(&self, stream: &str, rows: u64, bytes: u64) {
         let label = self::stream(stream);
         self.rows_read.get_or_create(&label).inc_by(rows);
         self.bytes_read.get_or_create(&label).inc_by(bytes);
-        self.totals
-            .rows_read
-            .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
-        self.totals
-            .bytes_read
-            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        self.totals.rows_read.fetch_add(rows, Ordering::Relaxed);
+        self.totals.bytes_read.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Count a committed epoch of `stream`: its rows, its rejects, and how long the commit
@@ -199,9 +288,7 @@ impl Metrics {
         let label = self::stream(stream);
         self.rows_written.get_or_create(&label).inc_by(rows);
         self.rows_rejected.get_or_create(&label).inc_by(rejected);
-        self.totals
-            .rows_written
-            .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+        self.totals.rows_written.fetch_add(rows, Ordering::Relaxed);
         self.commit_seconds.observe(took);
         self.epochs.inc();
         self.last_epoch.set(epoch as i64);
@@ -257,13 +344,26 @@ async fn answer(mut socket: tokio::net::TcpStream) {
     let line = String::from_utf8_lossy(&head);
     let mut words = line.split_whitespace();
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    // Prometheus asks for OpenMetrics in its Accept header; other clients get the
+    // classic text format.
+    let openmetrics = line.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("accept:") && l.contains("application/openmetrics-text")
+    });
     let (status, kind, body) =
         if method == "GET" && (target == "/metrics" || target.starts_with("/metrics?")) {
-            (
-                "200 OK",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                get().render(),
-            )
+            if openmetrics {
+                (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    get().render(),
+                )
+            } else {
+                (
+                    "200 OK",
+                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                    get().render_prometheus(),
+                )
+            }
         } else {
             (
                 "404 Not Found",

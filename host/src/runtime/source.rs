@@ -21,7 +21,7 @@ use wasmtime::component::ResourceAny;
 use super::attempt::dedicated;
 use super::channel::{self, Receiver, Sender};
 use super::instances::Source;
-use super::message::{Barrier, Message, RejectBatch, Rejected, COMMIT_TIMES};
+use super::message::{tapped, Barrier, Message, RejectBatch, Rejected, COMMIT_TIMES};
 use super::{Prepared, RunError};
 use crate::batch;
 use crate::checkpoint::{Opaque, PlannedSplit, Plans, Position, Positions, TransformStates};
@@ -394,6 +394,10 @@ impl Output {
         self.clock.rows += rows;
         self.clock.bytes += size as u64;
         if rows > 0 {
+            let stage = &self.prepared.pipeline.source.name;
+            if let Some(tap) = tapped(stage, &chunk.batch, rows) {
+                self.tx.send(tap, 0).await?;
+            }
             let data = Message::Data {
                 batch: chunk.batch,
                 rows,
@@ -430,6 +434,7 @@ async fn read_split_here(
         }
         let Some(checked) = next_checked(source, reader, batch_rows, &info.name, declared).await?
         else {
+            crate::metrics::get().split_done(&info.name, &split.id);
             break;
         };
         out.emit(&info.name, &split.id, checked).await?;
@@ -670,6 +675,7 @@ async fn read_claimed(
         }
         let next = next_checked(source, reader, batch_rows, &work.stream, &work.declared).await?;
         let Some(checked) = next else {
+            crate::metrics::get().split_done(&work.stream, &split.id);
             break;
         };
         let size = checked.chunk.batch.len();

@@ -264,6 +264,13 @@ impl Source for FileSource {
         let format = plan.settings.format;
         let wait_for_footers = waits_for_footers(&plan.settings);
         let mut splits = Vec::with_capacity(plan.files.len());
+        // Each split's size goes to the host as it is planned, for the progress line.
+        let mut add = |path: &str, part: Part| -> Result<()> {
+            let split = split_of(path, format, part);
+            report_progress(stream, &split.id, 0, part_size(path, &part)?);
+            splits.push(split);
+            Ok(())
+        };
         for path in &plan.files {
             if wait_for_footers && !parquet::has_footer(path)? {
                 note(&format!(
@@ -275,10 +282,10 @@ impl Source for FileSource {
             match plan.settings.split_bytes {
                 Some(bytes) => {
                     for part in parts::plan(path, &plan.settings, bytes)? {
-                        splits.push(split_of(path, format, part));
+                        add(path, part)?;
                     }
                 }
-                None => splits.push(split_of(path, format, Part::WHOLE)),
+                None => add(path, Part::WHOLE)?,
             }
         }
         Ok(splits)
@@ -309,8 +316,8 @@ impl Source for FileSource {
             )));
         }
         let position = position.as_deref();
-        Ok(match plan.settings.format {
-            Format::Csv => FileReader::Csv(Box::new(csv::CsvReader::open(
+        let reading = match plan.settings.format {
+            Format::Csv => Reading::Csv(Box::new(csv::CsvReader::open(
                 path,
                 &plan.settings,
                 plan.columns,
@@ -318,7 +325,7 @@ impl Source for FileSource {
                 part,
                 position,
             )?)),
-            Format::Jsonl => FileReader::Jsonl(Box::new(jsonl::JsonlReader::open(
+            Format::Jsonl => Reading::Jsonl(Box::new(jsonl::JsonlReader::open(
                 path,
                 plan.columns,
                 plan.schema,
@@ -326,12 +333,21 @@ impl Source for FileSource {
                 position,
                 plan.settings.last_record,
             )?)),
-            Format::Parquet => FileReader::Parquet(Box::new(parquet::ParquetReader::open(
+            Format::Parquet => Reading::Parquet(Box::new(parquet::ParquetReader::open(
                 path,
                 plan.schema,
                 position,
             )?)),
-        })
+        };
+        let reader = FileReader {
+            reading,
+            stream: stream.to_string(),
+            split: split.id,
+            start: part.start,
+            size: part_size(path, &part)?,
+        };
+        reader.report(position);
+        Ok(reader)
     }
 
     fn replay(config: &str, stream: &str, records: Vec<String>) -> Result<Replayed> {
@@ -354,22 +370,70 @@ impl FileSource {
     }
 }
 
-/// Reads one file of the stream.
-pub enum FileReader {
+/// Reads one split of the stream (a file, or a part of one), and tells the host how far
+/// it got after each chunk.
+pub struct FileReader {
+    reading: Reading,
+    stream: String,
+    split: String,
+    /// Where the split starts in its file, and its size in bytes.
+    start: u64,
+    size: u64,
+}
+
+/// The reader of a file's format.
+enum Reading {
     Csv(Box<csv::CsvReader>),
     Jsonl(Box<jsonl::JsonlReader>),
     Parquet(Box<parquet::ParquetReader>),
 }
 
+impl FileReader {
+    /// Report how far the split is read, at `position` (the one just returned; for text
+    /// files its byte offset, for Parquet the reader's share of rows).
+    fn report(&self, position: Option<&[u8]>) {
+        let read = match &self.reading {
+            Reading::Parquet(r) => (r.read_share() * self.size as f64) as u64,
+            _ => position
+                .and_then(|p| serde_json::from_slice::<position::TextPosition>(p).ok())
+                .map_or(0, |at| at.offset.saturating_sub(self.start)),
+        };
+        report_progress(&self.stream, &self.split, read, self.size);
+    }
+}
+
 impl Reader for FileReader {
     fn next(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
         let max_rows = max_rows.max(1);
-        match self {
-            FileReader::Csv(r) => r.next_chunk(max_rows),
-            FileReader::Jsonl(r) => r.next_chunk(max_rows),
-            FileReader::Parquet(r) => r.next_chunk(max_rows),
+        let chunk = match &mut self.reading {
+            Reading::Csv(r) => r.next_chunk(max_rows),
+            Reading::Jsonl(r) => r.next_chunk(max_rows),
+            Reading::Parquet(r) => r.next_chunk(max_rows),
+        }?;
+        if let Some(chunk) = &chunk {
+            self.report(Some(&chunk.position));
         }
+        Ok(chunk)
     }
+}
+
+/// The size in bytes of `part` of `path` (a whole file's last part reaches its end).
+fn part_size(path: &str, part: &Part) -> Result<u64> {
+    let end = match part.end {
+        Some(end) => end,
+        None => std::fs::metadata(path)
+            .map_err(|e| files::io_error(path, "read the size of", e))?
+            .len(),
+    };
+    Ok(end.saturating_sub(part.start))
+}
+
+/// Tell the host how far a split is read (natively, in unit tests: nowhere).
+fn report_progress(stream: &str, split: &str, read: u64, total: u64) {
+    #[cfg(target_family = "wasm")]
+    ingest_sdk::host::progress(stream, split, read, total);
+    #[cfg(not(target_family = "wasm"))]
+    let _ = (stream, split, read, total);
 }
 
 // Exported only in the component: the export names are not valid symbols for a native

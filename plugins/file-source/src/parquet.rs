@@ -243,6 +243,16 @@ impl ParquetReader {
         })
     }
 
+    /// The share of the file's rows read so far, from 0 to 1.
+    pub fn read_share(&self) -> f64 {
+        let total: usize = self.group_rows.iter().sum();
+        if total == 0 {
+            return 1.0;
+        }
+        let before: usize = self.group_rows.iter().take(self.at.row_group).sum();
+        (before + self.at.row) as f64 / total as f64
+    }
+
     /// Up to `max_rows` rows with the position after them; `None` at the end.
     pub fn next_chunk(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
         if let Some(builder) = self.pending_builder.take() {

@@ -1,5 +1,5 @@
-//! Capabilities the host grants: logging, secrets, native digests and native Parquet
-//! encoding.
+//! Capabilities the host grants: logging, secrets, progress reports, native digests and
+//! native Parquet encoding.
 
 use arrow_array::builder::StringBuilder;
 use arrow_array::{Array, RecordBatch, StringArray};
@@ -18,6 +18,13 @@ pub fn log(level: Level, message: &str) {
 /// The value of the secret granted to this plugin under `name`.
 pub fn secret(name: &str) -> Result<String> {
     wit::secret(name).map_err(Error::from)
+}
+
+/// Tell the host how far this source has read `split` of `stream`: `read` of `total`
+/// bytes of its own (a file's, say). The host shows what is left and an estimate of the
+/// time left. Report each split's size from `splits` with `read` 0, then after each chunk.
+pub fn progress(stream: &str, split: &str, read: u64, total: u64) {
+    wit::progress(stream, split, read, total);
 }
 
 /// The lowercase hex digest of every value of `values` (null stays null), computed natively

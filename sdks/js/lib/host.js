@@ -1,7 +1,7 @@
 /**
  * What the host offers a plugin (the contract's `host` interface) as plain functions:
- * logging under the plugin's name, the secrets pipeline.toml granted it, and Parquet
- * encoding done natively by the host.
+ * logging under the plugin's name, the secrets pipeline.toml granted it, progress reports,
+ * and Parquet encoding done natively by the host.
  */
 
 import * as wit from 'ingest:plugin/host@0.1.0';
@@ -37,6 +37,15 @@ export function secret(name) {
   } catch (e) {
     rethrow(e);
   }
+}
+
+/**
+ * Tell the host how far this source has read `split` of `stream`: `readBytes` of
+ * `totalBytes` of its own (a file's, say). The host shows what is left and the time left.
+ * Report each split's size from `splits` with 0 read, then after each chunk.
+ */
+export function progress(stream, split, readBytes, totalBytes) {
+  wit.progress(String(stream), String(split), BigInt(readBytes), BigInt(totalBytes));
 }
 
 /**

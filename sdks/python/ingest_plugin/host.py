@@ -1,5 +1,5 @@
-"""What the host offers a plugin, as plain functions: its log and the secrets it was
-granted.
+"""What the host offers a plugin, as plain functions: its log, the secrets it was
+granted, and progress reports.
 
 Inside a component these call the contract's `host` imports. Outside one (unit tests of a
 plugin with plain `python3`), `log` prints to stderr and `secret` reads the dict given to
@@ -64,6 +64,16 @@ def secret(name):
         return _wit_host.secret(name)
     except Exception as e:
         raise _bridge.from_wit_error(e) from None
+
+
+def progress(stream, split, read_bytes, total_bytes):
+    """Tell the host how far this source has read `split` of `stream`: `read_bytes` of
+    `total_bytes` of its own (a file's, say). The host shows what is left and the time
+    left. Report each split's size from `splits` with 0 read, then after each chunk.
+    Outside the host it does nothing."""
+    if _wit_host is None:
+        return
+    _wit_host.progress(str(stream), str(split), int(read_bytes), int(total_bytes))
 
 
 def set_test_secrets(secrets):
