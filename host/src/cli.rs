@@ -75,6 +75,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print rows as they leave a stage of a running pipeline, one JSON object per line, as
+    /// the sink would see them: masked by the `builtin:pii-mask` stages after it, secret
+    /// values redacted. Ends after `--rows` rows, or when the run ends.
+    Tap {
+        pipeline: PathBuf,
+        /// The source, transform or sink (rows arriving at it) to sample.
+        #[arg(long)]
+        stage: String,
+        /// How many rows to print.
+        #[arg(long, default_value_t = 10)]
+        rows: usize,
+    },
     /// Print the JSON Schema of pipeline.toml (for editors and CI checks).
     Schema,
     /// Show or reset a pipeline's checkpoint state.
@@ -244,6 +256,11 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Status { pipeline, json } => status(&pipeline, json),
+        Command::Tap {
+            pipeline,
+            stage,
+            rows,
+        } => tap(&pipeline, &stage, rows).await,
         Command::Schema => {
             println!("{}", config::json_schema());
             Ok(())
@@ -462,6 +479,66 @@ async fn dlq_replay(path: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The names of `pipeline`'s stages, in order.
+fn stage_names(pipeline: &config::Pipeline) -> Vec<String> {
+    pipeline.stages().map(|s| s.name.clone()).collect()
+}
+
+/// Serve `host tap` for the run of `pipeline` (whose lock the caller holds); a run that
+/// cannot serve taps runs all the same, with a warning.
+fn serve_taps(pipeline: &config::Pipeline) -> Option<crate::tap::Server> {
+    let path = crate::tap::socket_path(&pipeline.state_dir, &pipeline.name);
+    match crate::tap::Server::start(path.clone(), stage_names(pipeline)) {
+        Ok(server) => Some(server),
+        Err(e) => {
+            tracing::warn!(
+                "`host tap` is not available for this run: cannot listen at {}: {e}",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// `host tap`: print `rows` rows leaving `stage` of the running `pipeline`.
+async fn tap(path: &Path, stage: &str, rows: usize) -> Result<(), Failure> {
+    let pipeline = config::load(path)?;
+    let stages = stage_names(&pipeline);
+    let refused = |message: String| Failure {
+        code: 2,
+        error: anyhow::anyhow!(message),
+    };
+    if !stages.iter().any(|s| s == stage) {
+        return Err(refused(format!(
+            "pipeline `{}` has no stage `{stage}`; its stages are {}",
+            pipeline.name,
+            stages.join(", ")
+        )));
+    }
+    if rows == 0 || rows > crate::tap::MAX_ROWS {
+        return Err(refused(format!(
+            "`--rows` takes 1 to {}, not {rows}",
+            crate::tap::MAX_ROWS
+        )));
+    }
+    let socket = crate::tap::socket_path(&pipeline.state_dir, &pipeline.name);
+    let got = crate::tap::tap(&socket, &pipeline.name, stage, rows, |row| {
+        println!("{row}")
+    })
+    .await
+    .map_err(|e| Failure {
+        code: match e {
+            crate::tap::TapError::Refused { .. } => 2,
+            _ => 1,
+        },
+        error: e.into(),
+    })?;
+    if got < rows {
+        eprintln!("the run ended after {got} of {rows} rows");
+    }
+    Ok(())
+}
+
 /// Takes `pipeline`'s state lock for `command` (what the user ran, e.g. `run p.toml`), or
 /// fails with exit 2 naming the holder.
 fn lock_state(
@@ -550,6 +627,7 @@ async fn run(path: &Path, quiet: bool) -> Result<(), Failure> {
     if let Some(drain) = drain {
         prepared.drain = drain;
     }
+    let _taps = serve_taps(&pipeline);
     let span = tracing::info_span!("run", pipeline = %pipeline.name);
     let progress = crate::progress::Progress::start(quiet);
     let result = tracing::Instrument::instrument(runtime::run(Arc::new(prepared)), span).await;

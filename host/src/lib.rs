@@ -22,3 +22,4 @@ pub mod scaffold;
 pub mod schema;
 pub mod secrets;
 pub mod sha256x8;
+pub mod tap;

@@ -28,3 +28,4 @@ mod schema;
 mod status;
 mod stream;
 mod support;
+mod tap;

@@ -10,7 +10,7 @@ use crate::support::*;
 
 /// The hostile source made an endless stream (a chunk of 10 rows every 20 ms) into the
 /// hostile sink, in stream mode with the default epoch interval (1 s).
-fn stream_pipeline() -> String {
+pub fn stream_pipeline() -> String {
     let text = pipeline(None, 1_000_000)
         .replace(
             "name = \"hostile\"\non_error = \"fail\"",
@@ -27,7 +27,7 @@ fn stream_pipeline() -> String {
     text
 }
 
-fn signal(child: &Child, name: &str) {
+pub fn signal(child: &Child, name: &str) {
     let status = std::process::Command::new("kill")
         .args([name, &child.id().to_string()])
         .status()
@@ -74,7 +74,7 @@ fn run_then_drain(scratch: &Scratch, epochs: usize, within: Duration) -> Output 
     out
 }
 
-fn epoch_files(scratch: &Scratch) -> usize {
+pub fn epoch_files(scratch: &Scratch) -> usize {
     std::fs::read_dir(scratch.path("out"))
         .unwrap()
         .filter(|e| {
@@ -210,6 +210,35 @@ fn sample(scrape: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// Prometheus's `promtool`: on the PATH, or where `scripts/setup` unpacks it.
+fn promtool() -> std::path::PathBuf {
+    let unpacked = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../tools/bin/promtool");
+    if unpacked.is_file() {
+        return unpacked;
+    }
+    let on_path = std::process::Command::new("promtool")
+        .arg("--version")
+        .output();
+    assert!(
+        on_path.is_ok_and(|o| o.status.success()),
+        "promtool is neither on the PATH nor at {}; run scripts/setup",
+        unpacked.display()
+    );
+    "promtool".into()
+}
+
+/// Scrape `url` with curl, as Prometheus does (asking for OpenMetrics).
+fn scrape_openmetrics(url: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-H"])
+        .arg("Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Scrape `url` with curl, a client of its own.
 fn scrape(url: &str) -> String {
     let out = std::process::Command::new("curl")
@@ -227,7 +256,13 @@ fn scrape(url: &str) -> String {
 #[test]
 fn metrics_are_served_while_a_stream_runs_and_count_what_it_does() {
     let scratch = scratch();
-    scratch.write("pipeline.toml", stream_pipeline());
+    // A fuel limit on the source meters fuel, which the metrics then count.
+    let text = stream_pipeline().replace(
+        "name = \"orders\"\n",
+        "name = \"orders\"\nfuel = 1000000000\n",
+    );
+    assert!(text.contains("fuel = "), "the stream pipeline changed");
+    scratch.write("pipeline.toml", text);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -257,6 +292,13 @@ fn metrics_are_served_while_a_stream_runs_and_count_what_it_does() {
     };
     std::thread::sleep(Duration::from_millis(1500));
     let second = scrape(&url);
+    // Prometheus, asking for OpenMetrics, gets it.
+    let openmetrics = scrape_openmetrics(&url);
+    assert!(
+        openmetrics.contains("# TYPE ingest_source_rows counter")
+            && openmetrics.ends_with("# EOF\n"),
+        "{openmetrics}"
+    );
     // Anything but /metrics is not found.
     let other = std::process::Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
@@ -269,8 +311,8 @@ fn metrics_are_served_while_a_stream_runs_and_count_what_it_does() {
     assert_eq!(out.code, 0, "{}", out.stderr);
 
     for name in [
-        "# TYPE ingest_source_rows counter",
-        "# TYPE ingest_sink_rows counter",
+        "# TYPE ingest_source_rows_total counter",
+        "# TYPE ingest_sink_rows_total counter",
         "# TYPE ingest_epoch_duration_seconds histogram",
         "# TYPE ingest_epoch_commit_duration_seconds histogram",
         "# TYPE ingest_last_committed_epoch gauge",
@@ -278,10 +320,54 @@ fn metrics_are_served_while_a_stream_runs_and_count_what_it_does() {
         "# TYPE ingest_plugin_call_duration_seconds histogram",
         "ingest_plugin_call_duration_seconds_count{plugin=\"source \\\"orders\\\"",
         "ingest_plugin_call_duration_seconds_count{plugin=\"sink \\\"",
-        "# EOF",
+        "# TYPE ingest_plugin_memory_peak_bytes gauge",
+        "# TYPE ingest_plugin_fuel_consumed_total counter",
     ] {
         assert!(first.contains(name), "{name} missing from:\n{first}");
     }
+    // Each plugin's peak memory is at least the 1 MiB or so of a small Rust component,
+    // under its 256 MiB default limit.
+    let peaks: Vec<f64> = second
+        .lines()
+        .filter(|l| l.starts_with("ingest_plugin_memory_peak_bytes{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(peaks.len(), 2, "source and sink: {second}");
+    assert!(
+        peaks
+            .iter()
+            .all(|&p| (1e6..=256.0 * 1048576.0).contains(&p)),
+        "{peaks:?}"
+    );
+    let fuel = second
+        .lines()
+        .find(|l| l.starts_with("ingest_plugin_fuel_consumed_total{plugin=\"source"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no fuel counted for the source:\n{second}"));
+    assert!(fuel > 1000.0, "{fuel}");
+    // Prometheus's own checker finds nothing wrong with the exposition.
+    let promtool = promtool();
+    let mut check = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", promtool.display()));
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(second.as_bytes())
+        .unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let rows = |text: &str, name: &str| {
         sample(text, &format!("{name}{{stream=\"orders\"}}"))
             .unwrap_or_else(|| panic!("{name} of stream orders missing from:\n{text}"))
@@ -446,4 +532,56 @@ fn with_quiet_a_terminal_gets_no_progress_line_and_still_the_summary() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_bounded_run_of_five_million_rows_shows_its_share_read_and_the_time_left() {
+    let scratch = scratch();
+    // 5M rows of CSV, about 75 MB, read by the file source into the honest hostile sink.
+    let mut csv = String::with_capacity(80 << 20);
+    csv.push_str("id,note\n");
+    for id in 1..=5_000_000u64 {
+        csv.push_str(&format!("{id},row {id}\n"));
+    }
+    scratch.write("data/rows.csv", &csv);
+    let sink = stream_pipeline();
+    let sink = &sink[sink.find("[[sink]]").expect("a sink")..];
+    scratch.write(
+        "pipeline.toml",
+        format!(
+            "[pipeline]\nname = \"bounded\"\n\n[[source]]\nname = \"rows\"\nplugin = \"builtin:file\"\n\
+             fs = [\"data\"]\n[source.config]\npath = \"data/rows.csv\"\n\n{sink}"
+        ),
+    );
+    let terminal = Terminal::run(&scratch, "eta", "");
+    // Watch as a person would: the share read grows, an estimate of the time left shows,
+    // and the summary takes the line's place at the end.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut shares, mut eta) = (Vec::new(), false);
+    let screen = loop {
+        let screen = terminal.screen();
+        if screen.contains("pipeline bounded:") {
+            break screen;
+        }
+        assert!(Instant::now() < deadline, "the run did not end: {screen}");
+        if let Some(line) = screen.lines().find(|l| l.contains(" rows read (")) {
+            if let Some(at) = line.find("% of ") {
+                let share: u64 = line[..at]
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("no share: {line}"));
+                assert!(line[at..].contains("MiB read"), "{line}");
+                shares.push(share);
+                eta |= line.contains(", ETA ");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        shares.windows(2).all(|w| w[0] <= w[1]) && shares.first() < shares.last(),
+        "the share read did not grow: {shares:?}\n{screen}"
+    );
+    assert!(eta, "no time left was shown: {shares:?}\n{screen}");
+    assert!(screen.contains("5000000 rows read"), "{screen}");
 }

@@ -49,6 +49,7 @@ pub(super) async fn attempt(
                 .unwrap_or_default(),
             on_error: loaded.stage.on_error,
             masks_letters: prepared.masks_letters(i),
+            masker: loaded.stage.is_masker(),
         });
     }
     let sink = prepared.sink.start(runtime, cancel).await?;

@@ -24,8 +24,27 @@ pub enum Message {
     Finish,
     /// Close an epoch.
     Barrier(Barrier),
+    /// Rows sampled for `host tap` where they left the stage `stage`, as JSON objects,
+    /// on their way to the sink stage, which hands them to the tap (see [`crate::tap`]).
+    Tap { stage: String, rows: Vec<String> },
     /// End of input.
     End,
+}
+
+/// The rows of `batch` (an IPC stream of `rows` rows) that taps on `stage` want, if any.
+pub fn tapped(stage: &str, batch: &[u8], rows: u64) -> Option<Message> {
+    let wanted = crate::tap::hub().take(stage, rows as usize);
+    if wanted == 0 {
+        return None;
+    }
+    let decoded = crate::batch::decode(batch).ok()?;
+    let rows = (0..wanted.min(decoded.num_rows()))
+        .map(|i| crate::batch::row_as_json(&decoded, i))
+        .collect();
+    Some(Message::Tap {
+        stage: stage.to_string(),
+        rows,
+    })
 }
 
 /// The end of an epoch: the source positions after it, and the state each stateful

@@ -12,7 +12,7 @@ use wasmtime::component::ResourceAny;
 use super::channel::Receiver;
 use super::epoch::{Closing, Epochs};
 use super::instances::Sink;
-use super::message::{Barrier, Message, RejectBatch, Rejected};
+use super::message::{tapped, Barrier, Message, RejectBatch, Rejected};
 use super::{Prepared, RunError};
 use crate::checkpoint::{Opaque, Positions, SchemaRecord};
 use crate::config::OnError;
@@ -200,7 +200,14 @@ impl SinkLoop<'_> {
                     schema,
                     primary_key,
                 } => self.open_stream(name, schema, primary_key).await?,
-                Message::Data { batch, rows } => self.write(batch, rows).await?,
+                Message::Data { batch, rows } => {
+                    let stage = &self.prepared.pipeline.sink.name;
+                    if let Some(Message::Tap { stage, rows }) = tapped(stage, &batch, rows) {
+                        crate::tap::hub().deliver(&stage, &rows);
+                    }
+                    self.write(batch, rows).await?
+                }
+                Message::Tap { stage, rows } => crate::tap::hub().deliver(&stage, &rows),
                 Message::Rejects(rejects) => self.route(rejects)?,
                 Message::Finish => {
                     let writer = self.stream("the end of a stream")?.writer;

@@ -9,7 +9,7 @@ use wasmtime::component::ResourceAny;
 
 use super::channel::{Receiver, Sender};
 use super::instances::Transform;
-use super::message::{Message, RejectBatch, Rejected};
+use super::message::{tapped, Message, RejectBatch, Rejected};
 use super::RunError;
 use crate::checkpoint::Opaque;
 use crate::config::OnError;
@@ -28,6 +28,8 @@ pub(super) struct TransformStage {
     /// Dead letters passing this stage are masked by it (`[dlq] protect = "mask"` and
     /// the plugin is `builtin:pii-mask`).
     pub masks_letters: bool,
+    /// The plugin is `builtin:pii-mask`: it masks what `host tap` samples before it.
+    pub masker: bool,
 }
 
 /// The stream the transform has open.
@@ -113,6 +115,25 @@ pub(super) async fn transform_stage(
                 }
                 tx.send(Message::Rejects(rejects), 0).await?;
             }
+            Message::Tap {
+                stage: tapped,
+                rows,
+            } => {
+                let rows = match &open {
+                    Some(open) if stage.masker => {
+                        mask_sample(&mut stage.transform, open, rows).await?
+                    }
+                    _ => rows,
+                };
+                tx.send(
+                    Message::Tap {
+                        stage: tapped,
+                        rows,
+                    },
+                    0,
+                )
+                .await?;
+            }
             Message::Finish => {
                 // What the transform holds back belongs before the end of the stream.
                 if let Some(open) = &open {
@@ -165,6 +186,9 @@ async fn forward(
             });
         }
         if rows > 0 {
+            if let Some(tap) = tapped(&stage.name, &out, rows) {
+                tx.send(tap, 0).await?;
+            }
             let size = out.len();
             tx.send(Message::Data { batch: out, rows }, size).await?;
         }
@@ -235,6 +259,28 @@ async fn mask_letters(
         letter.masked = true;
     }
     Ok(())
+}
+
+/// Rows sampled for `host tap` before this masking transform, masked as it masks the data:
+/// a row that cannot go through it keeps none of its values.
+async fn mask_sample(
+    transform: &mut Transform,
+    open: &Open,
+    rows: Vec<String>,
+) -> Result<Vec<String>, RunError> {
+    let mut masked = Vec::with_capacity(rows.len());
+    for row in rows {
+        let through = match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&row)
+        {
+            Ok(object) => mask_row(transform, open, object).await?,
+            Err(_) => None,
+        };
+        masked.push(match through {
+            Some((row, _)) => row,
+            None => serde_json::json!({ "_withheld": dlq::withheld(&row) }).to_string(),
+        });
+    }
+    Ok(masked)
 }
 
 /// One row (a JSON object) through the masking transform: the masked row as JSON and the
