@@ -25,6 +25,13 @@ pub struct StreamLabel {
     pub stream: String,
 }
 
+/// A transform stage and the stream passing it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: String,
+    pub stream: String,
+}
+
 /// A plugin, as metrics label it (`source "orders" (builtin:file)`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabel {
@@ -60,6 +67,8 @@ pub struct Metrics {
     pub rows_read: Family<StreamLabel, Counter>,
     pub bytes_read: Family<StreamLabel, Counter>,
     pub rows_written: Family<StreamLabel, Counter>,
+    pub rows_transformed: Family<StageLabel, Counter>,
+    pub bytes_transformed: Family<StageLabel, Counter>,
     pub rows_rejected: Family<StreamLabel, Counter>,
     pub dead_letters: Family<StreamLabel, Counter>,
     pub epochs: Counter,
@@ -84,6 +93,8 @@ impl Metrics {
             rows_read: Family::default(),
             bytes_read: Family::default(),
             rows_written: Family::default(),
+            rows_transformed: Family::default(),
+            bytes_transformed: Family::default(),
             rows_rejected: Family::default(),
             dead_letters: Family::default(),
             epochs: Counter::default(),
@@ -115,6 +126,16 @@ impl Metrics {
             "sink_rows",
             "Rows the sink committed",
             m.rows_written.clone(),
+        );
+        registry.register(
+            "transform_rows",
+            "Rows leaving a transform stage",
+            m.rows_transformed.clone(),
+        );
+        registry.register(
+            "transform_bytes",
+            "Bytes leaving a transform stage, as Arrow",
+            m.bytes_transformed.clone(),
         );
         registry.register(
             "rejected_rows",
@@ -216,27 +237,15 @@ impl Metrics {
             .inc();
     }
 
-    /// Time one call into `plugin`.
-    pub fn called(&self, plugin: &str, took: std::time::Duration) {
-        self.call_seconds
-            .get_or_create(&PluginLabel {
-                plugin: plugin.to_string(),
-            })
-            .observe(took.as_secs_f64());
-    }
-
-    /// Record what a call into an instance of `plugin` used: the instance's peak memory so
-    /// far, and the fuel the call burnt when fuel is metered.
-    pub fn used(&self, plugin: &str, peak_memory_bytes: usize, fuel: Option<u64>) {
+    /// The metrics of `plugin`, to record its calls with.
+    pub fn plugin(&self, plugin: &str) -> PluginMetrics {
         let label = PluginLabel {
             plugin: plugin.to_string(),
         };
-        self.peak_memory
-            .get_or_create(&label)
-            .inner()
-            .fetch_max(peak_memory_bytes as i64, Ordering::Relaxed);
-        if let Some(fuel) = fuel {
-            self.fuel.get_or_create(&label).inc_by(fuel);
+        PluginMetrics {
+            call_seconds: self.call_seconds.get_or_create(&label).clone(),
+            peak_memory: self.peak_memory.get_or_create(&label).clone(),
+            fuel: self.fuel.get_or_create(&label).clone(),
         }
     }
 
@@ -273,6 +282,16 @@ impl Metrics {
         self.progress(stream, split, total, total);
     }
 
+    /// Count a batch leaving transform `stage`.
+    pub fn transformed(&self, stage: &str, stream: &str, rows: u64, bytes: u64) {
+        let label = StageLabel {
+            stage: stage.to_string(),
+            stream: stream.to_string(),
+        };
+        self.rows_transformed.get_or_create(&label).inc_by(rows);
+        self.bytes_transformed.get_or_create(&label).inc_by(bytes);
+    }
+
     /// Count a chunk the source read.
     pub fn read(&self, stream: &str, rows: u64, bytes: u64) {
         let label = self::stream(stream);
@@ -298,6 +317,29 @@ impl Metrics {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
         );
+    }
+}
+
+/// The metrics of one plugin, kept by each of its instances so that a call records
+/// without looking its labels up.
+#[derive(Clone)]
+pub struct PluginMetrics {
+    call_seconds: Histogram,
+    peak_memory: Gauge,
+    fuel: Counter,
+}
+
+impl PluginMetrics {
+    /// Record one call: how long it took, the instance's peak memory so far, and the fuel
+    /// the call burnt when fuel is metered.
+    pub fn called(&self, took: std::time::Duration, peak_memory_bytes: usize, fuel: Option<u64>) {
+        self.call_seconds.observe(took.as_secs_f64());
+        self.peak_memory
+            .inner()
+            .fetch_max(peak_memory_bytes as i64, Ordering::Relaxed);
+        if let Some(fuel) = fuel {
+            self.fuel.inc_by(fuel);
+        }
     }
 }
 
@@ -384,12 +426,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn what_sources_have_left_to_read_follows_their_reports() {
+        let m = Metrics::new();
+        let left = |m: &Metrics| m.bytes_left.get_or_create(&stream("logs")).get();
+        m.progress("logs", "a.csv", 0, 1000);
+        m.progress("logs", "b.csv", 0, 500);
+        assert_eq!(left(&m), 1500);
+        m.progress("logs", "a.csv", 400, 1000);
+        assert_eq!(left(&m), 1100);
+        // A reader that returns none has read its split to the end, whatever it said.
+        m.split_done("logs", "a.csv");
+        assert_eq!(left(&m), 500);
+        // A report past the end counts as the end.
+        m.progress("logs", "b.csv", 900, 500);
+        assert_eq!(left(&m), 0);
+        assert_eq!(m.totals.work_bytes.load(Ordering::Relaxed), 1500);
+        assert_eq!(m.totals.work_left.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn metrics_are_named_by_prometheus_conventions() {
         let m = get();
         m.rows_read.get_or_create(&stream("orders")).inc_by(5);
         m.epoch_seconds.observe(0.5);
+        m.transformed("mask", "orders", 3, 100);
+        m.plugin("transform \"mask\" (builtin:pii-mask)").called(
+            std::time::Duration::from_millis(2),
+            2 << 20,
+            Some(1000),
+        );
         let text = m.render();
         for line in [
+            "ingest_transform_rows_total{stage=\"mask\",stream=\"orders\"} 3",
+            "ingest_transform_bytes_total{stage=\"mask\",stream=\"orders\"} 100",
+            "ingest_plugin_memory_peak_bytes{plugin=\"transform \\\"mask\\\" (builtin:pii-mask)\"} 2097152",
+            "ingest_plugin_fuel_consumed_total{plugin=\"transform \\\"mask\\\" (builtin:pii-mask)\"} 1000",
             "# TYPE ingest_source_rows counter",
             "ingest_source_rows_total{stream=\"orders\"} 5",
             "# TYPE ingest_epoch_duration_seconds histogram",

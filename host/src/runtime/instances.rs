@@ -21,6 +21,7 @@ use wasmtime::Store;
 
 use super::RunError;
 use crate::config::Stage;
+use crate::metrics::PluginMetrics;
 use crate::plugin::bindings::sink::{SinkPlugin, SinkPluginPre};
 use crate::plugin::bindings::source::{
     exports::ingest::plugin::source::{Chunk, Replayed},
@@ -49,7 +50,6 @@ async fn bounded<T>(
     call: impl Future<Output = wasmtime::Result<T>>,
 ) -> Result<T, RunError> {
     let call = tracing::Instrument::instrument(call, tracing::trace_span!("call", plugin = label));
-    let started = std::time::Instant::now();
     let outcome = tokio::select! {
         // A cancelled run starts no new call, and stops one that waits or computes.
         biased;
@@ -57,7 +57,6 @@ async fn bounded<T>(
         result = call => Ok(result),
         _ = tokio::time::sleep(limits.call_timeout) => Err(Interrupted::Deadline(limits.call_timeout)),
     };
-    crate::metrics::get().called(label, started.elapsed());
     match outcome {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(trapped(label, limits, error)),
@@ -74,11 +73,17 @@ async fn bounded<T>(
     }
 }
 
-/// Record what a call into the instance of `store` used: the instance's peak memory, and
-/// the fuel it burnt when the engine meters fuel (`fuel` held what was left before).
-fn used(label: &str, store: &Store<PluginState>, fuel: Option<u64>) {
+/// What a call into the instance of `store` used, for its plugin's metrics: the time
+/// since `started`, the instance's peak memory, and the fuel burnt when the engine meters
+/// fuel (`fuel` held what was left before).
+fn used(
+    metrics: &PluginMetrics,
+    store: &Store<PluginState>,
+    started: std::time::Instant,
+    fuel: Option<u64>,
+) {
     let burnt = fuel.and_then(|before| Some(before.saturating_sub(store.get_fuel().ok()?)));
-    crate::metrics::get().used(label, store.data().peak_memory_bytes(), burnt);
+    metrics.called(started.elapsed(), store.data().peak_memory_bytes(), burnt);
 }
 
 /// Describe why a plugin call failed inside the engine, naming the limit it hit.
@@ -169,7 +174,8 @@ macro_rules! loaded {
                 let mut store =
                     sandbox::new_store(&runtime.engine, self.label.clone(), &self.grants)?;
                 sandbox::arm(&mut store);
-                let fuel = store.get_fuel().ok();
+                let metrics = crate::metrics::get().plugin(&self.label);
+                let (started, fuel) = (std::time::Instant::now(), store.get_fuel().ok());
                 let plugin = bounded(
                     &self.label,
                     self.grants.limits,
@@ -177,10 +183,11 @@ macro_rules! loaded {
                     self.pre.instantiate_async(&mut store),
                 )
                 .await;
-                used(&self.label, &store, fuel);
+                used(&metrics, &store, started, fuel);
                 let plugin = plugin?;
                 Ok(Instance {
                     label: self.label.clone(),
+                    metrics,
                     config: self.stage.config_json.clone(),
                     cancel: cancel.clone(),
                     discarded: false,
@@ -199,6 +206,7 @@ loaded!(SinkPluginPre<PluginState>, SinkPlugin);
 /// A running instance of a plugin: its own store (sandbox) and its bindings.
 pub struct Instance<P> {
     pub label: Arc<str>,
+    metrics: PluginMetrics,
     config: String,
     cancel: CancellationToken,
     /// A call failed inside the engine or was stopped by the host: the instance's state
@@ -255,7 +263,7 @@ impl<P> Instance<P> {
         }
         sandbox::arm(&mut self.store);
         let limits = self.store.data().granted;
-        let fuel = self.store.get_fuel().ok();
+        let (started, fuel) = (std::time::Instant::now(), self.store.get_fuel().ok());
         let result = bounded(
             &self.label,
             limits,
@@ -263,7 +271,7 @@ impl<P> Instance<P> {
             call(&self.plugin, &mut self.store, &self.config),
         )
         .await;
-        used(&self.label, &self.store, fuel);
+        used(&self.metrics, &self.store, started, fuel);
         self.discarded = result.is_err();
         result
     }

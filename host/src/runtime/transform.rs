@@ -190,6 +190,7 @@ async fn forward(
                 tx.send(tap, 0).await?;
             }
             let size = out.len();
+            crate::metrics::get().transformed(&stage.name, &open.stream, rows, size as u64);
             tx.send(Message::Data { batch: out, rows }, size).await?;
         }
     }
@@ -276,11 +277,66 @@ async fn mask_sample(
             Err(_) => None,
         };
         masked.push(match through {
-            Some((row, _)) => row,
+            Some((masked, _)) => in_order_of(&row, &masked),
             None => serde_json::json!({ "_withheld": dlq::withheld(&row) }).to_string(),
         });
     }
     Ok(masked)
+}
+
+/// `masked` (a JSON object) with its keys in the order `original` has them, so a masked
+/// sample reads like the rows around it.
+fn in_order_of(original: &str, masked: &str) -> String {
+    let (Ok(mut values), Ok(order)) = (
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(masked),
+        serde_json::from_str::<Ordered>(original),
+    ) else {
+        return masked.to_string();
+    };
+    let mut out = String::from("{");
+    for key in order
+        .0
+        .iter()
+        .chain(values.keys().cloned().collect::<Vec<_>>().iter())
+    {
+        let Some(value) = values.remove(key) else {
+            continue;
+        };
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::Value::String(key.clone()).to_string());
+        out.push(':');
+        out.push_str(&value.to_string());
+    }
+    out.push('}');
+    out
+}
+
+/// The keys of a JSON object, in the order it has them.
+struct Ordered(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(key);
+                }
+                Ok(Ordered(keys))
+            }
+        }
+        deserializer.deserialize_map(Keys)
+    }
 }
 
 /// One row (a JSON object) through the masking transform: the masked row as JSON and the
@@ -337,4 +393,25 @@ async fn mask_row(
         serde_json::Value::Object(row).to_string(),
         originals,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_masked_sample_keeps_the_column_order_of_its_row() {
+        let original = r#"{"order_id":1,"email":"a@b.c","amount":2.5}"#;
+        let masked = r#"{"amount":2.5,"email":"5c0e","order_id":1}"#;
+        assert_eq!(
+            in_order_of(original, masked),
+            r#"{"order_id":1,"email":"5c0e","amount":2.5}"#
+        );
+        // A column only the masked row has goes last; text that is not an object stays.
+        assert_eq!(
+            in_order_of(r#"{"b":1}"#, r#"{"a":"x","b":1}"#),
+            r#"{"b":1,"a":"x"}"#
+        );
+        assert_eq!(in_order_of("not json", r#"{"a":1}"#), r#"{"a":1}"#);
+    }
 }
