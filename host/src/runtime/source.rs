@@ -130,6 +130,7 @@ pub(super) async fn source_stage(
         label: label.clone(),
         tx,
         acks,
+        uncommitted: 0,
         positions,
         recorded: plans.keys().cloned().collect(),
         plans,
@@ -164,6 +165,7 @@ pub(super) async fn source_stage(
             )
             .await?;
         let splits = plan(&mut out, &mut readers[0], &info.name).await?;
+        let mut kept: Option<(ResourceAny, String, Option<Position>)> = None;
         let wanted = (prepared.pipeline.source.readers as usize).min(splits.len());
         if wanted > 1 {
             while readers.len() < wanted {
@@ -175,8 +177,13 @@ pub(super) async fn source_stage(
             }
             readers = read_in_parallel(&mut out, readers, info, &declared, splits).await?;
         } else {
-            for split in &splits {
-                read_split_here(&mut out, &mut readers[0], info, &declared, split).await?;
+            for (i, split) in splits.iter().enumerate() {
+                // The last split's reader stays open until the stream's last epoch is
+                // committed, so that it is told (see `final_ack`).
+                let last = i + 1 == splits.len();
+                let open = read_split_here(&mut out, &mut readers[0], info, &declared, split, last)
+                    .await?;
+                kept = open.map(|(reader, acked)| (reader, split.id.clone(), acked));
                 if prepared.drain.is_cancelled() {
                     break;
                 }
@@ -186,6 +193,9 @@ pub(super) async fn source_stage(
             // Draining: what was read commits with this epoch; the run ends here.
             if out.clock.dirty {
                 out.close().await?;
+            }
+            if let Some((reader, _, _)) = kept.take() {
+                readers[0].close(reader).await?;
             }
             tracing::info!("drained: reading stopped and the open epoch is committing");
             break;
@@ -203,6 +213,9 @@ pub(super) async fn source_stage(
         }
         if out.clock.dirty {
             out.close().await?;
+        }
+        if let Some((reader, split, acked)) = kept.take() {
+            final_ack(&mut out, &mut readers[0], reader, &info.name, &split, acked).await?;
         }
     }
     out.tx.send(Message::End, 0).await?;
@@ -291,7 +304,10 @@ struct Output {
     prepared: Arc<Prepared>,
     label: Arc<str>,
     tx: Sender<Message>,
+    /// The positions of each epoch the sink committed, one message per epoch.
     acks: mpsc::UnboundedReceiver<Positions>,
+    /// Epochs closed whose commit has not come back on `acks` yet.
+    uncommitted: u64,
     positions: Positions,
     /// The split plans of the streams read part-way.
     plans: Plans,
@@ -326,6 +342,7 @@ impl Output {
         self.clock
             .close(&self.tx, &self.positions, &self.plans)
             .await?;
+        self.uncommitted += 1;
         self.recorded = self.plans.keys().cloned().collect();
         Ok(())
     }
@@ -342,6 +359,7 @@ impl Output {
     fn durable(&mut self, stream: &str) -> Vec<(String, Position)> {
         let mut out = Vec::new();
         while let Ok(acked) = self.acks.try_recv() {
+            self.uncommitted = self.uncommitted.saturating_sub(1);
             if let Some(splits) = acked.get(stream) {
                 out.extend(splits.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
@@ -411,17 +429,63 @@ impl Output {
     }
 }
 
-/// Read `split` with the stage's own instance, passing each chunk on as it comes.
+/// Tell the kept reader of `split`, the last of `stream`, that the position it ended at
+/// is durable, once the sink has committed it (the stream's last epoch); then close it. A
+/// source that releases what it read upstream (acknowledges messages, say) releases the
+/// end of a bounded stream too. `acked` is the last position known durable: when the
+/// reader ended there, nothing is pending.
+async fn final_ack(
+    out: &mut Output,
+    source: &mut Source,
+    reader: ResourceAny,
+    stream: &str,
+    split: &str,
+    acked: Option<Position>,
+) -> Result<(), RunError> {
+    let end = out
+        .positions
+        .get(stream)
+        .and_then(|m| m.get(split))
+        .cloned();
+    if let Some(end) = end.filter(|end| acked.as_ref() != Some(end)) {
+        // Only an epoch still committing can make `end` durable.
+        while out.uncommitted > 0 {
+            let committed = tokio::select! {
+                committed = out.acks.recv() => committed,
+                _ = out.prepared.cancel.cancelled() => return Err(RunError::Cancelled { plugin: None }),
+            };
+            // The sink stage ended without committing it: the attempt is failing.
+            let Some(committed) = committed else {
+                return Err(RunError::Stopped);
+            };
+            out.uncommitted -= 1;
+            if let Some(position) = committed.get(stream).and_then(|m| m.get(split)) {
+                source.ack(reader, &position.0).await?;
+                if *position == end {
+                    break;
+                }
+            }
+        }
+    }
+    source.close(reader).await
+}
+
+/// Read `split` with the stage's own instance, passing each chunk on as it comes. With
+/// `keep`, a reader that reached the split's end is returned open, with the last position
+/// known durable (the one it resumed from, or the last it was told of), instead of closed.
 async fn read_split_here(
     out: &mut Output,
     source: &mut Source,
     info: &StreamInfo,
     declared: &Schema,
     split: &Split,
-) -> Result<(), RunError> {
+    keep: bool,
+) -> Result<Option<(ResourceAny, Option<Position>)>, RunError> {
     let batch_rows = out.prepared.pipeline.source.batch_rows;
     let position = out.position(&info.name, &split.id);
     let reader = source.open(&info.name, split, position.as_ref()).await?;
+    // The position reading resumed from is durable already.
+    let mut acked = position.clone().map(Position::from);
     loop {
         out.prepared.check_cancelled()?;
         if out.prepared.drain.is_cancelled() {
@@ -430,16 +494,21 @@ async fn read_split_here(
         for (id, p) in out.durable(&info.name) {
             if id == split.id {
                 source.ack(reader, &p.0).await?;
+                acked = Some(p);
             }
         }
         let Some(checked) = next_checked(source, reader, batch_rows, &info.name, declared).await?
         else {
             crate::metrics::get().split_done(&info.name, &split.id);
+            if keep {
+                return Ok(Some((reader, acked)));
+            }
             break;
         };
         out.emit(&info.name, &split.id, checked).await?;
     }
-    source.close(reader).await
+    source.close(reader).await?;
+    Ok(None)
 }
 
 /// What a reader sends about the split it claimed.
