@@ -18,6 +18,8 @@ const BUILTINS: &[(&str, &str, &str)] = &[
     ("source", "postgres", "postgres_source"),
     ("sink", "postgres", "postgres_sink"),
     ("source", "mariadb", "mariadb_source"),
+    ("source", "nats", "nats_source"),
+    ("sink", "nats", "nats_sink"),
 ];
 
 /// Paths whose change means the components must be rebuilt.
@@ -36,6 +38,9 @@ const INPUTS: &[&str] = &[
     "plugins/postgres-sink",
     "plugins/mysql-client",
     "plugins/mariadb-source",
+    "plugins/nats-client",
+    "plugins/nats-source",
+    "plugins/nats-sink",
     "plugins/zstd-shim-013",
     "plugins/zstd-shim",
     "tests/fixtures",

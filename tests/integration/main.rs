@@ -14,6 +14,7 @@ mod javascript;
 mod lock;
 mod maria;
 mod mariadb;
+mod nats;
 mod parallel;
 mod pg;
 mod polyglot;

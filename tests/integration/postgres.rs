@@ -454,20 +454,6 @@ fn start_with(scratch: &Scratch, output: fn() -> Stdio) -> Child {
         .unwrap()
 }
 
-/// Let `child` run for `after`, then SIGKILL it; true when it was killed before it ended.
-fn wait_or_kill(child: &mut Child, after: Duration) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < after {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    true
-}
-
 #[test]
 fn a_terminated_session_is_retried_from_the_last_checkpoint() {
     let db = TestDb::new("terminate");

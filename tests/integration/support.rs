@@ -653,3 +653,17 @@ impl Drop for Exclusive {
         HELD_ALONE.with(|h| h.borrow_mut().retain(|k| *k != self.key));
     }
 }
+
+/// Let `child` run for `after`, then SIGKILL it; true when it was killed before it ended.
+pub fn wait_or_kill(child: &mut std::process::Child, after: std::time::Duration) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < after {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    true
+}

@@ -1,0 +1,292 @@
+//! The built-in `nats` source: one NATS JetStream stream, read over the plugin's `net`
+//! grant by a durable pull consumer with explicit acknowledgement.
+//!
+//! - **Position.** The stream sequence of the last message handed out (`{"seq":N}`). A run
+//!   creates the consumer again, starting just after the committed position, so a restart
+//!   reads on exactly there, in order, whatever the previous run had been delivered.
+//! - **Acknowledgement.** A message is acknowledged in `ack` only, once the epoch holding
+//!   it is committed; a work-queue or interest stream then lets it go.
+//! - **Redelivery.** A message the server delivers again (its `ack_wait` passed before the
+//!   epoch committed) is dropped by sequence: it was handed out already.
+//! - **Rows.** `_subject`, `_seq`, `_timestamp` (when the stream stored it) and `_headers`
+//!   (a JSON object, null without headers), then the payload: `payload` as bytes or text,
+//!   or the declared fields of a JSON object.
+//! - **End.** With `until = "never"` (the default) the stream never ends; each `next`
+//!   waits up to 200 ms for messages. With `until = "caught-up"` a run ends once no message
+//!   is waiting.
+
+pub mod config;
+pub mod rows;
+
+use ingest_sdk::source::{Chunk, Reader, Source, Split, StreamInfo, SyncMode};
+use ingest_sdk::{Error, Result};
+use nats_client::{Auth, Connection, ConsumerConfig, Delivered, JetStream, PullEnd};
+use serde::{Deserialize, Serialize};
+
+use crate::config::SourceConfig;
+use crate::rows::Rows;
+
+/// How long a pull waits for messages when none are waiting (a streaming `next`).
+const PULL_WAIT_NS: u64 = 200_000_000;
+
+/// Where reading resumes: after stream sequence `seq`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsPosition {
+    pub seq: u64,
+}
+
+pub struct NatsSource;
+
+/// A client error as the host should treat it.
+pub fn nats_error(e: nats_client::Error, context: &str) -> Error {
+    let message = format!("{context}: {e}");
+    match &e {
+        nats_client::Error::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Error::AccessDenied(format!(
+                "{message} (grant the server's `host:port` in the source's `net`)"
+            ))
+        }
+        nats_client::Error::Server(text) if text.to_ascii_lowercase().contains("authorization") => {
+            Error::AccessDenied(message)
+        }
+        nats_client::Error::Api { code: 404, .. } => Error::InvalidConfig(message),
+        e if e.is_transient() => Error::Transient {
+            message,
+            retry_after_ms: None,
+        },
+        _ => Error::Fatal(message),
+    }
+}
+
+/// Connect with the config's credentials.
+pub fn connect(cfg: &SourceConfig) -> Result<JetStream> {
+    let auth = match (&cfg.token_secret, &cfg.user) {
+        (Some(secret), _) => Auth::Token(ingest_sdk::host::secret(secret)?),
+        (None, Some((user, password))) => Auth::User {
+            user: user.clone(),
+            password: match password {
+                Some(secret) => ingest_sdk::host::secret(secret)?,
+                None => String::new(),
+            },
+        },
+        (None, None) => Auth::None,
+    };
+    let at = format!("nats {}", cfg.server);
+    let conn =
+        Connection::connect(&cfg.server, &cfg.consumer, &auth).map_err(|e| nats_error(e, &at))?;
+    JetStream::new(conn, &cfg.consumer).map_err(|e| nats_error(e, &at))
+}
+
+/// The stream's information, or a config error naming the stream.
+fn check_stream(js: &mut JetStream, cfg: &SourceConfig) -> Result<nats_client::StreamInfo> {
+    js.stream_info(&cfg.stream).map_err(|e| {
+        nats_error(
+            e,
+            &format!("nats {}: JetStream stream `{}`", cfg.server, cfg.stream),
+        )
+    })
+}
+
+impl Source for NatsSource {
+    type Reader = NatsReader;
+
+    fn spec() -> String {
+        config::spec()
+    }
+
+    fn check(config: &str) -> Result<()> {
+        let cfg = SourceConfig::parse(config)?;
+        let mut js = connect(&cfg)?;
+        check_stream(&mut js, &cfg).map(|_| ())
+    }
+
+    fn discover(config: &str) -> Result<Vec<StreamInfo>> {
+        let cfg = SourceConfig::parse(config)?;
+        Ok(vec![StreamInfo {
+            name: cfg.name.clone(),
+            schema: rows::schema(&cfg.payload),
+            primary_key: vec!["_seq".to_string()],
+            cursor_field: Some("_seq".to_string()),
+            sync_modes: vec![SyncMode::Incremental],
+        }])
+    }
+
+    fn splits(config: &str, stream: &str) -> Result<Vec<Split>> {
+        let cfg = SourceConfig::parse(config)?;
+        check_name(&cfg, stream)?;
+        Ok(vec![Split {
+            id: cfg.stream.clone(),
+            descriptor: Vec::new(),
+        }])
+    }
+
+    fn open(
+        config: &str,
+        stream: &str,
+        _split: Split,
+        position: Option<Vec<u8>>,
+    ) -> Result<NatsReader> {
+        let cfg = SourceConfig::parse(config)?;
+        check_name(&cfg, stream)?;
+        let at = match position {
+            Some(bytes) => serde_json::from_slice::<NatsPosition>(&bytes).map_err(|e| {
+                Error::fatal(format!(
+                    "stream `{stream}`: the saved position is not this source's: {e}"
+                ))
+            })?,
+            None => NatsPosition::default(),
+        };
+        let mut js = connect(&cfg)?;
+        let info = check_stream(&mut js, &cfg)?;
+        if at.seq > info.state.last_seq {
+            return Err(Error::fatal(format!(
+                "stream `{stream}`: the pipeline's position is sequence {} but JetStream stream `{}` ends at {}: it was deleted or purged and made again. Reset this pipeline's state to read it from its start",
+                at.seq, cfg.stream, info.state.last_seq
+            )));
+        }
+        let consumer = ConsumerConfig {
+            durable_name: cfg.consumer.clone(),
+            deliver_policy: if at.seq == 0 {
+                "all"
+            } else {
+                "by_start_sequence"
+            }
+            .into(),
+            opt_start_seq: (at.seq > 0).then_some(at.seq + 1),
+            ack_policy: "explicit".into(),
+            ack_wait: cfg.ack_wait_secs.saturating_mul(1_000_000_000),
+            max_ack_pending: cfg.max_ack_pending,
+            filter_subject: cfg.filter_subject.clone(),
+        };
+        js.recreate_consumer(&cfg.stream, &consumer).map_err(|e| {
+            nats_error(
+                e,
+                &format!(
+                    "nats {}: consumer `{}` of `{}`",
+                    cfg.server, cfg.consumer, cfg.stream
+                ),
+            )
+        })?;
+        Ok(NatsReader {
+            rows: Rows::new(&cfg.payload, &cfg.name),
+            cfg,
+            js,
+            delivered: at,
+            unacked: Vec::new(),
+            pulled: Vec::new(),
+            done: false,
+        })
+    }
+}
+
+fn check_name(cfg: &SourceConfig, stream: &str) -> Result<()> {
+    if stream == cfg.name {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "unknown stream `{stream}`; this nats source offers `{}`",
+            cfg.name
+        )))
+    }
+}
+
+/// Reads the stream through its consumer.
+pub struct NatsReader {
+    cfg: SourceConfig,
+    js: JetStream,
+    rows: Rows,
+    /// The last message handed out.
+    delivered: NatsPosition,
+    /// Handed out, not yet acknowledged: stream sequence and ack subject, in order.
+    unacked: Vec<(u64, String)>,
+    pulled: Vec<Delivered>,
+    done: bool,
+}
+
+impl NatsReader {
+    fn error(&self, e: nats_client::Error) -> Error {
+        nats_error(
+            e,
+            &format!(
+                "nats {}: reading stream `{}` with consumer `{}`",
+                self.cfg.server, self.cfg.stream, self.cfg.consumer
+            ),
+        )
+    }
+}
+
+impl Reader for NatsReader {
+    fn next(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
+        if self.done {
+            return Ok(None);
+        }
+        let want = max_rows.clamp(1, self.cfg.batch);
+        self.pulled.clear();
+        let wait = if self.cfg.until_caught_up {
+            0
+        } else {
+            PULL_WAIT_NS
+        };
+        let (stream, consumer) = (self.cfg.stream.clone(), self.cfg.consumer.clone());
+        let end = self
+            .js
+            .pull(&stream, &consumer, want, wait, &mut self.pulled)
+            .map_err(|e| self.error(e))?;
+        let mut rejects = Vec::new();
+        for d in std::mem::take(&mut self.pulled) {
+            let reply = d.message.reply.clone().unwrap_or_default();
+            if d.stream_seq <= self.delivered.seq {
+                // Delivered again (its ack_wait passed): keep the newest ack subject.
+                if let Some(entry) = self.unacked.iter_mut().find(|(s, _)| *s == d.stream_seq) {
+                    entry.1 = reply;
+                }
+                continue;
+            }
+            self.delivered.seq = d.stream_seq;
+            self.unacked.push((d.stream_seq, reply));
+            if let Err(reason) = self.rows.push(&d) {
+                rejects.push(ingest_sdk::Reject {
+                    row: None,
+                    original: Some(String::from_utf8_lossy(&d.message.payload).into_owned()),
+                    location: Some(format!("{}:{}", self.cfg.stream, d.stream_seq)),
+                    reason,
+                });
+            }
+        }
+        if end == PullEnd::Empty
+            && self.cfg.until_caught_up
+            && self.rows.is_empty()
+            && rejects.is_empty()
+        {
+            self.done = true;
+            return Ok(None);
+        }
+        Ok(Some(Chunk {
+            batch: self.rows.finish()?,
+            position: serde_json::to_vec(&self.delivered).expect("a position serializes"),
+            rejects,
+        }))
+    }
+
+    fn ack(&mut self, position: &[u8]) {
+        let Ok(at) = serde_json::from_slice::<NatsPosition>(position) else {
+            return;
+        };
+        let done = self.unacked.partition_point(|(seq, _)| *seq <= at.seq);
+        for (_, subject) in self.unacked.drain(..done) {
+            if self.js.ack(&subject).is_err() {
+                // Unacknowledged messages are delivered again and dropped by sequence;
+                // the next run starts after the committed position in any case.
+                break;
+            }
+        }
+        let _ = self.js.flush();
+    }
+}
+
+// Exported only in the component: natively (unit tests) the export names cannot link.
+#[cfg(target_family = "wasm")]
+ingest_sdk::export_source!(NatsSource);
