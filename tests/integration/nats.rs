@@ -3,12 +3,12 @@
 //! once committed, and a repeated commit into a stream storing nothing twice.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use nats_client::{Auth, Connection, JetStream};
 use serde_json::{json, Value};
 
+use crate::cdc::start;
 use crate::support::*;
 
 const SERVER: &str = "127.0.0.1:4222";
@@ -174,15 +174,6 @@ fn ids_in_lake(scratch: &Scratch) -> BTreeMap<i64, usize> {
         }
     }
     ids
-}
-
-fn start(scratch: &Scratch) -> Child {
-    scratch
-        .command(&["run", "pipeline.toml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
 }
 
 #[test]

@@ -4,6 +4,8 @@
 
 pub mod conn;
 pub mod jetstream;
+#[cfg(feature = "plugin")]
+pub mod plugin;
 
 pub use conn::{Auth, Connection, Message};
 pub use jetstream::{ConsumerConfig, Delivered, JetStream, PubAck, PullEnd, StreamInfo};

@@ -23,7 +23,7 @@ use arrow_schema::DataType;
 use ingest_sdk::sink::{Sink, WriteMode, Writer};
 use ingest_sdk::source::StreamInfo;
 use ingest_sdk::{config, Error, Reject, Result};
-use nats_client::{Auth, Connection, JetStream};
+use nats_client::JetStream;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -100,43 +100,16 @@ impl RawConfig {
 }
 
 fn nats_error(e: nats_client::Error, context: &str) -> Error {
-    let message = format!("{context}: {e}");
-    match &e {
-        nats_client::Error::Io { source, .. }
-            if source.kind() == std::io::ErrorKind::PermissionDenied =>
-        {
-            Error::AccessDenied(format!(
-                "{message} (grant the server's `host:port` in the sink's `net`)"
-            ))
-        }
-        nats_client::Error::Server(text) if text.to_ascii_lowercase().contains("authorization") => {
-            Error::AccessDenied(message)
-        }
-        nats_client::Error::Api { code: 404, .. } => Error::InvalidConfig(message),
-        e if e.is_transient() => Error::Transient {
-            message,
-            retry_after_ms: None,
-        },
-        _ => Error::Fatal(message),
-    }
+    nats_client::plugin::to_plugin_error(e, context)
 }
 
 fn connect(cfg: &RawConfig) -> Result<JetStream> {
-    let auth = match (&cfg.token_secret, &cfg.user) {
-        (Some(secret), _) => Auth::Token(ingest_sdk::host::secret(secret)?),
-        (None, Some(user)) => Auth::User {
-            user: user.clone(),
-            password: match &cfg.password_secret {
-                Some(secret) => ingest_sdk::host::secret(secret)?,
-                None => String::new(),
-            },
-        },
-        (None, None) => Auth::None,
+    let credentials = nats_client::plugin::Credentials {
+        token_secret: cfg.token_secret.clone(),
+        user: cfg.user.clone(),
+        password_secret: cfg.password_secret.clone(),
     };
-    let at = format!("nats {}", cfg.server);
-    let conn =
-        Connection::connect(&cfg.server, "ingest-sink", &auth).map_err(|e| nats_error(e, &at))?;
-    JetStream::new(conn, "ingest_sink").map_err(|e| nats_error(e, &at))
+    nats_client::plugin::connect(&cfg.server, "ingest_sink", &credentials)
 }
 
 /// Check the stream exists; warn when its duplicate window is short.

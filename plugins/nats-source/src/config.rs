@@ -98,8 +98,7 @@ pub struct SourceConfig {
     pub batch: usize,
     pub ack_wait_secs: u64,
     pub max_ack_pending: i64,
-    pub token_secret: Option<String>,
-    pub user: Option<(String, Option<String>)>,
+    pub credentials: nats_client::plugin::Credentials,
     pub name: String,
 }
 
@@ -198,14 +197,9 @@ impl SourceConfig {
                 "`max_ack_pending = {max_ack_pending}` is under `batch = {batch}`: delivery would stop within one pull, since messages are acknowledged only when their epoch commits"
             ));
         }
-        let user = match (raw.user, raw.password_secret) {
-            (Some(u), p) => Some((u, p)),
-            (None, Some(_)) => {
-                problems.push("`password_secret` needs `user`".into());
-                None
-            }
-            (None, None) => None,
-        };
+        if raw.password_secret.is_some() && raw.user.is_none() {
+            problems.push("`password_secret` needs `user`".into());
+        }
         if !problems.is_empty() {
             return Err(Error::config(problems.join("; ")));
         }
@@ -220,8 +214,11 @@ impl SourceConfig {
             batch: batch as usize,
             ack_wait_secs,
             max_ack_pending,
-            token_secret: raw.token_secret,
-            user,
+            credentials: nats_client::plugin::Credentials {
+                token_secret: raw.token_secret,
+                user: raw.user,
+                password_secret: raw.password_secret,
+            },
         })
     }
 }

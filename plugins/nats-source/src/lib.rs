@@ -20,7 +20,7 @@ pub mod rows;
 
 use ingest_sdk::source::{Chunk, Reader, Source, Split, StreamInfo, SyncMode};
 use ingest_sdk::{Error, Result};
-use nats_client::{Auth, Connection, ConsumerConfig, Delivered, JetStream, PullEnd};
+use nats_client::{ConsumerConfig, Delivered, JetStream, PullEnd};
 use serde::{Deserialize, Serialize};
 
 use crate::config::SourceConfig;
@@ -40,44 +40,12 @@ pub struct NatsSource;
 
 /// A client error as the host should treat it.
 pub fn nats_error(e: nats_client::Error, context: &str) -> Error {
-    let message = format!("{context}: {e}");
-    match &e {
-        nats_client::Error::Io { source, .. }
-            if source.kind() == std::io::ErrorKind::PermissionDenied =>
-        {
-            Error::AccessDenied(format!(
-                "{message} (grant the server's `host:port` in the source's `net`)"
-            ))
-        }
-        nats_client::Error::Server(text) if text.to_ascii_lowercase().contains("authorization") => {
-            Error::AccessDenied(message)
-        }
-        nats_client::Error::Api { code: 404, .. } => Error::InvalidConfig(message),
-        e if e.is_transient() => Error::Transient {
-            message,
-            retry_after_ms: None,
-        },
-        _ => Error::Fatal(message),
-    }
+    nats_client::plugin::to_plugin_error(e, context)
 }
 
 /// Connect with the config's credentials.
 pub fn connect(cfg: &SourceConfig) -> Result<JetStream> {
-    let auth = match (&cfg.token_secret, &cfg.user) {
-        (Some(secret), _) => Auth::Token(ingest_sdk::host::secret(secret)?),
-        (None, Some((user, password))) => Auth::User {
-            user: user.clone(),
-            password: match password {
-                Some(secret) => ingest_sdk::host::secret(secret)?,
-                None => String::new(),
-            },
-        },
-        (None, None) => Auth::None,
-    };
-    let at = format!("nats {}", cfg.server);
-    let conn =
-        Connection::connect(&cfg.server, &cfg.consumer, &auth).map_err(|e| nats_error(e, &at))?;
-    JetStream::new(conn, &cfg.consumer).map_err(|e| nats_error(e, &at))
+    nats_client::plugin::connect(&cfg.server, &cfg.consumer, &cfg.credentials)
 }
 
 /// The stream's information, or a config error naming the stream.
