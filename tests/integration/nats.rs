@@ -295,3 +295,36 @@ fn a_short_duplicate_window_is_warned_about_and_a_missing_stream_named() {
         out.stderr
     );
 }
+
+#[test]
+fn reading_pauses_at_max_ack_pending_until_the_epoch_commits_and_loses_nothing() {
+    let stream = TestStream::new("pause", 120);
+    stream.publish(1, 3000);
+    let scratch = Scratch::new();
+    std::fs::create_dir_all(scratch.path("out")).unwrap();
+    // Epochs of a second, far over the 1000 messages the consumer may leave unacknowledged.
+    let source =
+        nats_source(&stream).replace("batch = 500\n", "batch = 500\nmax_ack_pending = 1000\n");
+    scratch.write(
+        "pipeline.toml",
+        format!(
+            "[pipeline]\nname = \"pause\"\n\n[checkpoint]\nevery = \"1s\"\n\n{source}\n\
+             [[sink]]\nname = \"lake\"\nplugin = \"builtin:file\"\nfs = [\"out:rw\"]\n\
+             [sink.config]\npath = \"out\"\nformat = \"jsonl\"\n"
+        ),
+    );
+    let out = scratch.host(&["run", "pipeline.toml", "--log", "warn"]);
+    out.assert_ok();
+    assert!(
+        out.stderr.contains("reading paused at 1000 messages"),
+        "{}",
+        out.stderr
+    );
+    let ids = ids_in_lake(&scratch);
+    assert_eq!(ids.len(), 3000);
+    assert!(ids.values().all(|n| *n == 1));
+    assert_eq!(
+        stream.consumer(&format!("ingest_{}", stream.name)),
+        (3000, 0)
+    );
+}

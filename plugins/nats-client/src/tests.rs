@@ -170,3 +170,42 @@ fn a_consumer_started_past_the_end_finds_nothing_waiting() {
     );
     assert!(got.is_empty());
 }
+
+#[test]
+#[ignore]
+fn pull_speed_on_benchx() {
+    let conn = Connection::connect(SERVER, "speed", &Auth::None).unwrap();
+    let mut js = JetStream::new(conn, "speed").unwrap();
+    js.recreate_consumer("BENCHX", &consumer("speed", None))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut total = 0;
+    for _ in 0..20 {
+        let mut got = Vec::new();
+        let t = std::time::Instant::now();
+        js.pull("BENCHX", "speed", 1000, 0, &mut got).unwrap();
+        total += got.len();
+        eprintln!("{} in {:?}", got.len(), t.elapsed());
+    }
+    eprintln!("{total} in {:?}", started.elapsed());
+}
+
+#[test]
+fn a_pull_that_waits_ends_empty_when_it_expires() {
+    let mut s = TestStream::new("expire");
+    let name = s.name.clone();
+    s.js.recreate_consumer(&name, &consumer("reader", None))
+        .unwrap();
+    let mut got = Vec::new();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        s.js.pull(&name, "reader", 10, 200_000_000, &mut got)
+            .unwrap(),
+        PullEnd::Empty
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

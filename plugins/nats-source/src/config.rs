@@ -45,14 +45,15 @@ pub struct RawConfig {
     pub batch: Option<u32>,
     /// Seconds the server waits for an acknowledgement before it delivers a message again.
     /// Messages are acknowledged once their epoch is committed, so this must exceed the
-    /// epoch's time.
+    /// epoch's time (`[checkpoint] every`, 60 s by default in batch mode) and its commit.
     #[serde(default)]
-    #[schemars(range(min = 1), extend("default" = 60))]
+    #[schemars(range(min = 1), extend("default" = 300))]
     pub ack_wait_secs: Option<u64>,
-    /// Messages delivered and not yet acknowledged at most. Delivery pauses at this many
-    /// until an epoch commits, so it must exceed the messages of an epoch.
+    /// Messages delivered and not yet acknowledged at most. Reading pauses at this many
+    /// until an epoch commits, so it should exceed the messages of an epoch (`[checkpoint]
+    /// every_rows`, 1,000,000 by default).
     #[serde(default)]
-    #[schemars(range(min = 1), extend("default" = 100000))]
+    #[schemars(range(min = 1), extend("default" = 1000000))]
     pub max_ack_pending: Option<i64>,
     /// The name of a granted secret holding a token to authenticate with.
     #[serde(default)]
@@ -151,7 +152,7 @@ impl SourceConfig {
                         }
                     };
                     if name.starts_with('_') {
-                        problems.push(format!("`columns.{name}`: names starting with `_` are the source's own (_subject, _seq, _timestamp, _headers)"));
+                        problems.push(format!("`columns.{name}`: names starting with `_` are the source's own (_subject, _seq, _commit_ts, _headers)"));
                     }
                     columns.push((name.clone(), ty));
                 }
@@ -187,11 +188,11 @@ impl SourceConfig {
                 "`batch = {batch}`: ask for 1 to 100000 messages a pull"
             ));
         }
-        let ack_wait_secs = raw.ack_wait_secs.unwrap_or(60);
+        let ack_wait_secs = raw.ack_wait_secs.unwrap_or(300);
         if ack_wait_secs == 0 {
             problems.push("`ack_wait_secs = 0`: give the seconds an epoch may take at most".into());
         }
-        let max_ack_pending = raw.max_ack_pending.unwrap_or(100_000);
+        let max_ack_pending = raw.max_ack_pending.unwrap_or(1_000_000);
         if max_ack_pending < batch as i64 {
             problems.push(format!(
                 "`max_ack_pending = {max_ack_pending}` is under `batch = {batch}`: delivery would stop within one pull, since messages are acknowledged only when their epoch commits"
@@ -248,7 +249,7 @@ mod tests {
         assert!(!c.until_caught_up);
         assert_eq!(
             (c.batch, c.ack_wait_secs, c.max_ack_pending),
-            (1000, 60, 100_000)
+            (1000, 300, 1_000_000)
         );
     }
 

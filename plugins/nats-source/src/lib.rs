@@ -8,12 +8,12 @@
 //!   it is committed; a work-queue or interest stream then lets it go.
 //! - **Redelivery.** A message the server delivers again (its `ack_wait` passed before the
 //!   epoch committed) is dropped by sequence: it was handed out already.
-//! - **Rows.** `_subject`, `_seq`, `_timestamp` (when the stream stored it) and `_headers`
+//! - **Rows.** `_subject`, `_seq`, `_commit_ts` (when the stream stored it) and `_headers`
 //!   (a JSON object, null without headers), then the payload: `payload` as bytes or text,
 //!   or the declared fields of a JSON object.
 //! - **End.** With `until = "never"` (the default) the stream never ends; each `next`
-//!   waits up to 200 ms for messages. With `until = "caught-up"` a run ends once no message
-//!   is waiting.
+//!   returns at once, after a 20 ms pause when no message is waiting. With
+//!   `until = "caught-up"` a run ends once no message is waiting.
 
 pub mod config;
 pub mod rows;
@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::SourceConfig;
 use crate::rows::Rows;
 
-/// How long a pull waits for messages when none are waiting (a streaming `next`).
-const PULL_WAIT_NS: u64 = 200_000_000;
+/// How long a streaming `next` waits before it looks again when no message is waiting.
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Where reading resumes: after stream sequence `seq`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +146,7 @@ impl Source for NatsSource {
             unacked: Vec::new(),
             pulled: Vec::new(),
             done: false,
+            paused: false,
         })
     }
 }
@@ -172,6 +173,8 @@ pub struct NatsReader {
     unacked: Vec<(u64, String)>,
     pulled: Vec<Delivered>,
     done: bool,
+    /// Reading is paused at `max_ack_pending` (warned once per pause).
+    paused: bool,
 }
 
 impl NatsReader {
@@ -191,18 +194,42 @@ impl Reader for NatsReader {
         if self.done {
             return Ok(None);
         }
-        let want = max_rows.clamp(1, self.cfg.batch);
+        // Never ask for more than the consumer may have unacknowledged: the server would
+        // hold the pull until `ack_wait` passed and deliver everything again.
+        let room = (self.cfg.max_ack_pending.max(0) as usize).saturating_sub(self.unacked.len());
+        if room == 0 {
+            if !self.paused {
+                self.paused = true;
+                ingest_sdk::host::log(
+                    ingest_sdk::host::Level::Warn,
+                    &format!(
+                        "stream `{}`: reading paused at {} messages awaiting their epoch's commit (max_ack_pending); close epochs sooner ([checkpoint] every_rows) or raise max_ack_pending",
+                        self.cfg.name,
+                        self.unacked.len()
+                    ),
+                );
+            }
+            // Nothing new until the open epoch commits and `ack` makes room.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            return Ok(Some(Chunk {
+                batch: self.rows.finish()?,
+                position: serde_json::to_vec(&self.delivered).expect("a position serializes"),
+                rejects: Vec::new(),
+            }));
+        }
+        self.paused = false;
+        let want = max_rows.clamp(1, self.cfg.batch).min(room);
         self.pulled.clear();
-        let wait = if self.cfg.until_caught_up {
-            0
-        } else {
-            PULL_WAIT_NS
-        };
         let (stream, consumer) = (self.cfg.stream.clone(), self.cfg.consumer.clone());
         let end = self
             .js
-            .pull(&stream, &consumer, want, wait, &mut self.pulled)
+            .pull(&stream, &consumer, want, 0, &mut self.pulled)
             .map_err(|e| self.error(e))?;
+        if end == PullEnd::Empty && self.pulled.is_empty() && !self.cfg.until_caught_up {
+            // Nothing waiting: look again shortly (a pull that waits on the server is not
+            // used; polling keeps every call short).
+            std::thread::sleep(IDLE_POLL);
+        }
         let mut rejects = Vec::new();
         for d in std::mem::take(&mut self.pulled) {
             let reply = d.message.reply.clone().unwrap_or_default();

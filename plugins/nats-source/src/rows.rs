@@ -21,7 +21,7 @@ pub fn schema(payload: &Payload) -> SchemaRef {
         Field::new("_subject", DataType::Utf8, false),
         Field::new("_seq", DataType::Int64, false),
         Field::new(
-            "_timestamp",
+            "_commit_ts",
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             false,
         ),
@@ -369,7 +369,7 @@ mod tests {
             r#"{"Trace":"t1"}"#
         );
         assert_eq!(
-            column("_timestamp")
+            column("_commit_ts")
                 .as_primitive::<TimestampMicrosecondType>()
                 .value(0),
             1_700_000_000_123_456
