@@ -232,11 +232,6 @@ impl Connection {
         }
     }
 
-    /// Whether bytes from the server are waiting to be read (a message may be ready).
-    pub fn has_buffered(&self) -> bool {
-        !self.held.is_empty() || !self.reader.buffer().is_empty()
-    }
-
     /// Read one frame, answering PING.
     fn read_frame(&mut self) -> Result<Frame> {
         loop {

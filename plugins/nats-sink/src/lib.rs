@@ -22,7 +22,7 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use ingest_sdk::sink::{Sink, WriteMode, Writer};
 use ingest_sdk::source::StreamInfo;
-use ingest_sdk::{config, Error, Reject, Result};
+use ingest_sdk::{config, text, Error, Reject, Result};
 use nats_client::JetStream;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -384,7 +384,7 @@ fn take(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// Each row of `batch` as a JSON object (nulls left out).
 fn json_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
-    let batch = utc_as_offset(batch)?;
+    let batch = text_safe(batch)?;
     let mut buf = Vec::new();
     {
         let mut writer = arrow_json::LineDelimitedWriter::new(&mut buf);
@@ -402,60 +402,26 @@ fn json_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         .collect())
 }
 
-/// `batch` with its timestamps in the zone `UTC` given as the offset `+00:00`, which the
-/// JSON writer formats without a time zone database (same instants, same text).
-fn utc_as_offset(batch: &RecordBatch) -> Result<RecordBatch> {
-    use arrow_array::types::{
-        TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-        TimestampSecondType,
-    };
-    use arrow_schema::{Field, Schema, TimeUnit};
-    let is_utc = |tz: &str| matches!(tz, "UTC" | "Etc/UTC" | "Z" | "utc");
-    let mut fields = Vec::with_capacity(batch.num_columns());
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        let unit = match field.data_type() {
-            DataType::Timestamp(unit, Some(tz)) if is_utc(tz) => unit,
-            _ => {
-                fields.push(field.as_ref().clone());
-                columns.push(column.clone());
-                continue;
-            }
-        };
-        let offset = "+00:00";
-        let array: arrow_array::ArrayRef = match unit {
-            TimeUnit::Second => std::sync::Arc::new(
-                column
-                    .as_primitive::<TimestampSecondType>()
-                    .clone()
-                    .with_timezone(offset),
-            ),
-            TimeUnit::Millisecond => std::sync::Arc::new(
-                column
-                    .as_primitive::<TimestampMillisecondType>()
-                    .clone()
-                    .with_timezone(offset),
-            ),
-            TimeUnit::Microsecond => std::sync::Arc::new(
-                column
-                    .as_primitive::<TimestampMicrosecondType>()
-                    .clone()
-                    .with_timezone(offset),
-            ),
-            TimeUnit::Nanosecond => std::sync::Arc::new(
-                column
-                    .as_primitive::<TimestampNanosecondType>()
-                    .clone()
-                    .with_timezone(offset),
-            ),
-        };
-        fields.push(Field::new(
-            field.name(),
-            array.data_type().clone(),
-            field.is_nullable(),
-        ));
-        columns.push(array);
-    }
+/// `batch` with timestamps in a named zone relabelled `+00:00` (the same instants), which
+/// the JSON writer formats without a time zone database.
+fn text_safe(batch: &RecordBatch) -> Result<RecordBatch> {
+    use arrow_schema::{Field, Schema};
+    let schema = batch.schema();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            f.as_ref()
+                .clone()
+                .with_data_type(text::text_safe_type(f.data_type()))
+        })
+        .collect();
+    let columns = batch
+        .columns()
+        .iter()
+        .map(text::text_safe)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::fatal(format!("rows as JSON: {e}")))?;
     RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
         .map_err(|e| Error::fatal(format!("rows as JSON: {e}")))
 }

@@ -178,6 +178,15 @@ pub struct NatsReader {
 }
 
 impl NatsReader {
+    /// The rows built so far as a chunk, at the last message handed out.
+    fn chunk(&mut self, rejects: Vec<ingest_sdk::Reject>) -> Result<Option<Chunk>> {
+        Ok(Some(Chunk {
+            batch: self.rows.finish()?,
+            position: serde_json::to_vec(&self.delivered).expect("a position serializes"),
+            rejects,
+        }))
+    }
+
     fn error(&self, e: nats_client::Error) -> Error {
         nats_error(
             e,
@@ -211,32 +220,35 @@ impl Reader for NatsReader {
             }
             // Nothing new until the open epoch commits and `ack` makes room.
             std::thread::sleep(std::time::Duration::from_millis(50));
-            return Ok(Some(Chunk {
-                batch: self.rows.finish()?,
-                position: serde_json::to_vec(&self.delivered).expect("a position serializes"),
-                rejects: Vec::new(),
-            }));
+            return self.chunk(Vec::new());
         }
         self.paused = false;
         let want = max_rows.clamp(1, self.cfg.batch).min(room);
         self.pulled.clear();
-        let (stream, consumer) = (self.cfg.stream.clone(), self.cfg.consumer.clone());
-        let end = self
-            .js
-            .pull(&stream, &consumer, want, 0, &mut self.pulled)
-            .map_err(|e| self.error(e))?;
+        let pulled = self.js.pull(
+            &self.cfg.stream,
+            &self.cfg.consumer,
+            want,
+            0,
+            &mut self.pulled,
+        );
+        let end = pulled.map_err(|e| self.error(e))?;
         if end == PullEnd::Empty && self.pulled.is_empty() && !self.cfg.until_caught_up {
             // Nothing waiting: look again shortly (a pull that waits on the server is not
             // used; polling keeps every call short).
             std::thread::sleep(IDLE_POLL);
         }
         let mut rejects = Vec::new();
-        for d in std::mem::take(&mut self.pulled) {
+        for d in self.pulled.drain(..) {
             let reply = d.message.reply.clone().unwrap_or_default();
             if d.stream_seq <= self.delivered.seq {
                 // Delivered again (its ack_wait passed): keep the newest ack subject.
-                if let Some(entry) = self.unacked.iter_mut().find(|(s, _)| *s == d.stream_seq) {
-                    entry.1 = reply;
+                // `unacked` is in sequence order.
+                if let Ok(at) = self
+                    .unacked
+                    .binary_search_by_key(&d.stream_seq, |(s, _)| *s)
+                {
+                    self.unacked[at].1 = reply;
                 }
                 continue;
             }
@@ -259,11 +271,7 @@ impl Reader for NatsReader {
             self.done = true;
             return Ok(None);
         }
-        Ok(Some(Chunk {
-            batch: self.rows.finish()?,
-            position: serde_json::to_vec(&self.delivered).expect("a position serializes"),
-            rejects,
-        }))
+        self.chunk(rejects)
     }
 
     fn ack(&mut self, position: &[u8]) {
