@@ -42,6 +42,10 @@ pub(super) struct SourceStats {
     pub bytes: u64,
 }
 
+/// Epochs closed and not yet committed at most, before the open epoch is closed by the
+/// checkpoint policy: one committing while the next fills the stages.
+const MAX_UNCOMMITTED: u64 = 2;
+
 /// What the open epoch holds so far, measured against the checkpoint policy.
 struct EpochClock {
     epoch: u64,
@@ -194,10 +198,12 @@ pub(super) async fn source_stage(
             if out.clock.dirty {
                 out.close().await?;
             }
-            if let Some((reader, _, _)) = kept.take() {
-                readers[0].close(reader).await?;
-            }
             tracing::info!("drained: reading stopped and the open epoch is committing");
+            // The reader hears of that commit (a webhook answers its senders, a stream
+            // source acknowledges its messages) before it is closed.
+            if let Some((reader, split, acked)) = kept.take() {
+                final_ack(&mut out, &mut readers[0], reader, &info.name, &split, acked).await?;
+            }
             break;
         }
         // The stream is read to its end: the sink is told, and its plan is done with.
@@ -423,7 +429,14 @@ impl Output {
             self.tx.send(data, size).await?;
         }
         if self.clock.due(&self.prepared.pipeline.checkpoint) {
-            self.close().await?;
+            if !self.clock.dirty {
+                // Nothing moved: no epoch to commit; the interval starts over.
+                self.clock.since = Instant::now();
+            } else if self.uncommitted < MAX_UNCOMMITTED {
+                self.close().await?;
+            }
+            // Otherwise the sink is behind: the open epoch takes more until one of those
+            // committing is done, so that epochs do not queue up faster than they commit.
         }
         Ok(())
     }
@@ -489,6 +502,9 @@ async fn read_split_here(
     loop {
         out.prepared.check_cancelled()?;
         if out.prepared.drain.is_cancelled() {
+            if keep {
+                return Ok(Some((reader, acked)));
+            }
             break;
         }
         for (id, p) in out.durable(&info.name) {
