@@ -20,6 +20,7 @@ const BUILTINS: &[(&str, &str, &str)] = &[
     ("source", "mariadb", "mariadb_source"),
     ("source", "nats", "nats_source"),
     ("sink", "nats", "nats_sink"),
+    ("source", "webhook", "webhook_source"),
 ];
 
 /// Paths whose change means the components must be rebuilt.
@@ -41,6 +42,7 @@ const INPUTS: &[&str] = &[
     "plugins/nats-client",
     "plugins/nats-source",
     "plugins/nats-sink",
+    "plugins/webhook-source",
     "plugins/zstd-shim-013",
     "plugins/zstd-shim",
     "tests/fixtures",

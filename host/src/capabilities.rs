@@ -238,6 +238,11 @@ pub fn add_to_linker(
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     host::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(linker, |s| s)?;
     types::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(linker, |s| s)?;
+    // Sources only import it; it does nothing without a `listen` grant.
+    crate::plugin::bindings::webhook::add_to_linker::<
+        PluginState,
+        wasmtime::component::HasSelf<PluginState>,
+    >(linker, |s| s)?;
     Ok(())
 }
 

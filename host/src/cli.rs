@@ -631,6 +631,8 @@ async fn run(path: &Path, quiet: bool) -> Result<(), Failure> {
     let span = tracing::info_span!("run", pipeline = %pipeline.name);
     let progress = crate::progress::Progress::start(quiet);
     let result = tracing::Instrument::instrument(runtime::run(Arc::new(prepared)), span).await;
+    // Webhook requests still held were not committed: their senders retry.
+    crate::webhook::shutdown();
     if let Some(progress) = progress {
         progress.finish();
     }

@@ -171,6 +171,9 @@ struct RawStage {
     /// URL prefixes for outgoing `wasi:http` requests.
     #[serde(default)]
     http: Vec<String>,
+    /// Sources only: the `ip:port` where the host listens for webhooks on the plugin's
+    /// behalf (`builtin:webhook`).
+    listen: Option<String>,
     /// Names of host environment variables the plugin sees.
     #[serde(default)]
     env: Vec<String>,
@@ -373,6 +376,8 @@ pub struct Stage {
     pub net: Vec<NetGrant>,
     /// URL prefixes the plugin may send HTTP requests to.
     pub http: Vec<crate::http_grant::HttpGrant>,
+    /// Sources only: where the host listens for webhooks on the plugin's behalf.
+    pub listen: Option<std::net::SocketAddr>,
     /// Environment variables the plugin sees, with their values.
     pub env: Vec<(String, String)>,
     pub secrets: Vec<String>,
@@ -888,6 +893,22 @@ fn validate_stage(
     if kind != Kind::Source && raw.readers.is_some() {
         problems.push(format!("{at}: `readers` applies to sources only"));
     }
+    let listen = match &raw.listen {
+        None => None,
+        Some(_) if kind != Kind::Source => {
+            problems.push(format!("{at}: `listen` applies to sources only"));
+            None
+        }
+        Some(text) => match text.trim().parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.port() > 0 => Some(addr),
+            _ => {
+                problems.push(format!(
+                    "{at}: listen = {text:?} is not `ip:port`; write e.g. \"127.0.0.1:8088\" or \"0.0.0.0:8088\""
+                ));
+                None
+            }
+        },
+    };
     if let Some(n) = raw.readers {
         if !(1..=MAX_READERS).contains(&n) {
             problems.push(format!(
@@ -939,6 +960,7 @@ fn validate_stage(
         fs,
         net,
         http,
+        listen,
         env,
         secrets: raw.secrets,
         limits,

@@ -23,3 +23,4 @@ pub mod schema;
 pub mod secrets;
 pub mod sha256x8;
 pub mod tap;
+pub mod webhook;

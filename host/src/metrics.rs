@@ -44,6 +44,13 @@ pub struct CauseLabel {
     pub cause: String,
 }
 
+/// A webhook path and the status a request to it was answered with.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabel {
+    pub path: String,
+    pub status: u16,
+}
+
 /// Totals over every stream, for the progress line.
 #[derive(Default)]
 pub struct Totals {
@@ -82,6 +89,8 @@ pub struct Metrics {
     pub peak_memory: Family<PluginLabel, Gauge>,
     pub fuel: Family<PluginLabel, Counter>,
     pub bytes_left: Family<StreamLabel, Gauge>,
+    pub webhook_requests: Family<WebhookLabel, Counter>,
+    pub webhook_seconds: Histogram,
     /// Bytes read and total bytes, by stream and split, as sources report them.
     splits: Mutex<HashMap<(String, String), (u64, u64)>>,
 }
@@ -112,11 +121,24 @@ impl Metrics {
             peak_memory: Family::default(),
             fuel: Family::default(),
             bytes_left: Family::default(),
+            webhook_requests: Family::default(),
+            // 1 ms to about 9 minutes.
+            webhook_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
             splits: Mutex::default(),
             registry: Registry::default(),
             totals: Totals::default(),
         };
         registry.register("source_rows", "Rows the source read", m.rows_read.clone());
+        registry.register(
+            "webhook_requests",
+            "Webhook requests answered, by path and status",
+            m.webhook_requests.clone(),
+        );
+        registry.register(
+            "webhook_answer_seconds",
+            "Time from receiving a webhook request to answering it",
+            m.webhook_seconds.clone(),
+        );
         registry.register(
             "source_bytes",
             "Bytes the source read, as Arrow",

@@ -24,6 +24,7 @@ pub mod bindings {
             exports: { default: async },
             with: {
                 "ingest:plugin/host.parquet-encoder": crate::capabilities::ParquetEncoder,
+                "ingest:plugin/webhook.endpoint": crate::webhook::Endpoint,
             },
         });
     }
@@ -53,6 +54,7 @@ pub mod bindings {
     }
     pub use source::ingest::plugin::host;
     pub use source::ingest::plugin::types;
+    pub use source::ingest::plugin::webhook;
 }
 
 mod builtins {

@@ -105,6 +105,8 @@ pub struct Grants {
     pub env: Vec<(String, String)>,
     /// Granted secrets by name, with their resolved values.
     pub secrets: BTreeMap<String, String>,
+    /// The address where the host listens for webhooks on the plugin's behalf.
+    pub listen: Option<SocketAddr>,
     pub limits: Limits,
 }
 
@@ -148,6 +150,8 @@ pub struct PluginState {
     /// The plugin as the user knows it, e.g. `transform "mask" (builtin:pii-mask)`.
     pub label: Arc<str>,
     pub secrets: BTreeMap<String, String>,
+    /// Its `listen` grant (see `webhook`).
+    pub listen: Option<SocketAddr>,
     wasi: WasiCtx,
     http: wasmtime_wasi_http::WasiHttpCtx,
     http_policy: HttpPolicy,
@@ -249,6 +253,7 @@ pub fn new_store(
     let state = PluginState {
         label: label.clone(),
         secrets: grants.secrets.clone(),
+        listen: grants.listen,
         wasi: wasi.build(),
         http: wasmtime_wasi_http::WasiHttpCtx::new(),
         http_policy: HttpPolicy {

@@ -30,3 +30,4 @@ mod status;
 mod stream;
 mod support;
 mod tap;
+mod webhook;

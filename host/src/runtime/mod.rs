@@ -135,6 +135,7 @@ fn grants(stage: &Stage, secrets: &BTreeMap<String, String>) -> Result<Grants, R
             .iter()
             .filter_map(|name| secrets.get(name).map(|v| (name.clone(), v.clone())))
             .collect(),
+        listen: stage.listen,
         limits: stage.limits,
     })
 }
@@ -154,12 +155,13 @@ fn check_grants_used(
         .collect();
     let imports_any = |prefix: &str| imports.iter().any(|i| i.starts_with(prefix));
     let mut unused = Vec::new();
-    let grants: [(&str, bool, &str); 5] = [
+    let grants: [(&str, bool, &str); 6] = [
         ("fs", !stage.fs.is_empty(), "wasi:filesystem/"),
         ("net", !stage.net.is_empty(), "wasi:sockets/"),
         ("http", !stage.http.is_empty(), "wasi:http/outgoing-handler"),
         ("env", !stage.env.is_empty(), "wasi:cli/environment"),
         ("secrets", !stage.secrets.is_empty(), "ingest:plugin/host"),
+        ("listen", stage.listen.is_some(), "ingest:plugin/webhook"),
     ];
     for (key, granted, interface) in grants {
         if granted && !imports_any(interface) {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use ingest_sdk::payload::Payload;
 use ingest_sdk::{config, Error, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -69,24 +70,6 @@ pub struct RawConfig {
     pub name: Option<String>,
 }
 
-/// What a message's payload becomes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Payload {
-    Binary,
-    Text,
-    Json(Vec<(String, ColumnType)>),
-}
-
-/// The type of a declared JSON column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
-    Int64,
-    Float64,
-    Boolean,
-    Utf8,
-    Timestamp,
-}
-
 /// The validated config.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
@@ -134,46 +117,12 @@ impl SourceConfig {
                 raw.server
             ));
         }
-        let payload = match raw.payload.as_deref().unwrap_or("binary") {
-            "binary" => Payload::Binary,
-            "text" => Payload::Text,
-            "json" => {
-                let mut columns = Vec::new();
-                for (name, ty) in &raw.columns {
-                    let ty = match ty.as_str() {
-                        "int64" => ColumnType::Int64,
-                        "float64" => ColumnType::Float64,
-                        "boolean" => ColumnType::Boolean,
-                        "utf8" => ColumnType::Utf8,
-                        "timestamp" => ColumnType::Timestamp,
-                        other => {
-                            problems.push(format!("`columns.{name} = {other:?}`; accepted: int64, float64, boolean, utf8, timestamp"));
-                            continue;
-                        }
-                    };
-                    if name.starts_with('_') {
-                        problems.push(format!("`columns.{name}`: names starting with `_` are the source's own (_subject, _seq, _commit_ts, _headers)"));
-                    }
-                    columns.push((name.clone(), ty));
-                }
-                if raw.columns.is_empty() {
-                    problems.push(
-                        "`payload = \"json\"` needs `columns`: each field to keep and its type"
-                            .into(),
-                    );
-                }
-                Payload::Json(columns)
-            }
-            other => {
-                problems.push(format!(
-                    "`payload = {other:?}`; accepted: binary, text, json"
-                ));
-                Payload::Binary
-            }
-        };
-        if !matches!(payload, Payload::Json(_)) && !raw.columns.is_empty() {
-            problems.push("`columns` is for `payload = \"json\"`".into());
-        }
+        let payload = Payload::from_config(
+            raw.payload.as_deref(),
+            &raw.columns,
+            &crate::rows::OWN_COLUMNS,
+            &mut problems,
+        );
         let until_caught_up = match raw.until.as_deref().unwrap_or("never") {
             "never" => false,
             "caught-up" => true,

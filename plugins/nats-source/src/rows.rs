@@ -3,17 +3,16 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
-};
+use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use ingest_sdk::payload::{Payload, PayloadColumns};
 use ingest_sdk::{Error, Result};
 use nats_client::Delivered;
 use serde_json::Value;
 
-use crate::config::{ColumnType, Payload};
+/// The source's own columns, before the payload's.
+pub const OWN_COLUMNS: [&str; 4] = ["_subject", "_seq", "_commit_ts", "_headers"];
 
 /// The stream's schema for `payload`.
 pub fn schema(payload: &Payload) -> SchemaRef {
@@ -27,65 +26,30 @@ pub fn schema(payload: &Payload) -> SchemaRef {
         ),
         Field::new("_headers", DataType::Utf8, true),
     ];
-    match payload {
-        Payload::Binary => fields.push(Field::new("payload", DataType::Binary, true)),
-        Payload::Text => fields.push(Field::new("payload", DataType::Utf8, true)),
-        Payload::Json(columns) => {
-            for (name, ty) in columns {
-                fields.push(Field::new(name, data_type(*ty), true));
-            }
-        }
-    }
+    fields.extend(payload.fields());
     Arc::new(Schema::new(fields))
-}
-
-fn data_type(ty: ColumnType) -> DataType {
-    match ty {
-        ColumnType::Int64 => DataType::Int64,
-        ColumnType::Float64 => DataType::Float64,
-        ColumnType::Boolean => DataType::Boolean,
-        ColumnType::Utf8 => DataType::Utf8,
-        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-    }
-}
-
-/// A column of the payload being built.
-enum Column {
-    Binary(BinaryBuilder),
-    Text(StringBuilder),
-    Int64(Int64Builder),
-    Float64(Float64Builder),
-    Boolean(BooleanBuilder),
-    Timestamp(TimestampMicrosecondBuilder),
 }
 
 /// Rows being built for one chunk.
 pub struct Rows {
     schema: SchemaRef,
-    payload: Payload,
     subject: StringBuilder,
     seq: Int64Builder,
     timestamp: TimestampMicrosecondBuilder,
     headers: StringBuilder,
-    columns: Vec<Column>,
+    payload: PayloadColumns,
     len: usize,
 }
 
 impl Rows {
     pub fn new(payload: &Payload, _stream: &str) -> Rows {
-        let columns = match payload {
-            Payload::Binary => vec![Column::Binary(BinaryBuilder::new())],
-            Payload::Text => vec![Column::Text(StringBuilder::new())],
-            Payload::Json(columns) => columns.iter().map(|(_, ty)| new_column(*ty)).collect(),
-        };
         Rows {
             schema: schema(payload),
-            payload: payload.clone(),
             subject: StringBuilder::new(),
             seq: Int64Builder::new(),
             timestamp: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
             headers: StringBuilder::new(),
-            columns,
+            payload: PayloadColumns::new(payload),
             len: 0,
         }
     }
@@ -96,36 +60,7 @@ impl Rows {
 
     /// Add message `d` as a row, or say why it cannot be one (nothing is added then).
     pub fn push(&mut self, d: &Delivered) -> std::result::Result<(), String> {
-        let payload = &d.message.payload;
-        // Check the payload before anything is appended, so a rejected message leaves no
-        // partial row.
-        match &self.payload {
-            Payload::Binary => {}
-            Payload::Text => {
-                std::str::from_utf8(payload)
-                    .map_err(|e| format!("the payload is not UTF-8 text: {e}"))?;
-            }
-            Payload::Json(declared) => {
-                let object = parse_object(payload)?;
-                let mut values = Vec::with_capacity(declared.len());
-                for (name, ty) in declared {
-                    values.push(
-                        convert(object.get(name), *ty)
-                            .map_err(|why| format!("field `{name}`: {why}"))?,
-                    );
-                }
-                for (column, value) in self.columns.iter_mut().zip(values) {
-                    append(column, value);
-                }
-            }
-        }
-        match (&self.payload, self.columns.first_mut()) {
-            (Payload::Binary, Some(Column::Binary(b))) => b.append_value(payload),
-            (Payload::Text, Some(Column::Text(b))) => {
-                b.append_value(std::str::from_utf8(payload).unwrap_or_default())
-            }
-            _ => {}
-        }
+        self.payload.push(&d.message.payload)?;
         self.subject.append_value(&d.message.subject);
         self.seq.append_value(d.stream_seq as i64);
         self.timestamp.append_value(d.timestamp_ns / 1000);
@@ -152,166 +87,17 @@ impl Rows {
             Arc::new(self.timestamp.finish()),
             Arc::new(self.headers.finish()),
         ];
-        for column in &mut self.columns {
-            arrays.push(match column {
-                Column::Binary(b) => Arc::new(b.finish()),
-                Column::Text(b) => Arc::new(b.finish()),
-                Column::Int64(b) => Arc::new(b.finish()),
-                Column::Float64(b) => Arc::new(b.finish()),
-                Column::Boolean(b) => Arc::new(b.finish()),
-                Column::Timestamp(b) => Arc::new(b.finish()),
-            });
-        }
+        arrays.extend(self.payload.finish());
         self.len = 0;
         RecordBatch::try_new(self.schema.clone(), arrays)
             .map_err(|e| Error::fatal(format!("building a batch: {e}")))
     }
 }
 
-fn new_column(ty: ColumnType) -> Column {
-    match ty {
-        ColumnType::Int64 => Column::Int64(Int64Builder::new()),
-        ColumnType::Float64 => Column::Float64(Float64Builder::new()),
-        ColumnType::Boolean => Column::Boolean(BooleanBuilder::new()),
-        ColumnType::Utf8 => Column::Text(StringBuilder::new()),
-        ColumnType::Timestamp => {
-            Column::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
-        }
-    }
-}
-
-/// A JSON field's value, converted.
-enum Cell {
-    Null,
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    Text(String),
-    Micros(i64),
-}
-
-fn parse_object(payload: &[u8]) -> std::result::Result<serde_json::Map<String, Value>, String> {
-    match serde_json::from_slice::<Value>(payload) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(format!(
-            "the payload is JSON but not an object (it is {})",
-            match other {
-                Value::Array(_) => "an array",
-                Value::String(_) => "a string",
-                Value::Number(_) => "a number",
-                Value::Bool(_) => "a boolean",
-                _ => "null",
-            }
-        )),
-        Err(e) => Err(format!("the payload is not JSON: {e}")),
-    }
-}
-
-fn convert(value: Option<&Value>, ty: ColumnType) -> std::result::Result<Cell, String> {
-    let Some(value) = value.filter(|v| !v.is_null()) else {
-        return Ok(Cell::Null);
-    };
-    let wrong = || format!("{value} is not {}", phrase(ty));
-    Ok(match ty {
-        ColumnType::Int64 => Cell::Int(value.as_i64().ok_or_else(wrong)?),
-        ColumnType::Float64 => Cell::Float(value.as_f64().ok_or_else(wrong)?),
-        ColumnType::Boolean => Cell::Bool(value.as_bool().ok_or_else(wrong)?),
-        ColumnType::Utf8 => Cell::Text(match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }),
-        ColumnType::Timestamp => {
-            let text = value.as_str().ok_or_else(wrong)?;
-            Cell::Micros(parse_rfc3339_micros(text).ok_or_else(wrong)?)
-        }
-    })
-}
-
-/// Microseconds since 1970 of an RFC 3339 timestamp (`2024-05-01T12:00:00Z`,
-/// `…+02:00`, with or without fractions).
-fn parse_rfc3339_micros(text: &str) -> Option<i64> {
-    let (date, rest) = text.split_once(['T', ' '])?;
-    let mut d = date.splitn(3, '-');
-    let (y, m, day): (i64, u32, u32) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    let (time, offset_secs) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
-        (t, 0i64)
-    } else {
-        let at = rest.rfind(['+', '-'])?;
-        let (t, off) = rest.split_at(at);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = off[1..].split_once(':')?;
-        (
-            t,
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
-        )
-    };
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut parts = hms.splitn(3, ':');
-    let (h, mi, s): (i64, i64, i64) = (
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-    );
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    let micros: i64 = if frac.is_empty() {
-        0
-    } else {
-        if !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let six: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
-        six.parse().ok()?
-    };
-    let days = days_from_civil(y, m, day);
-    Some(((days * 86_400 + h * 3600 + mi * 60 + s) - offset_secs) * 1_000_000 + micros)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn phrase(ty: ColumnType) -> &'static str {
-    match ty {
-        ColumnType::Int64 => "an int64",
-        ColumnType::Float64 => "a float64",
-        ColumnType::Boolean => "a boolean",
-        ColumnType::Utf8 => "text",
-        ColumnType::Timestamp => "an RFC 3339 timestamp (e.g. 2024-05-01T12:00:00Z)",
-    }
-}
-
-fn append(column: &mut Column, cell: Cell) {
-    match (column, cell) {
-        (Column::Int64(b), Cell::Int(v)) => b.append_value(v),
-        (Column::Float64(b), Cell::Float(v)) => b.append_value(v),
-        (Column::Boolean(b), Cell::Bool(v)) => b.append_value(v),
-        (Column::Text(b), Cell::Text(v)) => b.append_value(v),
-        (Column::Timestamp(b), Cell::Micros(v)) => b.append_value(v),
-        (Column::Int64(b), _) => b.append_null(),
-        (Column::Float64(b), _) => b.append_null(),
-        (Column::Boolean(b), _) => b.append_null(),
-        (Column::Text(b), _) => b.append_null(),
-        (Column::Timestamp(b), _) => b.append_null(),
-        (Column::Binary(b), _) => b.append_null(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ingest_sdk::payload::ColumnType;
     use nats_client::Message;
 
     fn delivered(seq: u64, payload: &str) -> Delivered {

@@ -15,11 +15,13 @@ mod error;
 pub mod host;
 pub mod ipc;
 mod ipc_peek;
+pub mod payload;
 pub mod resume;
 pub mod sink;
 pub mod source;
 pub mod text;
 pub mod transform;
+pub mod webhook;
 
 pub use arrow_array::RecordBatch;
 pub use arrow_schema::{Schema, SchemaRef};
