@@ -56,6 +56,16 @@ impl host::Host for PluginState {
         Ok(())
     }
 
+    fn checkpoints(&mut self) -> wasmtime::Result<host::CheckpointPolicy> {
+        let p = self.checkpoint;
+        Ok(host::CheckpointPolicy {
+            every_rows: p.every_rows,
+            every_bytes: p.every_bytes,
+            every_ms: p.every_ms,
+            streaming: p.streaming,
+        })
+    }
+
     fn digest_hex(
         &mut self,
         algorithm: Digest,

@@ -108,6 +108,17 @@ pub struct Grants {
     /// The address where the host listens for webhooks on the plugin's behalf.
     pub listen: Option<SocketAddr>,
     pub limits: Limits,
+    /// The pipeline's checkpoint policy, which the plugin may ask for.
+    pub checkpoint: EpochPolicy,
+}
+
+/// When the pipeline closes epochs (its `[checkpoint]` table), as a plugin may ask.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EpochPolicy {
+    pub every_rows: u64,
+    pub every_bytes: u64,
+    pub every_ms: u64,
+    pub streaming: bool,
 }
 
 /// The `wasi:http` policy of one plugin: requests go out only under its `http` grants.
@@ -152,6 +163,8 @@ pub struct PluginState {
     pub secrets: BTreeMap<String, String>,
     /// Its `listen` grant (see `webhook`).
     pub listen: Option<SocketAddr>,
+    /// The pipeline's checkpoint policy (`host.checkpoints`).
+    pub checkpoint: EpochPolicy,
     wasi: WasiCtx,
     http: wasmtime_wasi_http::WasiHttpCtx,
     http_policy: HttpPolicy,
@@ -254,6 +267,7 @@ pub fn new_store(
         label: label.clone(),
         secrets: grants.secrets.clone(),
         listen: grants.listen,
+        checkpoint: grants.checkpoint,
         wasi: wasi.build(),
         http: wasmtime_wasi_http::WasiHttpCtx::new(),
         http_policy: HttpPolicy {

@@ -389,3 +389,40 @@ fn example_11_reads_the_published_orders_into_a_masked_partitioned_lake() {
         2500
     );
 }
+
+#[test]
+fn an_ack_wait_that_would_redeliver_an_epoch_is_refused_before_anything_is_read() {
+    let stream = TestStream::new("ackwait", 120);
+    stream.publish(1, 10);
+    let scratch = Scratch::new();
+    std::fs::create_dir_all(scratch.path("out")).unwrap();
+    // Epochs of up to 60 s (batch mode's default) against a 30 s ack_wait.
+    let source = nats_source(&stream).replace("batch = 500\n", "batch = 500\nack_wait_secs = 30\n");
+    scratch.write(
+        "pipeline.toml",
+        format!(
+            "[pipeline]\nname = \"ackwait\"\n\n{source}\n[[sink]]\nname = \"lake\"\n\
+             plugin = \"builtin:file\"\nfs = [\"out:rw\"]\n[sink.config]\npath = \"out\"\nformat = \"jsonl\"\n"
+        ),
+    );
+    let out = scratch.host(&["check", "pipeline.toml"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("`ack_wait_secs = 30` is not longer than an epoch")
+            && out.stderr.contains("every = 60000 ms"),
+        "{}",
+        out.stderr
+    );
+    // Epochs of 10 s fit.
+    let text = std::fs::read_to_string(scratch.path("pipeline.toml")).unwrap();
+    scratch.write(
+        "pipeline.toml",
+        text.replace(
+            "name = \"ackwait\"\n",
+            "name = \"ackwait\"\n\n[checkpoint]\nevery = \"10s\"\n",
+        ),
+    );
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    assert_eq!(ids_in_lake(&scratch).len(), 10);
+}

@@ -102,7 +102,11 @@ impl Prepared {
     }
 }
 
-fn grants(stage: &Stage, secrets: &BTreeMap<String, String>) -> Result<Grants, RunError> {
+fn grants(
+    stage: &Stage,
+    secrets: &BTreeMap<String, String>,
+    pipeline: &Pipeline,
+) -> Result<Grants, RunError> {
     for grant in &stage.fs {
         if grant.writable {
             std::fs::create_dir_all(&grant.host_path).map_err(|e| RunError::AccessDenied {
@@ -137,6 +141,12 @@ fn grants(stage: &Stage, secrets: &BTreeMap<String, String>) -> Result<Grants, R
             .collect(),
         listen: stage.listen,
         limits: stage.limits,
+        checkpoint: crate::sandbox::EpochPolicy {
+            every_rows: pipeline.checkpoint.every_rows,
+            every_bytes: pipeline.checkpoint.every_bytes,
+            every_ms: pipeline.checkpoint.every.as_millis() as u64,
+            streaming: pipeline.mode == crate::config::RunMode::Stream,
+        },
     })
 }
 
@@ -244,7 +254,7 @@ pub async fn prepare(
     let stage = &pipeline.source;
     let source = LoadedSource::new(
         stage.clone(),
-        grants(stage, &secrets)?,
+        grants(stage, &secrets, pipeline)?,
         &linker,
         &compile(stage)?,
     )?;
@@ -252,7 +262,7 @@ pub async fn prepare(
     for stage in &pipeline.transforms {
         transforms.push(LoadedTransform::new(
             stage.clone(),
-            grants(stage, &secrets)?,
+            grants(stage, &secrets, pipeline)?,
             &linker,
             &compile(stage)?,
         )?);
@@ -260,7 +270,7 @@ pub async fn prepare(
     let stage = &pipeline.sink;
     let sink = LoadedSink::new(
         stage.clone(),
-        grants(stage, &secrets)?,
+        grants(stage, &secrets, pipeline)?,
         &linker,
         &compile(stage)?,
     )?;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use ingest_sdk::host::CheckpointPolicy;
 use ingest_sdk::payload::Payload;
 use ingest_sdk::{config, Error, Result};
 use schemars::JsonSchema;
@@ -173,6 +174,38 @@ impl SourceConfig {
     }
 }
 
+impl SourceConfig {
+    /// Check the consumer's limits against when the pipeline closes epochs. Messages are
+    /// acknowledged once their epoch commits: an `ack_wait` within the epoch's time has the
+    /// server deliver the epoch again before it can commit (an error); a `max_ack_pending`
+    /// under the epoch's rows pauses reading until the epoch closes by time (a warning).
+    pub fn check_against(&self, epochs: &CheckpointPolicy) -> Result<Option<String>> {
+        let ack_wait_ms = self.ack_wait_secs.saturating_mul(1000);
+        if ack_wait_ms <= epochs.every_ms {
+            return Err(Error::config(format!(
+                "`ack_wait_secs = {}` is not longer than an epoch ([checkpoint] every = {} ms): the server would deliver every message of an epoch again before the epoch commits and acknowledges it; give more than {} s, or close epochs sooner",
+                self.ack_wait_secs,
+                epochs.every_ms,
+                epochs.every_ms.div_ceil(1000) * 2
+            )));
+        }
+        let mut warnings = Vec::new();
+        if ack_wait_ms < epochs.every_ms.saturating_mul(2) {
+            warnings.push(format!(
+                "`ack_wait_secs = {}` leaves less than an epoch's time ([checkpoint] every = {} ms) for the commit: a slow commit has messages delivered again (they are dropped by sequence, at the cost of the traffic)",
+                self.ack_wait_secs, epochs.every_ms
+            ));
+        }
+        if (self.max_ack_pending as u64) < epochs.every_rows && !epochs.streaming {
+            warnings.push(format!(
+                "`max_ack_pending = {}` is under an epoch's rows ([checkpoint] every_rows = {}): reading pauses at that many messages until the epoch closes by time ([checkpoint] every = {} ms)",
+                self.max_ack_pending, epochs.every_rows, epochs.every_ms
+            ));
+        }
+        Ok((!warnings.is_empty()).then(|| warnings.join("; ")))
+    }
+}
+
 /// The JSON Schema of the config.
 pub fn spec() -> String {
     config::spec::<RawConfig>()
@@ -199,6 +232,47 @@ mod tests {
         assert_eq!(
             (c.batch, c.ack_wait_secs, c.max_ack_pending),
             (1000, 300, 1_000_000)
+        );
+    }
+
+    #[test]
+    fn an_ack_wait_within_an_epoch_is_an_error_and_a_tight_one_a_warning() {
+        let policy = |every_ms, every_rows, streaming| CheckpointPolicy {
+            every_rows,
+            every_bytes: 256 << 20,
+            every_ms,
+            streaming,
+        };
+        let c = SourceConfig::parse(r#"{"server":"h:1","stream":"S"}"#).unwrap();
+        // The defaults (300 s, 1M) fit batch mode's 60 s and 1M-row epochs.
+        assert_eq!(
+            c.check_against(&policy(60_000, 1_000_000, false)).unwrap(),
+            None
+        );
+        let c = SourceConfig::parse(r#"{"server":"h:1","stream":"S","ack_wait_secs":30}"#).unwrap();
+        match c.check_against(&policy(60_000, 1_000_000, false)) {
+            Err(Error::InvalidConfig(m)) => assert!(
+                m.contains("`ack_wait_secs = 30`") && m.contains("every = 60000 ms"),
+                "{m}"
+            ),
+            other => panic!("expected invalid-config, got {other:?}"),
+        }
+        let warned = c
+            .check_against(&policy(20_000, 1_000_000, false))
+            .unwrap()
+            .unwrap();
+        assert!(warned.contains("less than an epoch's time"), "{warned}");
+        let c =
+            SourceConfig::parse(r#"{"server":"h:1","stream":"S","max_ack_pending":1000}"#).unwrap();
+        let warned = c
+            .check_against(&policy(60_000, 1_000_000, false))
+            .unwrap()
+            .unwrap();
+        assert!(warned.contains("reading pauses"), "{warned}");
+        // In stream mode epochs close every second: a pause lasts at most that long.
+        assert_eq!(
+            c.check_against(&policy(1000, 1_000_000, true)).unwrap(),
+            None
         );
     }
 

@@ -67,6 +67,9 @@ impl Source for NatsSource {
 
     fn check(config: &str) -> Result<()> {
         let cfg = SourceConfig::parse(config)?;
+        if let Some(warning) = cfg.check_against(&ingest_sdk::host::checkpoints())? {
+            ingest_sdk::host::log(ingest_sdk::host::Level::Warn, &warning);
+        }
         let mut js = connect(&cfg)?;
         check_stream(&mut js, &cfg).map(|_| ())
     }

@@ -8,7 +8,7 @@ use arrow_schema::Schema;
 use crate::bindings::wit_host as wit;
 use crate::{ipc, Error, Result};
 
-pub use wit::{Digest, Level};
+pub use wit::{CheckpointPolicy, Digest, Level};
 
 /// Write one line to the host log under this plugin's name.
 pub fn log(level: Level, message: &str) {
@@ -25,6 +25,12 @@ pub fn secret(name: &str) -> Result<String> {
 /// time left. Report each split's size from `splits` with `read` 0, then after each chunk.
 pub fn progress(stream: &str, split: &str, read: u64, total: u64) {
     wit::progress(stream, split, read, total);
+}
+
+/// When the pipeline closes epochs: a source that holds what it read upstream until the
+/// epoch commits checks its timeouts and limits against it.
+pub fn checkpoints() -> CheckpointPolicy {
+    wit::checkpoints()
 }
 
 /// The lowercase hex digest of every value of `values` (null stays null), computed natively
