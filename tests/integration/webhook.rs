@@ -84,13 +84,15 @@ impl Drop for Running {
     }
 }
 
-fn start_host(scratch: &Scratch) -> Running {
+/// `host run pipeline.toml` in `scratch`, its output kept (`piped`) or dropped.
+fn start_host(scratch: &Scratch, piped: bool) -> Running {
+    let out = || if piped { Stdio::piped() } else { Stdio::null() };
     Running(
         scratch
             .command(&["run", "pipeline.toml", "--quiet"])
             .env("TEST_HOOK_KEY", HOOK_KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(out())
+            .stderr(out())
             .spawn()
             .unwrap(),
     )
@@ -314,7 +316,7 @@ fn every_request_answered_2xx_is_in_the_lake_once_however_often_the_host_is_kill
     let mut killed = 0;
     for _ in 0..10 {
         rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        let mut child = start_host(&scratch);
+        let mut child = start_host(&scratch, false);
         wait_listening(port);
         if wait_or_kill(
             &mut child.0,
@@ -324,7 +326,7 @@ fn every_request_answered_2xx_is_in_the_lake_once_however_often_the_host_is_kill
         }
     }
     // The last run takes the rest; once every sender is done, it drains and ends.
-    let mut child = start_host(&scratch);
+    let mut child = start_host(&scratch, false);
     for s in senders {
         s.join().unwrap();
     }
@@ -378,15 +380,7 @@ fn refusals_are_answered_at_once_held_requests_on_drain_and_a_full_queue_429() {
         "pipeline.toml",
         pipeline(port, "1h", "max_in_flight = 2\nmax_body_bytes = 1024\n"),
     );
-    let mut child = Running(
-        scratch
-            .command(&["run", "pipeline.toml", "--quiet"])
-            .env("TEST_HOOK_KEY", HOOK_KEY)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = start_host(&scratch, true);
     wait_listening(port);
     let mut client = Client::new(port);
     let a = client.send("GET", "/hooks/orders", &[], b"").unwrap();
@@ -515,14 +509,7 @@ fn example_12_takes_signed_deliveries_into_parquet_as_the_readme_says() {
         "secrets/webhook.key",
         std::fs::read(dir.join("secrets/webhook.key")).unwrap(),
     );
-    let mut child = Running(
-        scratch
-            .command(&["run", "pipeline.toml", "--quiet"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = start_host(&scratch, true);
     wait_listening(port);
     let url = format!("http://127.0.0.1:{port}/hooks/orders");
     let send = |args: &[&str]| {

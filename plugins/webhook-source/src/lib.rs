@@ -203,6 +203,23 @@ impl Reader for WebhookReader {
     }
 }
 
+/// A request as the host would hand it over, for tests.
+#[cfg(test)]
+pub(crate) fn test_request(headers: &[(&str, &str)], body: &str) -> Request {
+    Request {
+        id: 1,
+        method: "POST".into(),
+        path: "/hooks".into(),
+        query: "source=test".into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: body.as_bytes().to_vec(),
+        received_us: 1_700_000_000_000_000,
+    }
+}
+
 // Exported only in the component: natively (unit tests) the export names cannot link.
 #[cfg(target_family = "wasm")]
 ingest_sdk::export_source!(WebhookSource);

@@ -135,18 +135,7 @@ mod tests {
     use arrow_array::Array as _;
 
     fn request(headers: &[(&str, &str)], body: &str) -> Request {
-        Request {
-            id: 1,
-            method: "POST".into(),
-            path: "/hooks".into(),
-            query: "source=test".into(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: body.as_bytes().to_vec(),
-            received_us: 1_700_000_000_000_000,
-        }
+        crate::test_request(headers, body)
     }
 
     #[test]
