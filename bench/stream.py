@@ -10,6 +10,10 @@ Jobs:
     default 1 s epochs: the host's lag figures from `_commit_ts` (when the stream stored a
     message) to the sink's commit, p50/p99/max, and the host's peak RSS.
   - With --soak MINUTES, the paced job runs that long and RSS is sampled every 10 s.
+  - Webhooks (--webhook-seconds, 0 to skip): --connections senders in a closed loop (each
+    sends a signed JSON delivery and waits for its answer) against `builtin:webhook` →
+    Parquet in stream mode, with 1 s and 100 ms epochs: requests/s answered 2xx, and the
+    latency to the answer, p50/p99 (an answer waits for the epoch's commit).
 
 Results are appended to bench/results/DATE-stream.md.
 """
@@ -233,6 +237,169 @@ def paced(args, work, stream, seconds):
     return sent, tuple(float(x) for x in m.groups()), rss
 
 
+WEBHOOK_PIPELINE = """[pipeline]
+name = "bench-webhook"
+mode = "stream"
+[state]
+dir = "{work}/state"
+[checkpoint]
+every = "{every}"
+[secrets]
+hook = {{ file = "{work}/hook.key" }}
+[[source]]
+plugin = "builtin:webhook"
+listen = "127.0.0.1:{port}"
+secrets = ["hook"]
+[source.config]
+paths = ["/hooks"]
+stream = "events"
+payload = "json"
+signature = {{ style = "github", secret = "hook" }}
+max_in_flight = 100000
+[source.config.columns]
+id = "int64"
+user = "utf8"
+amount = "float64"
+at = "timestamp"
+[[sink]]
+plugin = "builtin:file"
+fs = ["{work}/out:rw"]
+[sink.config]
+path = "{work}/out"
+format = "parquet"
+"""
+
+
+async def webhook_load(port, connections, seconds, key):
+    """Closed-loop senders; the latency of every request answered 2xx, and other answers."""
+    import asyncio
+    import hashlib
+    import hmac
+
+    latencies, others = [], 0
+    counter = iter(range(1, 1 << 62))
+    deadline = time.perf_counter() + seconds
+
+    async def sender():
+        nonlocal others
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.perf_counter() < deadline:
+            i = next(counter)
+            at = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            body = message(i, at)
+            sig = hmac.new(key, body, hashlib.sha256).hexdigest()
+            head = (f"POST /hooks HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                    f"x-hub-signature-256: sha256={sig}\r\ncontent-length: {len(body)}\r\n\r\n")
+            started = time.perf_counter()
+            writer.write(head.encode() + body)
+            status = int((await reader.readline()).split()[1])
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+                    # (the answer's body is read below)
+            await reader.readexactly(length)
+            if 200 <= status < 300:
+                latencies.append(time.perf_counter() - started)
+            else:
+                others += 1
+                await asyncio.sleep(0.05)
+        writer.close()
+
+    await asyncio.gather(*(sender() for _ in range(connections)))
+    return latencies, others
+
+
+def webhook(args, work, every):
+    import asyncio
+
+    port = free_port()
+    key = b"bench-webhook-key"
+    with open(os.path.join(work, "hook.key"), "wb") as f:
+        f.write(key)
+    shutil.rmtree(os.path.join(work, "state"), ignore_errors=True)
+    shutil.rmtree(os.path.join(work, "out"), ignore_errors=True)
+    os.makedirs(os.path.join(work, "out"))
+    with open(os.path.join(work, "pipeline.toml"), "w") as f:
+        f.write(WEBHOOK_PIPELINE.format(work=work, every=every, port=port))
+    log = open(os.path.join(work, "host.log"), "w")
+    host = subprocess.Popen([HOST, "run", "-q", os.path.join(work, "pipeline.toml")], stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    rss = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            rss.append(rss_kib(host.pid))
+            stop.wait(1.0)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    latencies, others = asyncio.run(webhook_load(port, args.connections, args.webhook_seconds, key))
+    host.send_signal(15)
+    host.wait(timeout=60)
+    stop.set()
+    sampler.join()
+    text = open(os.path.join(work, "host.log")).read()
+    rows = re.search(r"(\d+) rows written", text)
+    if host.returncode != 0 or not rows:
+        raise SystemExit(f"the host did not drain cleanly (exit {host.returncode}):\n{text[-2000:]}")
+    if int(rows.group(1)) < len(latencies):
+        raise SystemExit(f"{len(latencies)} requests answered 2xx, {rows.group(1)} rows written")
+    latencies.sort()
+    q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))]
+    return len(latencies) / args.webhook_seconds, q(0.5), q(0.99), others, max(rss)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nats_jobs(args, work, stream, lines):
+    payload, bare, ours = throughput(args, work, stream)
+    mb = payload / 1e6
+    b, o = statistics.median(bare), statistics.median(ours)
+    lines += [
+        f"## NATS → Parquet, {args.messages:,} JSON messages ({mb:.1f} MB of payload), medians of {args.repeat}", "",
+        "| reader | median s | messages/s | MB/s | all |", "|---|---:|---:|---:|---|",
+        f"| bare client (push, no acks, counts only) | {b:.2f} | {args.messages / b:,.0f} | {mb / b:.1f} | {', '.join(f'{x:.2f}' for x in bare)} |",
+        f"| host: builtin:nats → Parquet, acked per epoch | {o:.2f} | {args.messages / o:,.0f} | {mb / o:.1f} | {', '.join(f'{x:.2f}' for x in ours)} |",
+        "", f"Host against the bare client: {b / o:.2f}× its rate.", "",
+    ]
+    seconds = args.soak * 60 if args.soak else args.seconds
+    sent, (p50, p99, mx), rss = paced(args, work, stream + "_P", seconds)
+    lines += [
+        f"## Lag at {args.rate:,} messages/s for {seconds:.0f} s, stream mode, 1 s epochs", "",
+        "| messages | lag p50 | p99 | max | peak RSS |", "|---:|---:|---:|---:|---:|",
+        f"| {sent:,} | {p50:.2f} s | {p99:.2f} s | {mx:.2f} s | {max(rss) / 1024:.0f} MiB |", "",
+    ]
+    if args.soak:
+        samples = ", ".join(f"{r / 1024:.0f}" for r in rss[:: max(1, len(rss) // 12)])
+        lines += [f"RSS (MiB) every {max(1, len(rss) // 12) * 10} s: {samples}", ""]
+
+
+def webhook_jobs(args, work, lines):
+    lines += [
+        f"## Webhooks → Parquet, {args.connections} senders in a closed loop for {args.webhook_seconds} s each, GitHub-signed JSON", "",
+        "| epochs | requests/s answered 2xx | answer p50 | p99 | other answers | peak RSS |", "|---|---:|---:|---:|---:|---:|",
+    ]
+    for every in ("1s", "100ms"):
+        rate, p50, p99, others, rss = webhook(args, work, every)
+        print(f"webhooks, {every} epochs: {rate:,.0f} requests/s, p50 {p50:.3f} s, p99 {p99:.3f} s", flush=True)
+        lines.append(f"| {every} | {rate:,.0f} | {p50 * 1000:.0f} ms | {p99 * 1000:.0f} ms | {others} | {rss / 1024:.0f} MiB |")
+    lines += ["", "An answer waits for the commit of the epoch holding the request, so its latency follows the epoch interval.", ""]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=1_000_000)
@@ -240,32 +407,19 @@ def main():
     ap.add_argument("--rate", type=int, default=5000)
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--soak", type=float, default=0, help="minutes of the paced job, sampling RSS")
+    ap.add_argument("--webhook-seconds", type=int, default=20, help="seconds of each webhook load (0: skip)")
+    ap.add_argument("--connections", type=int, default=1000, help="webhook senders at once")
+    ap.add_argument("--only-webhook", action="store_true", help="run the webhook jobs alone")
     args = ap.parse_args()
     stream = f"BENCH_{os.getpid()}"
     work = tempfile.mkdtemp(prefix="bench-stream-")
-    lines = [f"# NATS stream benchmark, {datetime.date.today()}", "",
+    lines = [f"# Stream benchmark, {datetime.date.today()}", "",
              f"Machine: {cpu_model()}, {os.cpu_count()} cores. nats-server on loopback. Command: `scripts/bench --stream {' '.join(sys.argv[1:])}`.", ""]
     try:
-        payload, bare, ours = throughput(args, work, stream)
-        mb = payload / 1e6
-        b, o = statistics.median(bare), statistics.median(ours)
-        lines += [
-            f"## NATS → Parquet, {args.messages:,} JSON messages ({mb:.1f} MB of payload), medians of {args.repeat}", "",
-            "| reader | median s | messages/s | MB/s | all |", "|---|---:|---:|---:|---|",
-            f"| bare client (push, no acks, counts only) | {b:.2f} | {args.messages / b:,.0f} | {mb / b:.1f} | {', '.join(f'{x:.2f}' for x in bare)} |",
-            f"| host: builtin:nats → Parquet, acked per epoch | {o:.2f} | {args.messages / o:,.0f} | {mb / o:.1f} | {', '.join(f'{x:.2f}' for x in ours)} |",
-            "", f"Host against the bare client: {b / o:.2f}× its rate.", "",
-        ]
-        seconds = args.soak * 60 if args.soak else args.seconds
-        sent, (p50, p99, mx), rss = paced(args, work, stream + "_P", seconds)
-        lines += [
-            f"## Lag at {args.rate:,} messages/s for {seconds:.0f} s, stream mode, 1 s epochs", "",
-            "| messages | lag p50 | p99 | max | peak RSS |", "|---:|---:|---:|---:|---:|",
-            f"| {sent:,} | {p50:.2f} s | {p99:.2f} s | {mx:.2f} s | {max(rss) / 1024:.0f} MiB |", "",
-        ]
-        if args.soak:
-            samples = ", ".join(f"{r / 1024:.0f}" for r in rss[:: max(1, len(rss) // 12)])
-            lines += [f"RSS (MiB) every {max(1, len(rss) // 12) * 10} s: {samples}", ""]
+        if not args.only_webhook:
+            nats_jobs(args, work, stream, lines)
+        if args.webhook_seconds > 0:
+            webhook_jobs(args, work, lines)
     finally:
         for s in (stream, stream + "_P"):
             try:
