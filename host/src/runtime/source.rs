@@ -42,8 +42,8 @@ pub(super) struct SourceStats {
     pub bytes: u64,
 }
 
-/// Epochs closed and not yet committed at most, before the open epoch is closed by the
-/// checkpoint policy: one committing while the next fills the stages.
+/// Epochs closed and not yet committed at most, before the open epoch is closed by time:
+/// one committing while the next fills the stages.
 const MAX_UNCOMMITTED: u64 = 2;
 
 /// What the open epoch holds so far, measured against the checkpoint policy.
@@ -88,10 +88,9 @@ impl EpochClock {
         }
     }
 
-    fn due(&self, policy: &CheckpointPolicy) -> bool {
-        self.rows >= policy.every_rows
-            || self.bytes >= policy.every_bytes
-            || self.since.elapsed() >= policy.every
+    /// The epoch holds as many rows or bytes as the policy allows.
+    fn full(&self, policy: &CheckpointPolicy) -> bool {
+        self.rows >= policy.every_rows || self.bytes >= policy.every_bytes
     }
 
     /// Close the open epoch: send its barrier with the positions after it and the plans
@@ -428,7 +427,10 @@ impl Output {
             };
             self.tx.send(data, size).await?;
         }
-        if self.clock.due(&self.prepared.pipeline.checkpoint) {
+        let policy = &self.prepared.pipeline.checkpoint;
+        if self.clock.full(policy) {
+            self.close().await?;
+        } else if self.clock.since.elapsed() >= policy.every {
             if !self.clock.dirty {
                 // Nothing moved: no epoch to commit; the interval starts over.
                 self.clock.since = Instant::now();
@@ -436,7 +438,9 @@ impl Output {
                 self.close().await?;
             }
             // Otherwise the sink is behind: the open epoch takes more until one of those
-            // committing is done, so that epochs do not queue up faster than they commit.
+            // committing is done, so that epochs closed by time do not queue up faster than
+            // they commit. (Epochs closed by size keep their size: the stages' channels,
+            // bounded in bytes, hold the source back instead.)
         }
         Ok(())
     }
