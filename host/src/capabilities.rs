@@ -57,13 +57,7 @@ impl host::Host for PluginState {
     }
 
     fn checkpoints(&mut self) -> wasmtime::Result<host::CheckpointPolicy> {
-        let p = self.checkpoint;
-        Ok(host::CheckpointPolicy {
-            every_rows: p.every_rows,
-            every_bytes: p.every_bytes,
-            every_ms: p.every_ms,
-            streaming: p.streaming,
-        })
+        Ok(self.checkpoint)
     }
 
     fn digest_hex(

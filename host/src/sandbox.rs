@@ -93,7 +93,7 @@ pub fn show_bytes(n: u64) -> String {
 }
 
 /// Everything a plugin instance is allowed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Grants {
     pub fs: Vec<FsGrant>,
     /// The socket addresses the plugin may connect to over TCP: its `net` grants,
@@ -109,16 +109,7 @@ pub struct Grants {
     pub listen: Option<SocketAddr>,
     pub limits: Limits,
     /// The pipeline's checkpoint policy, which the plugin may ask for.
-    pub checkpoint: EpochPolicy,
-}
-
-/// When the pipeline closes epochs (its `[checkpoint]` table), as a plugin may ask.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EpochPolicy {
-    pub every_rows: u64,
-    pub every_bytes: u64,
-    pub every_ms: u64,
-    pub streaming: bool,
+    pub checkpoint: crate::plugin::bindings::host::CheckpointPolicy,
 }
 
 /// The `wasi:http` policy of one plugin: requests go out only under its `http` grants.
@@ -164,7 +155,7 @@ pub struct PluginState {
     /// Its `listen` grant (see `webhook`).
     pub listen: Option<SocketAddr>,
     /// The pipeline's checkpoint policy (`host.checkpoints`).
-    pub checkpoint: EpochPolicy,
+    pub checkpoint: crate::plugin::bindings::host::CheckpointPolicy,
     wasi: WasiCtx,
     http: wasmtime_wasi_http::WasiHttpCtx,
     http_policy: HttpPolicy,

@@ -51,6 +51,24 @@ const RETRY_AFTER_SECS: u32 = 1;
 /// An answer for a held request: status and text body.
 type Reply = (u16, String);
 
+fn too_many() -> Reply {
+    (429, "too many requests in flight; retry later\n".into())
+}
+
+fn too_large(max_body: usize) -> Reply {
+    (
+        413,
+        format!("the body is over the limit of {max_body} bytes\n"),
+    )
+}
+
+fn unanswered() -> Reply {
+    (
+        503,
+        "the pipeline stopped before answering; retry later\n".into(),
+    )
+}
+
 /// A request received and held until answered.
 struct Held {
     id: u64,
@@ -213,7 +231,7 @@ async fn hold(route: &Route, req: Request<Incoming>) -> Reply {
         (q.limits.max_body_bytes as usize, full(&q))
     };
     if no_room {
-        return (429, "too many requests in flight; retry later\n".into());
+        return too_many();
     }
     let declared = req
         .headers()
@@ -221,22 +239,14 @@ async fn hold(route: &Route, req: Request<Incoming>) -> Reply {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max_body as u64) {
-        return (
-            413,
-            format!("the body is over the limit of {max_body} bytes\n"),
-        );
+        return too_large(max_body);
     }
     let (parts, incoming) = req.into_parts();
     let body = match tokio::time::timeout(READ_DEADLINE, Limited::new(incoming, max_body).collect())
         .await
     {
         Err(_) => return (408, "the body did not arrive in time\n".into()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return (
-                413,
-                format!("the body is over the limit of {max_body} bytes\n"),
-            )
-        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(max_body),
         Ok(Err(e)) => return (400, format!("the body could not be read: {e}\n")),
         Ok(Ok(collected)) => collected.to_bytes(),
     };
@@ -254,7 +264,7 @@ async fn hold(route: &Route, req: Request<Incoming>) -> Reply {
     {
         let mut q = route.queue.lock().unwrap();
         if full(&q) {
-            return (429, "too many requests in flight; retry later\n".into());
+            return too_many();
         }
         let id = q.next_id;
         q.next_id += 1;
@@ -271,12 +281,7 @@ async fn hold(route: &Route, req: Request<Incoming>) -> Reply {
         });
     }
     route.ready.notify_all();
-    rx.await.unwrap_or_else(|_| {
-        (
-            503,
-            "the pipeline stopped before answering; retry later\n".into(),
-        )
-    })
+    rx.await.unwrap_or_else(|_| unanswered())
 }
 
 fn full(q: &Queue) -> bool {
@@ -300,11 +305,8 @@ pub fn shutdown() {
             let taken = std::mem::take(&mut q.taken);
             let held: Vec<Held> = q.waiting.drain(..).chain(taken.into_values()).collect();
             for h in held {
-                q.answer(
-                    h,
-                    503,
-                    "the pipeline stopped before answering; retry later\n".into(),
-                );
+                let (status, body) = unanswered();
+                q.answer(h, status, body);
             }
         }
     }
@@ -328,7 +330,7 @@ impl Drop for Endpoint {
 }
 
 /// Open an endpoint on `paths` of the listener at `addr`.
-fn open(addr: SocketAddr, paths: Vec<String>, limits: Limits) -> Result<Endpoint, Error> {
+fn open(addr: SocketAddr, mut paths: Vec<String>, limits: Limits) -> Result<Endpoint, Error> {
     if paths.is_empty() {
         return Err(Error::InvalidConfig(
             "a webhook endpoint needs at least one path".into(),
@@ -348,9 +350,9 @@ fn open(addr: SocketAddr, paths: Vec<String>, limits: Limits) -> Result<Endpoint
     };
     let listener = listener(addr).map_err(Error::Fatal)?;
     let mut routes = listener.routes.lock().unwrap();
-    let mut sorted = paths.clone();
-    sorted.sort();
-    sorted.dedup();
+    paths.sort();
+    paths.dedup();
+    let sorted = paths;
     // The queue a dropped endpoint left on exactly these paths is taken over.
     let mut reused: Option<Arc<Route>> = None;
     for path in &sorted {

@@ -154,27 +154,19 @@ note = "utf8"
     )
 }
 
-/// The ids in the JSON Lines files under `out/`, with how often each appears.
+/// The ids in the JSON Lines files of stream `orders` under `out/`, with how often each
+/// appears.
 pub(crate) fn ids_in_lake(scratch: &Scratch) -> BTreeMap<i64, usize> {
     let mut ids = BTreeMap::new();
-    let mut dirs = vec![scratch.path("out")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                if !path.file_name().unwrap().to_string_lossy().starts_with('.') {
-                    dirs.push(path);
-                }
-            } else if path.extension().is_some_and(|e| e == "jsonl") {
-                for line in std::fs::read_to_string(&path).unwrap().lines() {
-                    let row: Value = serde_json::from_str(line).unwrap();
-                    *ids.entry(row["id"].as_i64().unwrap()).or_default() += 1;
-                }
-            }
-        }
+    for row in json_lines(&scratch.path("out/orders")) {
+        *ids.entry(row["id"].as_i64().unwrap()).or_default() += 1;
     }
     ids
 }
+
+/// A sink writing JSON Lines under `out/`.
+const LAKE_SINK: &str = "[[sink]]\nname = \"lake\"\nplugin = \"builtin:file\"\nfs = [\"out:rw\"]\n\
+                         [sink.config]\npath = \"out\"\nformat = \"jsonl\"\n";
 
 #[test]
 fn every_message_reaches_the_lake_once_however_often_the_run_is_killed() {
@@ -186,9 +178,7 @@ fn every_message_reaches_the_lake_once_however_often_the_run_is_killed() {
     scratch.write(
         "pipeline.toml",
         format!(
-            "[pipeline]\nname = \"nats-lake\"\n\n[checkpoint]\nevery_rows = 20000\n\n{}\n\
-             [[sink]]\nname = \"lake\"\nplugin = \"builtin:file\"\nfs = [\"out:rw\"]\n\
-             [sink.config]\npath = \"out\"\nformat = \"jsonl\"\n",
+            "[pipeline]\nname = \"nats-lake\"\n\n[checkpoint]\nevery_rows = 20000\n\n{}\n{LAKE_SINK}",
             nats_source(&stream)
         ),
     );
@@ -308,9 +298,7 @@ fn reading_pauses_at_max_ack_pending_until_the_epoch_commits_and_loses_nothing()
     scratch.write(
         "pipeline.toml",
         format!(
-            "[pipeline]\nname = \"pause\"\n\n[checkpoint]\nevery = \"1s\"\n\n{source}\n\
-             [[sink]]\nname = \"lake\"\nplugin = \"builtin:file\"\nfs = [\"out:rw\"]\n\
-             [sink.config]\npath = \"out\"\nformat = \"jsonl\"\n"
+            "[pipeline]\nname = \"pause\"\n\n[checkpoint]\nevery = \"1s\"\n\n{source}\n{LAKE_SINK}"
         ),
     );
     let out = scratch.host(&["run", "pipeline.toml", "--log", "warn"]);
@@ -400,10 +388,7 @@ fn an_ack_wait_that_would_redeliver_an_epoch_is_refused_before_anything_is_read(
     let source = nats_source(&stream).replace("batch = 500\n", "batch = 500\nack_wait_secs = 30\n");
     scratch.write(
         "pipeline.toml",
-        format!(
-            "[pipeline]\nname = \"ackwait\"\n\n{source}\n[[sink]]\nname = \"lake\"\n\
-             plugin = \"builtin:file\"\nfs = [\"out:rw\"]\n[sink.config]\npath = \"out\"\nformat = \"jsonl\"\n"
-        ),
+        format!("[pipeline]\nname = \"ackwait\"\n\n{source}\n{LAKE_SINK}"),
     );
     let out = scratch.host(&["check", "pipeline.toml"]);
     assert_eq!(out.code, 2, "{}", out.stderr);

@@ -141,7 +141,7 @@ fn grants(
             .collect(),
         listen: stage.listen,
         limits: stage.limits,
-        checkpoint: crate::sandbox::EpochPolicy {
+        checkpoint: crate::plugin::bindings::host::CheckpointPolicy {
             every_rows: pipeline.checkpoint.every_rows,
             every_bytes: pipeline.checkpoint.every_bytes,
             every_ms: pipeline.checkpoint.every.as_millis() as u64,

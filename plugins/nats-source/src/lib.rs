@@ -142,7 +142,7 @@ impl Source for NatsSource {
             )
         })?;
         Ok(NatsReader {
-            rows: Rows::new(&cfg.payload, &cfg.name),
+            rows: Rows::new(&cfg.payload),
             cfg,
             js,
             delivered: at,

@@ -42,7 +42,7 @@ pub struct Rows {
 }
 
 impl Rows {
-    pub fn new(payload: &Payload, _stream: &str) -> Rows {
+    pub fn new(payload: &Payload) -> Rows {
         Rows {
             schema: schema(payload),
             subject: StringBuilder::new(),
@@ -122,7 +122,7 @@ mod tests {
             ("at".into(), ColumnType::Timestamp),
             ("ok".into(), ColumnType::Boolean),
         ]);
-        let mut rows = Rows::new(&payload, "orders");
+        let mut rows = Rows::new(&payload);
         rows.push(&delivered(
             1,
             r#"{"id":7,"at":"2024-05-01T12:00:00.5+02:00","ok":true,"x":1}"#,
@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn text_payloads_must_be_utf8() {
-        let mut rows = Rows::new(&Payload::Text, "s");
+        let mut rows = Rows::new(&Payload::Text);
         let mut bad = delivered(1, "");
         bad.message.payload = vec![0xff, 0xfe];
         assert!(rows.push(&bad).unwrap_err().contains("UTF-8"));

@@ -7,6 +7,7 @@
 use arrow_array::builder::StringBuilder;
 use arrow_array::{Array, StringArray};
 use hmac::{Hmac, Mac};
+use ingest_sdk::text::hex_into;
 use sha2::{Digest, Sha256};
 
 /// What `redact` writes when the config gives no `with`.
@@ -140,17 +141,6 @@ fn map_values(
         }
     }
     out.finish()
-}
-
-/// A 32-byte digest as lowercase hex, written into `out`.
-fn hex_into<'a>(digest: &[u8], out: &'a mut [u8; HEX_LEN]) -> &'a str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, &b) in out.chunks_exact_mut(2).zip(digest) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
-    }
-    // Only ASCII digits were written; the check is a few word-wide compares.
-    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// `value` with every character but the last `n` replaced by `*`, keeping its length in

@@ -15,6 +15,7 @@ mod error;
 pub mod host;
 pub mod ipc;
 mod ipc_peek;
+pub mod parse;
 pub mod payload;
 pub mod resume;
 pub mod sink;

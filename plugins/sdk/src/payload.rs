@@ -263,65 +263,9 @@ fn convert(value: Option<&Value>, ty: ColumnType) -> Result<Cell, String> {
         }),
         ColumnType::Timestamp => {
             let text = value.as_str().ok_or_else(wrong)?;
-            Cell::Micros(parse_rfc3339_micros(text).ok_or_else(wrong)?)
+            Cell::Micros(crate::parse::parse_timestamp(text.as_bytes()).ok_or_else(wrong)?)
         }
     })
-}
-
-/// Microseconds since 1970 of an RFC 3339 timestamp (`2024-05-01T12:00:00Z`,
-/// `…+02:00`, with or without fractions).
-pub fn parse_rfc3339_micros(text: &str) -> Option<i64> {
-    let (date, rest) = text.split_once(['T', ' '])?;
-    let mut d = date.splitn(3, '-');
-    let (y, m, day): (i64, u32, u32) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    let (time, offset_secs) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
-        (t, 0i64)
-    } else {
-        let at = rest.rfind(['+', '-'])?;
-        let (t, off) = rest.split_at(at);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = off[1..].split_once(':')?;
-        (
-            t,
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
-        )
-    };
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut parts = hms.splitn(3, ':');
-    let (h, mi, s): (i64, i64, i64) = (
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-    );
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    let micros: i64 = if frac.is_empty() {
-        0
-    } else {
-        if !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let six: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
-        six.parse().ok()?
-    };
-    let days = days_from_civil(y, m, day);
-    Some(((days * 86_400 + h * 3600 + mi * 60 + s) - offset_secs) * 1_000_000 + micros)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 fn phrase(ty: ColumnType) -> &'static str {

@@ -14,6 +14,18 @@ use arrow_array::{make_array, new_empty_array, Array, ArrayRef, StringArray};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::DataType;
 
+/// A 32-byte digest (SHA-256, HMAC-SHA256) as lowercase hex, written into `out`, without
+/// allocating.
+pub fn hex_into<'a>(digest: &[u8], out: &'a mut [u8; 64]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, &b) in out.chunks_exact_mut(2).zip(digest) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
+    // Only ASCII digits were written; the check is a few word-wide compares.
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
 /// `data_type` as it is turned into text: a named time zone becomes `+00:00`.
 pub fn text_safe_type(data_type: &DataType) -> DataType {
     match data_type {

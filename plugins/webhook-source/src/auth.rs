@@ -91,11 +91,8 @@ pub fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
     for part in parts {
         mac.update(part);
     }
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut hex = [0u8; 64];
+    ingest_sdk::text::hex_into(&mac.finalize().into_bytes(), &mut hex).to_string()
 }
 
 /// Whether `a` equals `b`, in time that depends on their lengths only.
