@@ -21,6 +21,7 @@ const BUILTINS: &[(&str, &str, &str)] = &[
     ("source", "nats", "nats_source"),
     ("sink", "nats", "nats_sink"),
     ("source", "webhook", "webhook_source"),
+    ("source", "kafka", "kafka_source"),
 ];
 
 /// Paths whose change means the components must be rebuilt.
@@ -43,6 +44,8 @@ const INPUTS: &[&str] = &[
     "plugins/nats-source",
     "plugins/nats-sink",
     "plugins/webhook-source",
+    "plugins/kafka-client",
+    "plugins/kafka-source",
     "plugins/zstd-shim-013",
     "plugins/zstd-shim",
     "tests/fixtures",

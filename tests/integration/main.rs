@@ -11,6 +11,7 @@ mod growing;
 mod hostile;
 mod inspect;
 mod javascript;
+mod kafka;
 mod lock;
 mod maria;
 mod mariadb;

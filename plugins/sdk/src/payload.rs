@@ -191,6 +191,13 @@ impl PayloadColumns {
         Ok(())
     }
 
+    /// Add a row without a payload (a Kafka tombstone, say): every payload column null.
+    pub fn push_null(&mut self) {
+        for column in &mut self.columns {
+            append(column, Cell::Null);
+        }
+    }
+
     /// The columns so far, in the order of [`Payload::fields`]; the builders start over.
     pub fn finish(&mut self) -> Vec<ArrayRef> {
         self.columns
