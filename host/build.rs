@@ -22,6 +22,7 @@ const BUILTINS: &[(&str, &str, &str)] = &[
     ("sink", "nats", "nats_sink"),
     ("source", "webhook", "webhook_source"),
     ("source", "kafka", "kafka_source"),
+    ("source", "http", "http_source"),
 ];
 
 /// Paths whose change means the components must be rebuilt.
@@ -46,6 +47,7 @@ const INPUTS: &[&str] = &[
     "plugins/webhook-source",
     "plugins/kafka-client",
     "plugins/kafka-source",
+    "plugins/http-source",
     "plugins/zstd-shim-013",
     "plugins/zstd-shim",
     "tests/fixtures",

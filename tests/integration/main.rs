@@ -9,6 +9,7 @@ mod dlq;
 mod end_to_end;
 mod growing;
 mod hostile;
+mod http_api;
 mod inspect;
 mod javascript;
 mod kafka;

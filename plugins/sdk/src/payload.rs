@@ -172,21 +172,31 @@ impl PayloadColumns {
                     b.append_value(text);
                 }
             }
-            Payload::Json(declared) => {
-                // Every field is converted before anything is appended, so a refused
-                // payload leaves no partial row.
+            Payload::Json(_) => {
                 let object = parse_object(bytes)?;
-                let mut values = Vec::with_capacity(declared.len());
-                for (name, ty) in declared {
-                    values.push(
-                        convert(object.get(name), *ty)
-                            .map_err(|why| format!("field `{name}`: {why}"))?,
-                    );
-                }
-                for (column, value) in self.columns.iter_mut().zip(values) {
-                    append(column, value);
-                }
+                self.push_object(&object)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Add the declared fields of a parsed JSON object as a row (for a source that parses
+    /// its records itself), or say why it cannot be one: then nothing is added. For a
+    /// `binary` or `text` payload the object is the payload, as JSON text.
+    pub fn push_object(&mut self, object: &serde_json::Map<String, Value>) -> Result<(), String> {
+        let Payload::Json(declared) = &self.payload else {
+            return self.push(Value::Object(object.clone()).to_string().as_bytes());
+        };
+        // Every field is converted before anything is appended, so a refused record
+        // leaves no partial row.
+        let mut values = Vec::with_capacity(declared.len());
+        for (name, ty) in declared {
+            values.push(
+                convert(object.get(name), *ty).map_err(|why| format!("field `{name}`: {why}"))?,
+            );
+        }
+        for (column, value) in self.columns.iter_mut().zip(values) {
+            append(column, value);
         }
         Ok(())
     }
