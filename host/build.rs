@@ -47,6 +47,7 @@ const INPUTS: &[&str] = &[
     "plugins/webhook-source",
     "plugins/kafka-client",
     "plugins/kafka-source",
+    "plugins/http-client",
     "plugins/http-source",
     "plugins/zstd-shim-013",
     "plugins/zstd-shim",

@@ -7,9 +7,9 @@ use ingest_sdk::{config, Error, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::client::Method;
 use crate::rows::ColumnType;
 use crate::url::Url;
+use http_client::Method;
 
 /// The config as written in pipeline.toml.
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -18,7 +18,6 @@
 //! - **Loops.** A pass longer than `max_pages`, or a page that leads to itself, is an
 //!   error naming the URL.
 
-pub mod client;
 pub mod config;
 pub mod rows;
 pub mod url;
@@ -30,10 +29,10 @@ use ingest_sdk::{Error, Reject, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::client::{Failure, Method, Request, Response};
 use crate::config::{Auth, Pagination, SourceConfig};
 use crate::rows::{ColumnType, Rows};
 use crate::url::Url;
+use http_client::{Failure, Method, Request, Response};
 
 /// Where reading resumes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -306,7 +305,7 @@ fn fetch(cfg: &SourceConfig, url: &Url) -> Result<Response> {
         if attempt > 1 {
             std::thread::sleep(wait);
         }
-        match client::send(&req, cfg.max_page_bytes) {
+        match http_client::send(&req, cfg.max_page_bytes) {
             Ok(r) if (200..300).contains(&r.status) => return Ok(r),
             Ok(r) if r.status == 429 || (500..600).contains(&r.status) => {
                 last = format!("answered {}", r.status);

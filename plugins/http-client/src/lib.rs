@@ -16,6 +16,9 @@ pub struct Request {
 pub enum Method {
     Get,
     Post,
+    Put,
+    Delete,
+    Head,
 }
 
 /// A response, read whole (up to the limit given to [`send`]).
@@ -99,6 +102,9 @@ pub fn send(request: &Request, max_body: usize) -> Result<Response, Failure> {
         .set_method(match request.method {
             Method::Get => &WasiMethod::Get,
             Method::Post => &WasiMethod::Post,
+            Method::Put => &WasiMethod::Put,
+            Method::Delete => &WasiMethod::Delete,
+            Method::Head => &WasiMethod::Head,
         })
         .map_err(|()| bad("method"))?;
     outgoing
