@@ -14,7 +14,7 @@ const BUILTINS: &[(&str, &str, &str)] = &[
     ("source", "file", "file_source"),
     ("transform", "pii-mask", "pii_mask"),
     ("transform", "dedupe", "dedupe"),
-    ("sink", "file", "file_sink"),
+    ("sink", "file", "file_sink_component"),
     ("source", "postgres", "postgres_source"),
     ("sink", "postgres", "postgres_sink"),
     ("source", "mariadb", "mariadb_source"),
@@ -23,6 +23,7 @@ const BUILTINS: &[(&str, &str, &str)] = &[
     ("source", "webhook", "webhook_source"),
     ("source", "kafka", "kafka_source"),
     ("source", "http", "http_source"),
+    ("sink", "s3", "s3_sink"),
 ];
 
 /// Paths whose change means the components must be rebuilt.
@@ -36,6 +37,7 @@ const INPUTS: &[&str] = &[
     "plugins/pii-mask",
     "plugins/dedupe",
     "plugins/file-sink",
+    "plugins/file-sink-component",
     "plugins/postgres-client",
     "plugins/postgres-source",
     "plugins/postgres-sink",
@@ -49,6 +51,7 @@ const INPUTS: &[&str] = &[
     "plugins/kafka-source",
     "plugins/http-client",
     "plugins/http-source",
+    "plugins/s3-sink",
     "plugins/zstd-shim-013",
     "plugins/zstd-shim",
     "tests/fixtures",

@@ -25,6 +25,7 @@ mod protect;
 mod python;
 mod recovery;
 mod retries;
+mod s3;
 mod sandbox;
 mod scaffold;
 mod schema;

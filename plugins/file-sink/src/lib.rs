@@ -6,7 +6,8 @@
 //! - [`writer`]: the epoch protocol (stage → prepare → commit | abort) over those paths.
 //!
 //! Parquet is encoded by the host (`ParquetEncoder`); the sink keeps every decision about
-//! files and publishing.
+//! files and publishing. The component (`builtin:file`) is `file-sink-component`, which
+//! exports this sink; the `s3` sink builds on the same writer.
 
 use std::fs;
 
@@ -100,11 +101,6 @@ pub fn prepare_root(config: &SinkConfig) -> Result<()> {
         }
     })
 }
-
-// Only the component exports the WIT interface: natively (unit tests) the exported names,
-// which contain `:`, cannot be linked into a shared library.
-#[cfg(target_family = "wasm")]
-ingest_sdk::export_sink!(FileSink);
 
 #[cfg(test)]
 mod tests;

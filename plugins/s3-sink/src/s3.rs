@@ -1,0 +1,343 @@
+//! The S3 requests the sink sends, signed (SigV4) and sent over wasi:http: multipart uploads
+//! (create, upload part, complete with `If-None-Match: *`, abort, list), HEAD of an object
+//! and of the bucket. Responses are small XML documents; the few fields read are found by
+//! their tags.
+
+use http_client::{Failure, Method, Request, Response};
+use ingest_sdk::{Error, Result};
+
+use crate::sigv4::{self, Credentials};
+
+/// One bucket at one endpoint.
+pub struct Bucket {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// The endpoint's `host[:port]`.
+    pub authority: String,
+    pub name: String,
+    pub region: String,
+    pub path_style: bool,
+    pub creds: Credentials,
+    pub timeout_ms: u64,
+}
+
+/// How a completion ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Completed {
+    /// The object was made now.
+    Now,
+    /// The object was there already (an earlier commit made it).
+    Already,
+}
+
+/// The text between `<tag>` and `</tag>`, first match after `from`.
+fn tag<'a>(xml: &'a str, tag: &str, from: usize) -> Option<(&'a str, usize)> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml[from..].find(&open)? + from + open.len();
+    let end = xml[start..].find(&close)? + start;
+    Some((&xml[start..end], end + close.len()))
+}
+
+/// XML text as written in S3 responses (the five predefined entities).
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+impl Bucket {
+    /// `s3://bucket/key`, for messages and the names a commit returns.
+    pub fn url_of(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.name)
+    }
+
+    /// Send a signed request for `key` (`None`: the bucket itself).
+    fn send(
+        &self,
+        method: Method,
+        key: Option<&str>,
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Response> {
+        let encoded = key.map(|k| sigv4::uri_encode(k, true)).unwrap_or_default();
+        let (host, path) = if self.path_style {
+            (
+                self.authority.clone(),
+                match key {
+                    Some(_) => format!("/{}/{encoded}", self.name),
+                    None => format!("/{}", self.name),
+                },
+            )
+        } else {
+            (
+                format!("{}.{}", self.name, self.authority),
+                format!("/{encoded}"),
+            )
+        };
+        let query: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let method_name = match method {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+        };
+        let mut all = headers.clone();
+        all.extend(sigv4::sign(
+            method_name,
+            &host,
+            &path,
+            &query,
+            &headers,
+            &self.creds,
+            &self.region,
+            now,
+        ));
+        let query_text = query
+            .iter()
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    sigv4::uri_encode(k, false)
+                } else {
+                    format!(
+                        "{}={}",
+                        sigv4::uri_encode(k, false),
+                        sigv4::uri_encode(v, false)
+                    )
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let url = format!(
+            "{}://{host}{path}{}{query_text}",
+            self.scheme,
+            if query_text.is_empty() { "" } else { "?" }
+        );
+        let what = match key {
+            Some(k) => self.url_of(k),
+            None => format!("s3://{}", self.name),
+        };
+        let request = Request {
+            method,
+            url,
+            headers: all,
+            body,
+            timeout_ms: self.timeout_ms,
+        };
+        http_client::send(&request, 16 << 20).map_err(|e| match e {
+            Failure::Denied(why) => Error::AccessDenied(format!(
+                "{what}: {why} (grant the endpoint in the sink's `http`)"
+            )),
+            Failure::Transport(why) => Error::Transient {
+                message: format!("{what}: {why}"),
+                retry_after_ms: None,
+            },
+            Failure::TooLarge(n) => Error::fatal(format!("{what}: a response over {n} bytes")),
+        })
+    }
+
+    /// The error for a response that is not 2xx: the S3 error code and message.
+    fn refused(&self, what: &str, r: &Response) -> Error {
+        let body = String::from_utf8_lossy(&r.body);
+        let code = tag(&body, "Code", 0).map_or("", |(c, _)| c);
+        let message = tag(&body, "Message", 0).map_or("", |(m, _)| m);
+        let text = format!(
+            "{what}: S3 answered {} {code}{}{message}",
+            r.status,
+            if message.is_empty() { "" } else { ": " }
+        );
+        match (r.status, code) {
+            (403, _) | (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied") => {
+                Error::AccessDenied(format!("{text} (check the credentials' secrets)"))
+            }
+            (404, "NoSuchBucket") => Error::config(text),
+            (429 | 500..=599, _) => Error::Transient {
+                message: text,
+                retry_after_ms: None,
+            },
+            _ => Error::fatal(text),
+        }
+    }
+
+    /// The bucket exists and the credentials may use it.
+    pub fn check(&self) -> Result<()> {
+        let r = self.send(Method::Head, None, &[], &[], None)?;
+        match r.status {
+            200..=299 => Ok(()),
+            404 => Err(Error::config(format!(
+                "s3://{}: no such bucket at {}://{}",
+                self.name, self.scheme, self.authority
+            ))),
+            403 => Err(Error::AccessDenied(format!(
+                "s3://{}: S3 answered 403 (check the credentials' secrets)",
+                self.name
+            ))),
+            _ => Err(self.refused(&format!("s3://{}", self.name), &r)),
+        }
+    }
+
+    /// Start a multipart upload of `key`; its upload id.
+    pub fn create_upload(&self, key: &str) -> Result<String> {
+        let r = self.send(
+            Method::Post,
+            Some(key),
+            &[("uploads", "")],
+            &[],
+            Some(Vec::new()),
+        )?;
+        if !(200..300).contains(&r.status) {
+            return Err(self.refused(&self.url_of(key), &r));
+        }
+        let body = String::from_utf8_lossy(&r.body);
+        tag(&body, "UploadId", 0)
+            .map(|(id, _)| unescape(id))
+            .ok_or_else(|| Error::fatal(format!("{}: no UploadId in: {body}", self.url_of(key))))
+    }
+
+    /// Upload part `number` (from 1); its ETag.
+    pub fn upload_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        bytes: Vec<u8>,
+    ) -> Result<String> {
+        let n = number.to_string();
+        let r = self.send(
+            Method::Put,
+            Some(key),
+            &[("partNumber", &n), ("uploadId", upload)],
+            &[],
+            Some(bytes),
+        )?;
+        if !(200..300).contains(&r.status) {
+            return Err(self.refused(&format!("{} part {number}", self.url_of(key)), &r));
+        }
+        r.header("etag")
+            .map(str::to_string)
+            .ok_or_else(|| Error::fatal(format!("{} part {number}: no ETag", self.url_of(key))))
+    }
+
+    /// Complete an upload, only if `key` does not exist yet.
+    pub fn complete(&self, key: &str, upload: &str, etags: &[String]) -> Result<Completed> {
+        let mut xml = String::from("<CompleteMultipartUpload>");
+        for (i, etag) in etags.iter().enumerate() {
+            xml.push_str(&format!(
+                "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>",
+                i + 1,
+                etag.replace('&', "&amp;").replace('"', "&quot;")
+            ));
+        }
+        xml.push_str("</CompleteMultipartUpload>");
+        let r = self.send(
+            Method::Post,
+            Some(key),
+            &[("uploadId", upload)],
+            &[("if-none-match", "*")],
+            Some(xml.into_bytes()),
+        )?;
+        let body = String::from_utf8_lossy(&r.body);
+        // S3 may answer 200 with an error document for a completion that failed late.
+        let error = tag(&body, "Code", 0).map(|(c, _)| c.to_string());
+        match (r.status, error.as_deref()) {
+            (200..=299, None) => Ok(Completed::Now),
+            (412, _) | (_, Some("PreconditionFailed")) => Ok(Completed::Already),
+            (404, Some("NoSuchUpload")) | (_, Some("NoSuchUpload")) => {
+                // Completed (or aborted) before: the object tells which.
+                if self.exists(key)? {
+                    Ok(Completed::Already)
+                } else {
+                    Err(Error::fatal(format!(
+                        "{}: upload {upload} is gone and the object was never made; this epoch's rows for it are lost (was the upload aborted outside the pipeline?)",
+                        self.url_of(key)
+                    )))
+                }
+            }
+            _ => Err(self.refused(&format!("completing {}", self.url_of(key)), &r)),
+        }
+    }
+
+    /// Abort an upload; one that is gone already is no error.
+    pub fn abort(&self, key: &str, upload: &str) -> Result<()> {
+        let r = self.send(
+            Method::Delete,
+            Some(key),
+            &[("uploadId", upload)],
+            &[],
+            None,
+        )?;
+        if (200..300).contains(&r.status) || r.status == 404 {
+            Ok(())
+        } else {
+            Err(self.refused(&format!("aborting {}", self.url_of(key)), &r))
+        }
+    }
+
+    /// The uploads in progress under `prefix`: (key, upload id).
+    pub fn uploads(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let r = self.send(
+            Method::Get,
+            None,
+            &[("uploads", ""), ("prefix", prefix)],
+            &[],
+            None,
+        )?;
+        if !(200..300).contains(&r.status) {
+            return Err(self.refused(
+                &format!("listing uploads under s3://{}/{prefix}", self.name),
+                &r,
+            ));
+        }
+        let body = String::from_utf8_lossy(&r.body);
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some((upload, next)) = tag(&body, "Upload", at) {
+            if let (Some((key, _)), Some((id, _))) =
+                (tag(upload, "Key", 0), tag(upload, "UploadId", 0))
+            {
+                out.push((unescape(key), unescape(id)));
+            }
+            at = next;
+        }
+        Ok(out)
+    }
+
+    /// Whether `key` exists.
+    pub fn exists(&self, key: &str) -> Result<bool> {
+        let r = self.send(Method::Head, Some(key), &[], &[], None)?;
+        match r.status {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            _ => Err(self.refused(&self.url_of(key), &r)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_found_in_order_and_unescaped() {
+        let xml = "<ListMultipartUploadsResult><Upload><Key>a/b&amp;c</Key><UploadId>1</UploadId></Upload><Upload><Key>d</Key><UploadId>2</UploadId></Upload></ListMultipartUploadsResult>";
+        let (first, next) = tag(xml, "Upload", 0).unwrap();
+        assert_eq!(unescape(tag(first, "Key", 0).unwrap().0), "a/b&c");
+        let (second, _) = tag(xml, "Upload", next).unwrap();
+        assert_eq!(tag(second, "UploadId", 0).unwrap().0, "2");
+        assert!(tag(xml, "Nothing", 0).is_none());
+    }
+}

@@ -1,0 +1,231 @@
+//! The `s3` sink against the S3-compatible server `scripts/s3-setup` starts on
+//! 127.0.0.1:5010: every row in the bucket exactly once however often a run is killed, no
+//! upload left in progress, nothing visible before its epoch commits, and a missing bucket
+//! or an endpoint outside the grant refused by name. Buckets are inspected with boto3.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cdc::start;
+use crate::support::*;
+
+const ENDPOINT: &str = "http://127.0.0.1:5010";
+
+/// Run `code` in the S3 server's Python (with boto3 and `s3`, a client of the server, in
+/// scope); its stdout.
+fn boto(code: &str) -> String {
+    let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3-setup");
+    let out = Command::new(&setup).arg("--python").output().unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/s3-setup --python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let prelude = format!(
+        "import boto3\ns3 = boto3.client('s3', endpoint_url='{ENDPOINT}', aws_access_key_id='test-key', aws_secret_access_key='test-secret', region_name='us-east-1')\n"
+    );
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(format!("{prelude}{code}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "boto3 failed (is the S3 server up? scripts/s3-setup starts it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A bucket of the test's own, emptied and deleted when dropped.
+struct TestBucket {
+    name: String,
+}
+
+impl TestBucket {
+    fn new(tag: &str) -> TestBucket {
+        let name = format!("t-{tag}-{}", std::process::id());
+        boto(&format!("s3.create_bucket(Bucket='{name}')"));
+        TestBucket { name }
+    }
+
+    /// Download every object under `lake/` into `dir`, keeping the keys' paths.
+    fn download(&self, dir: &Path) -> usize {
+        let out = boto(&format!(
+            "import os\nn = 0\nfor page in s3.get_paginator('list_objects_v2').paginate(Bucket='{b}', Prefix='lake/'):\n    for o in page.get('Contents', []):\n        path = os.path.join('{d}', o['Key'][len('lake/'):])\n        os.makedirs(os.path.dirname(path), exist_ok=True)\n        s3.download_file('{b}', o['Key'], path)\n        n += 1\nprint(n)",
+            b = self.name,
+            d = dir.display()
+        ));
+        out.trim().parse().unwrap()
+    }
+
+    /// Multipart uploads in progress.
+    fn uploads(&self) -> usize {
+        boto(&format!(
+            "print(len(s3.list_multipart_uploads(Bucket='{}').get('Uploads', [])))",
+            self.name
+        ))
+        .trim()
+        .parse()
+        .unwrap()
+    }
+}
+
+impl Drop for TestBucket {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| {
+            boto(&format!(
+                "b = '{}'\nfor u in s3.list_multipart_uploads(Bucket=b).get('Uploads', []):\n    s3.abort_multipart_upload(Bucket=b, Key=u['Key'], UploadId=u['UploadId'])\nfor page in s3.get_paginator('list_objects_v2').paginate(Bucket=b):\n    for o in page.get('Contents', []):\n        s3.delete_object(Bucket=b, Key=o['Key'])\ns3.delete_bucket(Bucket=b)",
+                self.name
+            ))
+        });
+    }
+}
+
+/// The standard test pipeline with its lake in `bucket`.
+fn s3_pipeline(scratch: &Scratch, bucket: &str, every_rows: u64) -> String {
+    scratch.write("secrets/s3_id", "test-key");
+    scratch.write("secrets/s3_secret", "test-secret");
+    std::fs::create_dir_all(scratch.path("staging")).unwrap();
+    let text = PipelineSpec {
+        every_rows,
+        ..Default::default()
+    }
+    .render();
+    let at = text.find("[[sink]]").unwrap();
+    let text = text[..at].replace(
+        "[secrets]\n",
+        "[secrets]\ns3_id = { file = \"secrets/s3_id\" }\ns3_secret = { file = \"secrets/s3_secret\" }\n",
+    );
+    format!(
+        r#"{text}[[sink]]
+name = "lake"
+plugin = "builtin:s3"
+fs = ["staging:rw"]
+http = ["{ENDPOINT}/"]
+secrets = ["s3_id", "s3_secret"]
+[sink.config]
+endpoint = "{ENDPOINT}"
+bucket = "{bucket}"
+prefix = "lake"
+path_style = true
+access_key_id_secret = "s3_id"
+secret_access_key_secret = "s3_secret"
+staging = "staging"
+format = "parquet"
+compression = "zstd"
+"#
+    )
+}
+
+#[test]
+fn every_row_lands_in_the_bucket_once_however_often_the_run_is_killed() {
+    const ROWS: usize = 2_000_000;
+    let bucket = TestBucket::new("kills");
+    let scratch = Scratch::new();
+    write_orders_file(&scratch.path("data/orders.csv"), ROWS);
+    scratch.write(
+        "pipeline.toml",
+        s3_pipeline(&scratch, &bucket.name, 200_000),
+    );
+    let mut killed = 0;
+    let mut rng = 0x2545_f491_u64;
+    let mut latest = 2500;
+    for _ in 0..10 {
+        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let after = Duration::from_millis(300 + (rng >> 33) % latest);
+        let mut child = start(&scratch);
+        if wait_or_kill(&mut child, after) {
+            killed += 1;
+        } else {
+            latest = (latest / 2).max(200);
+        }
+    }
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    let out = scratch.path("out");
+    let objects = bucket.download(&out);
+    // Epochs close at the first batch past 200,000 rows: 10 of them, one object each.
+    assert!(objects >= 9, "{objects} objects");
+    let ids = read_ids(&out.join("orders"));
+    let mut seen = ids.clone();
+    seen.dedup();
+    assert_eq!(seen.len(), ids.len(), "rows in the bucket more than once");
+    assert_eq!(ids, (1..=ROWS as i64).collect::<Vec<_>>(), "rows lost");
+    assert_eq!(bucket.uploads(), 0, "uploads left in progress");
+    assert!(
+        killed >= 5,
+        "only {killed} of 10 runs were killed before they ended"
+    );
+    // A run with nothing new writes nothing.
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    assert_eq!(bucket.download(&scratch.path("again")), objects);
+}
+
+#[test]
+fn nothing_is_visible_before_its_epoch_commits_and_a_repeated_commit_creates_nothing_twice() {
+    let bucket = TestBucket::new("commit");
+    let scratch = Scratch::new();
+    // Epochs close at the first batch (8,192 rows) past 10,000 rows: three of them.
+    write_orders_file(&scratch.path("data/orders.csv"), 40_000);
+    scratch.write("pipeline.toml", s3_pipeline(&scratch, &bucket.name, 10_000));
+    // Epoch 2 is prepared (uploaded, not completed) and the process dies before its commit.
+    let mut crashing = scratch.command(&["run", "pipeline.toml"]);
+    crashing.env("INGEST_FAULT", "after-state@2");
+    let out = output(crashing);
+    assert_ne!(out.code, 0, "the fault did not fire: {}", out.stdout);
+    assert_eq!(
+        bucket.download(&scratch.path("early")),
+        1,
+        "only epoch 1 is visible"
+    );
+    assert!(
+        bucket.uploads() >= 1,
+        "epoch 2 waits as an upload in progress"
+    );
+    // The sink completes epoch 2, and then dies before the commit is recorded.
+    let mut crashing = scratch.command(&["run", "pipeline.toml"]);
+    crashing.env("INGEST_FAULT", "after-sink-commit@2");
+    let out = output(crashing);
+    assert_ne!(out.code, 0, "the fault did not fire: {}", out.stdout);
+    // The next run commits epoch 2 again (creating nothing twice) and goes on.
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    let objects = bucket.download(&scratch.path("out"));
+    assert_eq!(objects, 3);
+    assert_eq!(
+        read_ids(&scratch.path("out/orders")),
+        (1..=40_000).collect::<Vec<_>>()
+    );
+    assert_eq!(bucket.uploads(), 0);
+}
+
+#[test]
+fn a_missing_bucket_and_an_endpoint_outside_the_grant_are_refused_by_name() {
+    let scratch = Scratch::new();
+    write_orders_file(&scratch.path("data/orders.csv"), 10);
+    scratch.write(
+        "pipeline.toml",
+        s3_pipeline(&scratch, "no-such-bucket-here", 1000),
+    );
+    let out = scratch.host(&["check", "pipeline.toml"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no such bucket") && out.stderr.contains("no-such-bucket-here"),
+        "{}",
+        out.stderr
+    );
+    let bucket = TestBucket::new("grant");
+    let text = s3_pipeline(&scratch, &bucket.name, 1000).replace(
+        &format!("http = [\"{ENDPOINT}/\"]"),
+        "http = [\"http://127.0.0.1:9/\"]",
+    );
+    scratch.write("pipeline.toml", text);
+    let out = scratch.host(&["run", "pipeline.toml"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("access denied") && out.stderr.contains(&bucket.name),
+        "{}",
+        out.stderr
+    );
+}
