@@ -131,11 +131,21 @@ pub fn send(request: &Request, max_body: usize) -> Result<Response, Failure> {
     })?;
     if let Some(bytes) = &request.body {
         let stream = body.write().map_err(|()| bad("body stream"))?;
-        for chunk in bytes.chunks(4096) {
-            stream.blocking_write_and_flush(chunk).map_err(|e| {
-                Failure::Transport(format!("{}: sending the body: {e:?}", request.url))
-            })?;
+        let failed = |e| Failure::Transport(format!("{}: sending the body: {e:?}", request.url));
+        // As much as the stream takes at a time (one host call per write, not per 4 KiB),
+        // waiting for room when it has none; one flush at the end.
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let room = stream.check_write().map_err(failed)? as usize;
+            if room == 0 {
+                stream.subscribe().block();
+                continue;
+            }
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            stream.write(now).map_err(failed)?;
+            rest = later;
         }
+        stream.blocking_flush().map_err(failed)?;
         drop(stream);
     }
     OutgoingBody::finish(body, None)
