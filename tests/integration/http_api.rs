@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cdc::start;
 use crate::support::*;
 
 /// What the API serves; changed by the test while it runs.
@@ -238,25 +237,13 @@ fn every_record_arrives_once_through_429s_500s_and_kills_in_the_middle_of_a_pass
         ),
     );
     // Each run is killed a random moment after its first commit.
-    let files =
-        |scratch: &Scratch| std::fs::read_dir(scratch.path("out/orders")).map_or(0, |d| d.count());
-    let mut killed = 0;
-    let mut rng = 0x51_7cc1_b727_u64;
-    for _ in 0..6 {
-        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        let before = files(&scratch);
-        let mut child = start(&scratch);
-        let started = std::time::Instant::now();
-        while files(&scratch) == before && started.elapsed() < Duration::from_secs(60) {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if wait_or_kill(&mut child, Duration::from_millis((rng >> 33) % 300)) {
-            killed += 1;
-        }
-    }
+    let killed = kill_after_first_commit(
+        &scratch,
+        "out/orders",
+        6,
+        Duration::from_millis(300),
+        |_| {},
+    );
     scratch.host(&["run", "pipeline.toml"]).assert_ok();
     let ids = crate::nats::ids_in_lake(&scratch);
     let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).take(5).collect();

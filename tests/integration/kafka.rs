@@ -9,7 +9,6 @@ use std::time::Duration;
 use kafka_client::{Client, NewRecord};
 use serde_json::{json, Value};
 
-use crate::cdc::start;
 use crate::support::*;
 
 const BROKER: &str = "127.0.0.1:9092";
@@ -136,27 +135,13 @@ fn every_record_reaches_the_lake_once_however_often_the_run_is_killed() {
     );
     // Each run is killed a random moment after its first commit, with more records
     // produced before each, so that every run has work left when it dies.
-    let files =
-        |scratch: &Scratch| std::fs::read_dir(scratch.path("out/orders")).map_or(0, |d| d.count());
-    let mut killed = 0;
-    let mut rng = 0x9e37_79b9_u64;
-    for run in 0..20u64 {
-        topic.produce(ROWS + 1 + run * 20_000, 20_000);
-        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        let after = Duration::from_millis((rng >> 33) % 150);
-        let before = files(&scratch);
-        let mut child = start(&scratch);
-        let started = std::time::Instant::now();
-        while files(&scratch) == before && started.elapsed() < Duration::from_secs(60) {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if wait_or_kill(&mut child, after) {
-            killed += 1;
-        }
-    }
+    let killed = kill_after_first_commit(
+        &scratch,
+        "out/orders",
+        20,
+        Duration::from_millis(150),
+        |run| topic.produce(ROWS + 1 + run * 20_000, 20_000),
+    );
     const PRODUCED: u64 = ROWS + 20 * 20_000;
     // Records produced between runs are read too.
     topic.produce(PRODUCED + 1, 3000);

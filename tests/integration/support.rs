@@ -667,3 +667,38 @@ pub fn wait_or_kill(child: &mut std::process::Child, after: std::time::Duration)
     child.wait().unwrap();
     true
 }
+
+/// Run the pipeline in `scratch` `runs` times, each killed (SIGKILL) a random moment of up
+/// to `jitter` after its first commit shows as a new file in `lake` (relative to the
+/// scratch directory); `before_each(run)` goes first. How many runs were killed (the others
+/// ended on their own).
+pub fn kill_after_first_commit(
+    scratch: &Scratch,
+    lake: &str,
+    runs: u64,
+    jitter: std::time::Duration,
+    mut before_each: impl FnMut(u64),
+) -> usize {
+    use std::time::{Duration, Instant};
+    let files = || std::fs::read_dir(scratch.path(lake)).map_or(0, |d| d.count());
+    let mut killed = 0;
+    let mut rng = 0x9e37_79b9_u64 ^ runs;
+    for run in 0..runs {
+        before_each(run);
+        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let after = Duration::from_millis((rng >> 33) % jitter.as_millis().max(1) as u64);
+        let before = files();
+        let mut child = crate::cdc::start(scratch);
+        let started = Instant::now();
+        while files() == before && started.elapsed() < Duration::from_secs(60) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if wait_or_kill(&mut child, after) {
+            killed += 1;
+        }
+    }
+    killed
+}

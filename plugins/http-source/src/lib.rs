@@ -108,14 +108,7 @@ impl Source for HttpSource {
     ) -> Result<HttpReader> {
         let cfg = SourceConfig::parse(config)?;
         check_name(&cfg, stream)?;
-        let at = match position {
-            Some(bytes) => serde_json::from_slice::<HttpPosition>(&bytes).map_err(|e| {
-                Error::fatal(format!(
-                    "stream `{stream}`: the saved position is not this source's: {e}"
-                ))
-            })?,
-            None => HttpPosition::default(),
-        };
+        let at: HttpPosition = ingest_sdk::source::resume_at(stream, position)?;
         let columns = columns(&cfg)?;
         let next = match &at.next {
             Some(next) => Some((
@@ -153,14 +146,7 @@ impl Source for HttpSource {
 }
 
 fn check_name(cfg: &SourceConfig, stream: &str) -> Result<()> {
-    if stream == cfg.name {
-        Ok(())
-    } else {
-        Err(Error::config(format!(
-            "unknown stream `{stream}`; this http source offers `{}`",
-            cfg.name
-        )))
-    }
+    ingest_sdk::source::check_stream("http", &cfg.name, stream)
 }
 
 /// The stream's columns: those declared, over those inferred from the first page of a new

@@ -25,56 +25,22 @@ pub struct Api {
     pub name: &'static str,
 }
 
-pub const PRODUCE: Api = Api {
-    key: 0,
-    version: 3,
-    name: "Produce",
-};
-pub const FETCH: Api = Api {
-    key: 1,
-    version: 4,
-    name: "Fetch",
-};
-pub const LIST_OFFSETS: Api = Api {
-    key: 2,
-    version: 1,
-    name: "ListOffsets",
-};
-pub const METADATA: Api = Api {
-    key: 3,
-    version: 4,
-    name: "Metadata",
-};
-pub const OFFSET_COMMIT: Api = Api {
-    key: 8,
-    version: 2,
-    name: "OffsetCommit",
-};
-pub const OFFSET_FETCH: Api = Api {
-    key: 9,
-    version: 3,
-    name: "OffsetFetch",
-};
-pub const FIND_COORDINATOR: Api = Api {
-    key: 10,
-    version: 1,
-    name: "FindCoordinator",
-};
-pub const API_VERSIONS: Api = Api {
-    key: 18,
-    version: 0,
-    name: "ApiVersions",
-};
-pub const CREATE_TOPICS: Api = Api {
-    key: 19,
-    version: 2,
-    name: "CreateTopics",
-};
-pub const DELETE_TOPICS: Api = Api {
-    key: 20,
-    version: 1,
-    name: "DeleteTopics",
-};
+impl Api {
+    const fn new(key: i16, version: i16, name: &'static str) -> Api {
+        Api { key, version, name }
+    }
+}
+
+pub const PRODUCE: Api = Api::new(0, 3, "Produce");
+pub const FETCH: Api = Api::new(1, 4, "Fetch");
+pub const LIST_OFFSETS: Api = Api::new(2, 1, "ListOffsets");
+pub const METADATA: Api = Api::new(3, 4, "Metadata");
+pub const OFFSET_COMMIT: Api = Api::new(8, 2, "OffsetCommit");
+pub const OFFSET_FETCH: Api = Api::new(9, 3, "OffsetFetch");
+pub const FIND_COORDINATOR: Api = Api::new(10, 1, "FindCoordinator");
+pub const API_VERSIONS: Api = Api::new(18, 0, "ApiVersions");
+pub const CREATE_TOPICS: Api = Api::new(19, 2, "CreateTopics");
+pub const DELETE_TOPICS: Api = Api::new(20, 1, "DeleteTopics");
 
 /// The APIs checked against the broker's ranges on connecting.
 const SPOKEN: [Api; 9] = [

@@ -110,14 +110,7 @@ impl Source for KafkaSource {
     ) -> Result<KafkaReader> {
         let cfg = SourceConfig::parse(config)?;
         check_name(&cfg, stream)?;
-        let at = match position {
-            Some(bytes) => serde_json::from_slice::<KafkaPosition>(&bytes).map_err(|e| {
-                Error::fatal(format!(
-                    "stream `{stream}`: the saved position is not this source's: {e}"
-                ))
-            })?,
-            None => KafkaPosition::default(),
-        };
+        let at: KafkaPosition = ingest_sdk::source::resume_at(stream, position)?;
         let mut client = connect(&cfg)?;
         let all = partitions(&mut client, &cfg)?;
         if let Some(gone) = at.offsets.keys().find(|p| !all.contains(p)) {
@@ -145,14 +138,7 @@ impl Source for KafkaSource {
 }
 
 fn check_name(cfg: &SourceConfig, stream: &str) -> Result<()> {
-    if stream == cfg.name {
-        Ok(())
-    } else {
-        Err(Error::config(format!(
-            "unknown stream `{stream}`; this kafka source offers `{}`",
-            cfg.name
-        )))
-    }
+    ingest_sdk::source::check_stream("kafka", &cfg.name, stream)
 }
 
 /// Records fetched and not yet handed out, of one partition, with the offset to fetch

@@ -102,14 +102,7 @@ impl Source for NatsSource {
     ) -> Result<NatsReader> {
         let cfg = SourceConfig::parse(config)?;
         check_name(&cfg, stream)?;
-        let at = match position {
-            Some(bytes) => serde_json::from_slice::<NatsPosition>(&bytes).map_err(|e| {
-                Error::fatal(format!(
-                    "stream `{stream}`: the saved position is not this source's: {e}"
-                ))
-            })?,
-            None => NatsPosition::default(),
-        };
+        let at: NatsPosition = ingest_sdk::source::resume_at(stream, position)?;
         let mut js = connect(&cfg)?;
         let info = check_stream(&mut js, &cfg)?;
         if at.seq > info.state.last_seq {
@@ -155,14 +148,7 @@ impl Source for NatsSource {
 }
 
 fn check_name(cfg: &SourceConfig, stream: &str) -> Result<()> {
-    if stream == cfg.name {
-        Ok(())
-    } else {
-        Err(Error::config(format!(
-            "unknown stream `{stream}`; this nats source offers `{}`",
-            cfg.name
-        )))
-    }
+    ingest_sdk::source::check_stream("nats", &cfg.name, stream)
 }
 
 /// Reads the stream through its consumer.

@@ -98,11 +98,14 @@ impl Bucket {
         };
         let mut all = headers.clone();
         all.extend(sigv4::sign(
-            method_name,
-            &host,
-            &path,
-            &query,
-            &headers,
+            &sigv4::Signed {
+                method: method_name,
+                host: &host,
+                path: &path,
+                query: &query,
+                headers: &headers,
+                payload: sigv4::UNSIGNED_PAYLOAD,
+            },
             &self.creds,
             &self.region,
             now,

@@ -72,46 +72,39 @@ pub fn amz_date(unix_seconds: u64) -> String {
     )
 }
 
-/// The headers that sign a request: `x-amz-date`, `x-amz-content-sha256`, the session
-/// token when there is one, and `authorization`. `path` is already encoded; `query` pairs
-/// are raw; `headers` are the other headers sent, which are signed too.
-#[allow(clippy::too_many_arguments)]
+/// The payload hash this signer sends: S3 accepts requests whose body is not hashed, so a
+/// part is not read twice.
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+
+/// What is signed: the request line, the headers sent (signed too) and the payload's hash.
+pub struct Signed<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    /// Already encoded.
+    pub path: &'a str,
+    /// Raw (encoded here).
+    pub query: &'a [(String, String)],
+    pub headers: &'a [(String, String)],
+    /// The payload's SHA-256 in hex, or [`UNSIGNED_PAYLOAD`].
+    pub payload: &'a str,
+}
+
+/// The headers that sign `request`: `x-amz-date`, `x-amz-content-sha256`, the session
+/// token when there is one, and `authorization`.
 pub fn sign(
-    method: &str,
-    host: &str,
-    path: &str,
-    query: &[(String, String)],
-    headers: &[(String, String)],
+    request: &Signed,
     creds: &Credentials,
     region: &str,
     unix_seconds: u64,
 ) -> Vec<(String, String)> {
-    signed_with(
+    let Signed {
         method,
         host,
         path,
         query,
         headers,
-        creds,
-        region,
-        unix_seconds,
-        "UNSIGNED-PAYLOAD",
-    )
-}
-
-/// [`sign`] with the payload's hash given.
-#[allow(clippy::too_many_arguments)]
-fn signed_with(
-    method: &str,
-    host: &str,
-    path: &str,
-    query: &[(String, String)],
-    headers: &[(String, String)],
-    creds: &Credentials,
-    region: &str,
-    unix_seconds: u64,
-    payload: &str,
-) -> Vec<(String, String)> {
+        payload,
+    } = *request;
     let date_time = amz_date(unix_seconds);
     let date = &date_time[..8];
     let mut signed: Vec<(String, String)> = vec![
@@ -194,16 +187,18 @@ mod tests {
             secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             session_token: None,
         };
-        let h = signed_with(
-            "GET",
-            "examplebucket.s3.amazonaws.com",
-            "/test.txt",
-            &[],
-            &[("Range".into(), "bytes=0-9".into())],
+        let h = sign(
+            &Signed {
+                method: "GET",
+                host: "examplebucket.s3.amazonaws.com",
+                path: "/test.txt",
+                query: &[],
+                headers: &[("Range".into(), "bytes=0-9".into())],
+                payload: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            },
             &creds,
             "us-east-1",
             1_369_353_600,
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         );
         let auth = &h.iter().find(|(k, _)| k == "authorization").unwrap().1;
         assert_eq!(

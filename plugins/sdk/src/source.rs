@@ -82,6 +82,35 @@ pub trait Reader: 'static {
     fn ack(&mut self, _position: &[u8]) {}
 }
 
+/// The position a reader resumes from: `saved` decoded as this source's `T`, or `T`'s
+/// default (the start) when there is none. A position of another shape is a fatal error
+/// naming `stream`.
+pub fn resume_at<T: serde::de::DeserializeOwned + Default>(
+    stream: &str,
+    saved: Option<Vec<u8>>,
+) -> Result<T> {
+    match saved {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            crate::Error::fatal(format!(
+                "stream `{stream}`: the saved position is not this source's: {e}"
+            ))
+        }),
+        None => Ok(T::default()),
+    }
+}
+
+/// For a source that offers one stream, `offered`: `asked` is it, or a config error naming
+/// both (`kind` is the source's name, e.g. `kafka`).
+pub fn check_stream(kind: &str, offered: &str, asked: &str) -> Result<()> {
+    if asked == offered {
+        Ok(())
+    } else {
+        Err(crate::Error::config(format!(
+            "unknown stream `{asked}`; this {kind} source offers `{offered}`"
+        )))
+    }
+}
+
 #[doc(hidden)]
 pub struct Adapter<S>(PhantomData<S>);
 

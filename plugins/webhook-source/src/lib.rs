@@ -52,14 +52,7 @@ fn secret(name: &str, what: &str) -> Result<String> {
 }
 
 fn check_name(cfg: &SourceConfig, stream: &str) -> Result<()> {
-    if stream == cfg.stream {
-        Ok(())
-    } else {
-        Err(Error::config(format!(
-            "unknown stream `{stream}`; this webhook source offers `{}`",
-            cfg.stream
-        )))
-    }
+    ingest_sdk::source::check_stream("webhook", &cfg.stream, stream)
 }
 
 impl Source for WebhookSource {
