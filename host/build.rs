@@ -11,7 +11,7 @@ use std::process::Command;
 
 /// (kind, builtin name, crate artefact name)
 const BUILTINS: &[(&str, &str, &str)] = &[
-    ("source", "file", "file_source"),
+    ("source", "file", "file_source_component"),
     ("transform", "pii-mask", "pii_mask"),
     ("transform", "dedupe", "dedupe"),
     ("sink", "file", "file_sink_component"),
@@ -24,6 +24,7 @@ const BUILTINS: &[(&str, &str, &str)] = &[
     ("source", "kafka", "kafka_source"),
     ("source", "http", "http_source"),
     ("sink", "s3", "s3_sink"),
+    ("source", "s3", "s3_source"),
 ];
 
 /// Paths whose change means the components must be rebuilt.
@@ -34,6 +35,7 @@ const INPUTS: &[&str] = &[
     "plugins/.cargo/config.toml",
     "plugins/sdk",
     "plugins/file-source",
+    "plugins/file-source-component",
     "plugins/pii-mask",
     "plugins/dedupe",
     "plugins/file-sink",
@@ -51,7 +53,9 @@ const INPUTS: &[&str] = &[
     "plugins/kafka-source",
     "plugins/http-client",
     "plugins/http-source",
+    "plugins/s3-client",
     "plugins/s3-sink",
+    "plugins/s3-source",
     "plugins/zstd-shim-013",
     "plugins/zstd-shim",
     "tests/fixtures",

@@ -229,3 +229,169 @@ fn a_missing_bucket_and_an_endpoint_outside_the_grant_are_refused_by_name() {
         out.stderr
     );
 }
+
+impl TestBucket {
+    /// Upload `orders` `from..from + n` as CSV to `key` (gzipped when the key ends `.gz`).
+    fn put_orders(&self, scratch: &Scratch, key: &str, from: i64, n: usize) {
+        let local = scratch.path(&format!("upload/{}", key.replace('/', "_")));
+        std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+        let csv = format!("{ORDERS_HEADER}{}", orders_csv(&orders(from, n)));
+        if key.ends_with(".gz") {
+            let plain = local.with_extension("plain");
+            std::fs::write(&plain, csv).unwrap();
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "gzip -c '{}' > '{}'",
+                    plain.display(),
+                    local.display()
+                ))
+                .status()
+                .unwrap();
+            assert!(status.success(), "gzip failed");
+        } else {
+            std::fs::write(&local, csv).unwrap();
+        }
+        self.put_file(&local, key);
+    }
+
+    fn put_file(&self, local: &Path, key: &str) {
+        boto(&format!(
+            "s3.upload_file('{}', '{}', '{key}')",
+            local.display(),
+            self.name
+        ));
+    }
+}
+
+/// The s3 source of `bucket`'s `drops/**/*.csv*` into JSON Lines under `out/`.
+fn s3_source_pipeline(scratch: &Scratch, bucket: &str) -> String {
+    scratch.write("secrets/s3_id", "test-key");
+    scratch.write("secrets/s3_secret", "test-secret");
+    std::fs::create_dir_all(scratch.path("staging")).unwrap();
+    std::fs::create_dir_all(scratch.path("out")).unwrap();
+    format!(
+        r#"[pipeline]
+name = "drops"
+
+[checkpoint]
+every_rows = 5000
+
+[secrets]
+s3_id = {{ file = "secrets/s3_id" }}
+s3_secret = {{ file = "secrets/s3_secret" }}
+
+[[source]]
+name = "drops"
+plugin = "builtin:s3"
+fs = ["staging:rw"]
+http = ["{ENDPOINT}/"]
+secrets = ["s3_id", "s3_secret"]
+[source.config]
+endpoint = "{ENDPOINT}"
+bucket = "{bucket}"
+prefix = "drops/"
+glob = "**/*.csv*"
+path_style = true
+access_key_id_secret = "s3_id"
+secret_access_key_secret = "s3_secret"
+staging = "staging"
+format = "csv"
+stream = "orders"
+[source.config.schema]
+amount = "utf8"
+
+[[sink]]
+name = "lake"
+plugin = "builtin:file"
+fs = ["out:rw"]
+[sink.config]
+path = "out"
+format = "jsonl"
+"#
+    )
+}
+
+/// The order ids in the JSON Lines lake, with how often each appears.
+fn order_ids(scratch: &Scratch) -> std::collections::BTreeMap<i64, usize> {
+    let mut ids = std::collections::BTreeMap::new();
+    for row in json_lines(&scratch.path("out/orders")) {
+        *ids.entry(row["order_id"].as_i64().unwrap()).or_default() += 1;
+    }
+    ids
+}
+
+#[test]
+fn objects_are_read_once_per_version_and_new_ones_on_the_next_run() {
+    let bucket = TestBucket::new("drops");
+    let scratch = Scratch::new();
+    bucket.put_orders(&scratch, "drops/2026/12/01.csv", 1, 1000);
+    bucket.put_orders(&scratch, "drops/2026/12/02.csv.gz", 1001, 1000);
+    bucket.put_orders(&scratch, "drops/2026/12/03.csv", 2001, 1000);
+    bucket.put_orders(&scratch, "elsewhere/04.csv", 9001, 10);
+    scratch.write("pipeline.toml", s3_source_pipeline(&scratch, &bucket.name));
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    let ids = order_ids(&scratch);
+    assert_eq!(ids.len(), 3000);
+    assert!(ids.values().all(|n| *n == 1));
+    // A new object is read; the ones read before are not fetched again.
+    bucket.put_orders(&scratch, "drops/2026/12/04.csv", 3001, 500);
+    let out = scratch.host(&["run", "pipeline.toml"]);
+    out.assert_ok();
+    assert!(out.stdout.contains("500 rows read"), "{}", out.stdout);
+    // A changed object (a new ETag) is a new version, read from its start.
+    bucket.put_orders(&scratch, "drops/2026/12/03.csv", 5001, 200);
+    let out = scratch.host(&["run", "pipeline.toml"]);
+    out.assert_ok();
+    assert!(out.stdout.contains("200 rows read"), "{}", out.stdout);
+    let ids = order_ids(&scratch);
+    assert_eq!(ids.len(), 3700);
+    assert!(ids.values().all(|n| *n == 1));
+    // The local copies are removed once their versions are committed: at the latest on the
+    // next run, which reads nothing.
+    let out = scratch.host(&["run", "pipeline.toml"]);
+    out.assert_ok();
+    assert!(out.stdout.contains(" 0 rows read"), "{}", out.stdout);
+    let copies = std::fs::read_dir(scratch.path("staging/objects")).map_or(0, |d| d.count());
+    assert_eq!(copies, 0);
+}
+
+#[test]
+fn every_object_row_arrives_once_however_often_the_run_is_killed_and_a_cut_gzip_is_named() {
+    let bucket = TestBucket::new("drops-kill");
+    let scratch = Scratch::new();
+    for i in 0..12 {
+        let key = format!(
+            "drops/part-{i:02}.csv{}",
+            if i % 3 == 0 { ".gz" } else { "" }
+        );
+        bucket.put_orders(&scratch, &key, i * 40_000 + 1, 40_000);
+    }
+    scratch.write("pipeline.toml", s3_source_pipeline(&scratch, &bucket.name));
+    let killed = kill_after_first_commit(
+        &scratch,
+        "out/orders",
+        8,
+        Duration::from_millis(400),
+        |_| {},
+    );
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    let ids = order_ids(&scratch);
+    let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "in the lake more than once: {twice:?}");
+    assert_eq!(ids.len(), 12 * 40_000, "rows lost");
+    assert!(killed >= 4, "only {killed} of 8 runs were killed");
+    // A gzip object cut short stops the run, naming the object.
+    let whole = scratch.path("upload/cut.csv.gz");
+    bucket.put_orders(&scratch, "drops/cut.csv.gz", 900_001, 5000);
+    let bytes = std::fs::read(scratch.path("upload/drops_cut.csv.gz")).unwrap();
+    std::fs::write(&whole, &bytes[..bytes.len() / 2]).unwrap();
+    bucket.put_file(&whole, "drops/cut.csv.gz");
+    let out = scratch.host(&["run", "pipeline.toml"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("drops/cut.csv.gz") && out.stderr.contains("gzip"),
+        "{}",
+        out.stderr
+    );
+}

@@ -436,11 +436,6 @@ fn report_progress(stream: &str, split: &str, read: u64, total: u64) {
     let _ = (stream, split, read, total);
 }
 
-// Exported only in the component: the export names are not valid symbols for a native
-// shared library, and the native build exists for the unit tests.
-#[cfg(target_arch = "wasm32")]
-ingest_sdk::export_source!(FileSource);
-
 /// A batch of `rows` rows from `builders`, which start over empty.
 pub(crate) fn finish_batch(
     schema: &SchemaRef,

@@ -77,33 +77,12 @@ impl S3Config {
     pub fn parse(json: &str) -> Result<S3Config> {
         let raw: RawConfig = config::parse(json)?;
         let mut problems = Vec::new();
-        let (scheme, rest) = match raw.endpoint.split_once("://") {
-            Some((s, rest)) if s == "http" || s == "https" => (s.to_string(), rest),
-            _ => {
-                problems.push(format!(
-                    "`endpoint = {:?}`: give `https://host` or `http://host:port`",
-                    raw.endpoint
-                ));
-                ("https".to_string(), "invalid")
-            }
-        };
-        let authority = rest.trim_end_matches('/').to_string();
-        if authority.contains('/') || authority.is_empty() {
-            problems.push(format!(
-                "`endpoint = {:?}`: give the endpoint without a path",
-                raw.endpoint
-            ));
-        }
-        let bucket_ok = (3..=63).contains(&raw.bucket.len())
-            && raw
-                .bucket
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-        if !bucket_ok {
-            problems.push(format!(
-                "`bucket = {:?}`: a bucket name is 3 to 63 lowercase letters, digits, `-` and `.`",
-                raw.bucket
-            ));
+        let (scheme, authority) = s3_client::split_endpoint(&raw.endpoint).unwrap_or_else(|why| {
+            problems.push(why);
+            ("https".into(), "invalid".into())
+        });
+        if let Err(why) = s3_client::check_bucket_name(&raw.bucket) {
+            problems.push(why);
         }
         let mut prefix = raw.prefix.unwrap_or_default();
         if prefix.starts_with('/') {

@@ -17,8 +17,6 @@
 //! sent over wasi:http, which the host allows only under the sink's `http` grant.
 
 pub mod config;
-pub mod s3;
-pub mod sigv4;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -30,8 +28,7 @@ use ingest_sdk::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::S3Config;
-use crate::s3::Bucket;
-use crate::sigv4::Credentials;
+use s3_client::Bucket;
 
 /// The token of a prepared epoch.
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,21 +53,17 @@ pub struct Upload {
 pub struct S3Sink;
 
 fn bucket(cfg: &S3Config) -> Result<Bucket> {
-    let secret = ingest_sdk::host::secret;
     Ok(Bucket {
         scheme: cfg.scheme.clone(),
         authority: cfg.authority.clone(),
         name: cfg.bucket.clone(),
         region: cfg.region.clone(),
         path_style: cfg.path_style,
-        creds: Credentials {
-            access_key_id: secret(&cfg.access_key_id_secret)?,
-            secret_access_key: secret(&cfg.secret_access_key_secret)?,
-            session_token: match &cfg.session_token_secret {
-                Some(name) => Some(secret(name)?),
-                None => None,
-            },
-        },
+        creds: s3_client::credentials(
+            &cfg.access_key_id_secret,
+            &cfg.secret_access_key_secret,
+            cfg.session_token_secret.as_deref(),
+        )?,
         timeout_ms: cfg.timeout_ms,
     })
 }

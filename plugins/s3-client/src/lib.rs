@@ -1,12 +1,15 @@
-//! The S3 requests the sink sends, signed (SigV4) and sent over wasi:http: multipart uploads
-//! (create, upload part, complete with `If-None-Match: *`, abort, list), HEAD of an object
-//! and of the bucket. Responses are small XML documents; the few fields read are found by
-//! their tags.
+//! The S3 requests the `s3` plugins send, signed (SigV4, [`sigv4`]) and sent over
+//! wasi:http: for the sink, multipart uploads (create, upload part, complete with
+//! `If-None-Match: *`, abort, list); for the source, listing objects and reading one as it
+//! was listed (`If-Match` its ETag); HEAD of an object and of the bucket. Responses are
+//! small XML documents; the few fields read are found by their tags.
+
+pub mod sigv4;
 
 use http_client::{Failure, Method, Request, Response};
 use ingest_sdk::{Error, Result};
 
-use crate::sigv4::{self, Credentials};
+use crate::sigv4::Credentials;
 
 /// One bucket at one endpoint.
 pub struct Bucket {
@@ -19,6 +22,59 @@ pub struct Bucket {
     pub path_style: bool,
     pub creds: Credentials,
     pub timeout_ms: u64,
+}
+
+/// `endpoint` as `(scheme, authority)`: `https://host` or `http://host:port`, no path.
+pub fn split_endpoint(endpoint: &str) -> std::result::Result<(String, String), String> {
+    let bad = || {
+        format!(
+            "`endpoint = {endpoint:?}`: give `https://host` or `http://host:port`, without a path"
+        )
+    };
+    let (scheme, rest) = endpoint.split_once("://").ok_or_else(bad)?;
+    let authority = rest.trim_end_matches('/');
+    if !(scheme == "http" || scheme == "https") || authority.is_empty() || authority.contains('/') {
+        return Err(bad());
+    }
+    Ok((scheme.to_string(), authority.to_string()))
+}
+
+/// Whether `name` is a valid bucket name; the problem otherwise.
+pub fn check_bucket_name(name: &str) -> std::result::Result<(), String> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`bucket = {name:?}`: a bucket name is 3 to 63 lowercase letters, digits, `-` and `.`"
+        ))
+    }
+}
+
+/// The credentials held by the granted secrets named.
+pub fn credentials(
+    access_key_id_secret: &str,
+    secret_access_key_secret: &str,
+    session_token_secret: Option<&str>,
+) -> Result<Credentials> {
+    let secret = ingest_sdk::host::secret;
+    Ok(Credentials {
+        access_key_id: secret(access_key_id_secret)?,
+        secret_access_key: secret(secret_access_key_secret)?,
+        session_token: session_token_secret.map(secret).transpose()?,
+    })
+}
+
+/// An object as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub key: String,
+    /// As S3 gives it, quotes included.
+    pub etag: String,
+    pub size: u64,
 }
 
 /// How a completion ended.
@@ -39,13 +95,42 @@ fn tag<'a>(xml: &'a str, tag: &str, from: usize) -> Option<(&'a str, usize)> {
     Some((&xml[start..end], end + close.len()))
 }
 
-/// XML text as written in S3 responses (the five predefined entities).
+/// XML text as written in S3 responses: the five predefined entities and numeric
+/// character references (`&#34;` in ETags).
 fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(end) = rest.find(';') else { break };
+        let entity = &rest[1..end];
+        let decoded = match entity {
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "amp" => Some('&'),
+            _ => entity
+                .strip_prefix("#x")
+                .map(|h| u32::from_str_radix(h, 16))
+                .or_else(|| entity.strip_prefix('#').map(str::parse::<u32>))
+                .and_then(|n| n.ok())
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Bucket {
@@ -319,6 +404,69 @@ impl Bucket {
         Ok(out)
     }
 
+    /// The objects under `prefix`, every page of the listing, in key order.
+    pub fn list(&self, prefix: &str) -> Result<Vec<Object>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![("list-type", "2"), ("prefix", prefix)];
+            if let Some(t) = &token {
+                query.push(("continuation-token", t));
+            }
+            let r = self.send(Method::Get, None, &query, &[], None)?;
+            if !(200..300).contains(&r.status) {
+                return Err(self.refused(&format!("listing s3://{}/{prefix}", self.name), &r));
+            }
+            let body = String::from_utf8_lossy(&r.body);
+            let mut at = 0;
+            while let Some((item, next)) = tag(&body, "Contents", at) {
+                let field = |name: &str| tag(item, name, 0).map(|(v, _)| unescape(v));
+                if let (Some(key), Some(etag), Some(size)) =
+                    (field("Key"), field("ETag"), field("Size"))
+                {
+                    out.push(Object {
+                        key,
+                        etag,
+                        size: size.parse().unwrap_or(0),
+                    });
+                }
+                at = next;
+            }
+            match tag(&body, "NextContinuationToken", 0) {
+                Some((t, _)) if tag(&body, "IsTruncated", 0).is_some_and(|(v, _)| v == "true") => {
+                    token = Some(unescape(t));
+                }
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Bytes `start..end` of `key`, as long as it is still the version `etag` names: a
+    /// changed object is a transient error (the run's retry lists it again).
+    pub fn read_range(&self, key: &str, etag: &str, start: u64, end: u64) -> Result<Vec<u8>> {
+        let range = format!("bytes={start}-{}", end.saturating_sub(1));
+        let r = self.send(
+            Method::Get,
+            Some(key),
+            &[],
+            &[("range", &range), ("if-match", etag)],
+            None,
+        )?;
+        match r.status {
+            200..=299 => Ok(r.body),
+            412 => Err(Error::Transient {
+                message: format!(
+                    "{}: the object changed while it was read (its ETag is no longer {etag}); it is listed and read again",
+                    self.url_of(key)
+                ),
+                retry_after_ms: None,
+            }),
+            _ => Err(self.refused(&self.url_of(key), &r)),
+        }
+    }
+
     /// Whether `key` exists.
     pub fn exists(&self, key: &str) -> Result<bool> {
         let r = self.send(Method::Head, Some(key), &[], &[], None)?;
@@ -342,5 +490,9 @@ mod tests {
         let (second, _) = tag(xml, "Upload", next).unwrap();
         assert_eq!(tag(second, "UploadId", 0).unwrap().0, "2");
         assert!(tag(xml, "Nothing", 0).is_none());
+        assert_eq!(
+            unescape("&#34;e1&#x22; &lt;&amp;&gt; &bogus; &"),
+            "\"e1\" <&> &bogus; &"
+        );
     }
 }

@@ -1,0 +1,362 @@
+//! The built-in `s3` source: the objects under a bucket's prefix whose keys match a glob,
+//! read as one stream with the file source's formats (CSV, JSON Lines, Parquet; `.gz` and
+//! `.zst` text is inflated on the way).
+//!
+//! - **Splits.** One per object, in key order. A split is the object's key; its descriptor
+//!   holds the ETag and size it was listed with.
+//! - **Versions.** The position carries the ETag of the version read. A version read to
+//!   its end is never read again (`open` returns at once, nothing fetched); an object
+//!   whose ETag changed is a new version, read from its start.
+//! - **Reading.** The object is fetched in 8 MiB ranges, each only while the object is
+//!   still the version listed (`If-Match`), into a local copy under `staging` (granted
+//!   read-write), which the file source's reader reads. It is removed once the version's
+//!   end is committed (at the latest when the next run finds it read), and copies of
+//!   versions no longer listed are removed when a run lists the bucket. A version that changes while it is fetched is a transient
+//!   error: the run's retry lists the bucket again.
+
+pub mod config;
+pub mod glob;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use file_source::FileSource;
+use ingest_sdk::source::{Chunk, Reader, Source, Split, StreamInfo};
+use ingest_sdk::{Error, Result};
+use s3_client::{Bucket, Object};
+use serde::{Deserialize, Serialize};
+
+use crate::config::SourceConfig;
+
+/// Bytes fetched per ranged GET.
+const RANGE_BYTES: u64 = 8 << 20;
+
+/// Where reading an object resumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Position {
+    /// The version being read.
+    pub etag: String,
+    /// The version was read to its end.
+    #[serde(default)]
+    pub done: bool,
+    /// The file source's position in the local copy.
+    #[serde(default)]
+    pub file: Option<serde_json::Value>,
+}
+
+/// What a split's descriptor holds.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Descriptor {
+    etag: String,
+    size: u64,
+}
+
+pub struct S3Source;
+
+/// The objects the config names, in key order.
+fn objects(cfg: &SourceConfig, bucket: &Bucket) -> Result<Vec<Object>> {
+    Ok(bucket
+        .list(&cfg.prefix)?
+        .into_iter()
+        .filter(|o| glob::matches(&cfg.glob, &o.key[cfg.prefix.len()..]))
+        .collect())
+}
+
+/// Where the local copy of `object`'s version lives: its key's digest and its ETag in the
+/// name (never the key itself, which may hold anything), the format's extension kept.
+fn local_copy(cfg: &SourceConfig, key: &str, etag: &str) -> PathBuf {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut name = String::new();
+    for b in &digest[..12] {
+        name.push_str(&format!("{b:02x}"));
+    }
+    let tag: String = etag
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect();
+    cfg.staging
+        .join("objects")
+        .join(format!("{name}-{tag}.{}", cfg.extension))
+}
+
+/// Fetch `key` (the version `etag`, `size` bytes) into its local copy, inflated when the key
+/// says so; nothing to do when the copy is there.
+fn fetch(cfg: &SourceConfig, bucket: &Bucket, key: &str, etag: &str, size: u64) -> Result<PathBuf> {
+    let dest = local_copy(cfg, key, etag);
+    if dest.exists() {
+        return Ok(dest);
+    }
+    let io = |what: &str, path: &Path, e: std::io::Error| {
+        Error::fatal(format!(
+            "s3 source: cannot {what} `{}`: {e}",
+            path.display()
+        ))
+    };
+    let dir = dest.parent().expect("under staging");
+    std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+    let raw = dest.with_extension("download");
+    {
+        let mut out = std::fs::File::create(&raw).map_err(|e| io("create", &raw, e))?;
+        let mut at = 0;
+        while at < size {
+            let end = (at + RANGE_BYTES).min(size);
+            let bytes = bucket.read_range(key, etag, at, end)?;
+            if bytes.len() as u64 != end - at {
+                return Err(Error::Transient {
+                    message: format!(
+                        "{}: asked for bytes {at}..{end}, got {}",
+                        bucket.url_of(key),
+                        bytes.len()
+                    ),
+                    retry_after_ms: None,
+                });
+            }
+            out.write_all(&bytes).map_err(|e| io("write", &raw, e))?;
+            at = end;
+        }
+        out.sync_all().map_err(|e| io("fsync", &raw, e))?;
+    }
+    let inflate = |decoded: std::io::Result<u64>, codec: &str| -> Result<()> {
+        decoded.map(|_| ()).map_err(|e| {
+            Error::data(format!(
+                "{}: the {codec} stream cannot be read to its end ({e}): the object is cut short or not {codec}",
+                bucket.url_of(key)
+            ))
+        })
+    };
+    match config::Codec::of(key) {
+        config::Codec::None => {
+            std::fs::rename(&raw, &dest).map_err(|e| io("rename", &raw, e))?;
+        }
+        codec => {
+            let input = std::fs::File::open(&raw).map_err(|e| io("open", &raw, e))?;
+            let tmp = dest.with_extension("inflating");
+            let mut out = std::fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+            match codec {
+                config::Codec::Gzip => inflate(
+                    std::io::copy(
+                        &mut flate2::read::MultiGzDecoder::new(std::io::BufReader::new(input)),
+                        &mut out,
+                    ),
+                    "gzip",
+                )?,
+                config::Codec::Zstd => {
+                    let decoded = zstd::decode_all(std::io::BufReader::new(input))
+                        .and_then(|bytes| out.write_all(&bytes).map(|()| bytes.len() as u64));
+                    inflate(decoded, "zstd")?
+                }
+                config::Codec::None => unreachable!("handled above"),
+            }
+            out.sync_all().map_err(|e| io("fsync", &tmp, e))?;
+            std::fs::rename(&tmp, &dest).map_err(|e| io("rename", &tmp, e))?;
+            let _ = std::fs::remove_file(&raw);
+        }
+    }
+    Ok(dest)
+}
+
+/// Remove the local copies of versions no longer listed (replaced or deleted objects) and
+/// downloads left unfinished; what cannot be removed stays for the next run.
+fn remove_stale_copies(cfg: &SourceConfig, listed: &[Object]) {
+    let keep: std::collections::BTreeSet<PathBuf> = listed
+        .iter()
+        .map(|o| local_copy(cfg, &o.key, &o.etag))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(cfg.staging.join("objects")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !keep.contains(&path) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+impl Source for S3Source {
+    type Reader = S3Reader;
+
+    fn spec() -> String {
+        config::spec()
+    }
+
+    fn check(config: &str) -> Result<()> {
+        let cfg = SourceConfig::parse(config)?;
+        cfg.bucket()?.check()
+    }
+
+    fn discover(config: &str) -> Result<Vec<StreamInfo>> {
+        let cfg = SourceConfig::parse(config)?;
+        let bucket = cfg.bucket()?;
+        let Some(first) = objects(&cfg, &bucket)?.into_iter().next() else {
+            return Err(Error::config(format!(
+                "no object under s3://{}/{} matches `glob = {:?}`: the schema is read from the first one",
+                cfg.bucket_name, cfg.prefix, cfg.glob
+            )));
+        };
+        let local = fetch(&cfg, &bucket, &first.key, &first.etag, first.size)?;
+        FileSource::discover(&cfg.file_config(&local))
+    }
+
+    fn splits(config: &str, stream: &str) -> Result<Vec<Split>> {
+        let cfg = SourceConfig::parse(config)?;
+        ingest_sdk::source::check_stream("s3", &cfg.stream, stream)?;
+        let bucket = cfg.bucket()?;
+        let objects = objects(&cfg, &bucket)?;
+        remove_stale_copies(&cfg, &objects);
+        Ok(objects
+            .into_iter()
+            .map(|o| Split {
+                descriptor: serde_json::to_vec(&Descriptor {
+                    etag: o.etag,
+                    size: o.size,
+                })
+                .expect("a descriptor serializes"),
+                id: o.key,
+            })
+            .collect())
+    }
+
+    fn open(
+        config: &str,
+        stream: &str,
+        split: Split,
+        position: Option<Vec<u8>>,
+    ) -> Result<S3Reader> {
+        let cfg = SourceConfig::parse(config)?;
+        ingest_sdk::source::check_stream("s3", &cfg.stream, stream)?;
+        let object: Descriptor = serde_json::from_slice(&split.descriptor).map_err(|e| {
+            Error::fatal(format!(
+                "split `{}`: not this source's descriptor: {e}",
+                split.id
+            ))
+        })?;
+        let at: S3Position = ingest_sdk::source::resume_at(stream, position)?;
+        if at.etag == object.etag && at.done {
+            // Read and committed: its local copy, if the reader's ack did not get to it.
+            let _ = std::fs::remove_file(local_copy(&cfg, &split.id, &object.etag));
+            return Ok(S3Reader::Done);
+        }
+        // A new version starts from its beginning.
+        let resume = if at.etag == object.etag {
+            at.file
+        } else {
+            None
+        };
+        let bucket = cfg.bucket()?;
+        let local = fetch(&cfg, &bucket, &split.id, &object.etag, object.size)?;
+        let file_config = cfg.file_config(&local);
+        let info = FileSource::discover(&file_config)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::fatal("the file source offered no stream"))?;
+        let mut file_splits = FileSource::splits(&file_config, stream)?;
+        if file_splits.len() != 1 {
+            return Err(Error::fatal(format!(
+                "{}: the local copy came out as {} splits",
+                bucket.url_of(&split.id),
+                file_splits.len()
+            )));
+        }
+        let inner = FileSource::open(
+            &file_config,
+            stream,
+            file_splits.remove(0),
+            resume.map(|v| v.to_string().into_bytes()),
+        )?;
+        Ok(S3Reader::Reading {
+            inner,
+            etag: object.etag,
+            local,
+            schema: info.schema,
+            ended: false,
+        })
+    }
+}
+
+/// Reads one version of one object.
+pub enum S3Reader {
+    /// The version was read to its end before.
+    Done,
+    Reading {
+        inner: <FileSource as Source>::Reader,
+        etag: String,
+        local: PathBuf,
+        schema: arrow_schema::SchemaRef,
+        /// The chunk that marks the end was handed out.
+        ended: bool,
+    },
+}
+
+impl Reader for S3Reader {
+    fn next(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
+        let S3Reader::Reading {
+            inner,
+            etag,
+            schema,
+            ended,
+            ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        if *ended {
+            return Ok(None);
+        }
+        let position = |file: Option<serde_json::Value>, done: bool| {
+            serde_json::to_vec(&S3Position {
+                etag: etag.clone(),
+                done,
+                file,
+            })
+            .expect("a position serializes")
+        };
+        match inner.next(max_rows)? {
+            Some(chunk) => {
+                let file = serde_json::from_slice(&chunk.position).map_err(|e| {
+                    Error::fatal(format!("the file source's position is not JSON: {e}"))
+                })?;
+                Ok(Some(Chunk {
+                    batch: chunk.batch,
+                    position: position(Some(file), false),
+                    rejects: chunk.rejects,
+                }))
+            }
+            None => {
+                // One more, empty, chunk records that this version is read to its end.
+                *ended = true;
+                Ok(Some(Chunk {
+                    batch: RecordBatch::new_empty(schema.clone()),
+                    position: position(None, true),
+                    rejects: Vec::new(),
+                }))
+            }
+        }
+    }
+
+    fn ack(&mut self, position: &[u8]) {
+        let S3Reader::Reading { inner, local, .. } = self else {
+            return;
+        };
+        let Ok(at) = serde_json::from_slice::<S3Position>(position) else {
+            return;
+        };
+        match (at.done, at.file) {
+            // Committed to its end: the local copy is no longer needed.
+            (true, _) => {
+                let _ = std::fs::remove_file(&*local);
+            }
+            (false, Some(file)) => inner.ack(file.to_string().as_bytes()),
+            (false, None) => {}
+        }
+    }
+}
+
+// Exported only in the component: natively (unit tests) the export names cannot link.
+#[cfg(target_family = "wasm")]
+ingest_sdk::export_source!(S3Source);
