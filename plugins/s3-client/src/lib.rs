@@ -24,6 +24,79 @@ pub struct Bucket {
     pub timeout_ms: u64,
 }
 
+/// Where a bucket is and how to reach it: the config keys the `s3` source and sink share.
+#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
+pub struct BucketConfig {
+    /// The endpoint, `https://s3.<region>.amazonaws.com` or a local server's
+    /// `http://host:port`; grant it in the plugin's `http`.
+    pub endpoint: String,
+    /// The bucket's region (signed into every request).
+    #[serde(default)]
+    #[schemars(extend("default" = "us-east-1"))]
+    pub region: Option<String>,
+    pub bucket: String,
+    /// Address the bucket in the path (`endpoint/bucket/key`), as local servers want,
+    /// instead of in the host name (`bucket.endpoint/key`).
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    /// The granted secret holding the access key id.
+    pub access_key_id_secret: String,
+    /// The granted secret holding the secret access key.
+    pub secret_access_key_secret: String,
+    /// The granted secret holding a session token, for temporary credentials.
+    #[serde(default)]
+    pub session_token_secret: Option<String>,
+    /// Milliseconds a request may take to connect, to its first byte, and between bytes.
+    #[serde(default)]
+    #[schemars(range(min = 100), extend("default" = 60000))]
+    pub timeout_ms: Option<u64>,
+}
+
+impl BucketConfig {
+    /// The keys of this part of a config, for configs that pass the others on.
+    pub const KEYS: [&'static str; 8] = [
+        "endpoint",
+        "region",
+        "bucket",
+        "path_style",
+        "access_key_id_secret",
+        "secret_access_key_secret",
+        "session_token_secret",
+        "timeout_ms",
+    ];
+
+    /// What is wrong with it, added to `problems`.
+    pub fn check(&self, problems: &mut Vec<String>) {
+        if let Err(why) = split_endpoint(&self.endpoint) {
+            problems.push(why);
+        }
+        if let Err(why) = check_bucket_name(&self.bucket) {
+            problems.push(why);
+        }
+        if self.timeout_ms.is_some_and(|t| t < 100) {
+            problems.push("`timeout_ms`: give at least 100".into());
+        }
+    }
+
+    /// The bucket, with the credentials from the granted secrets (after [`Self::check`]).
+    pub fn bucket(&self) -> Result<Bucket> {
+        let (scheme, authority) = split_endpoint(&self.endpoint).map_err(Error::config)?;
+        Ok(Bucket {
+            scheme,
+            authority,
+            name: self.bucket.clone(),
+            region: self.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            path_style: self.path_style.unwrap_or(false),
+            creds: credentials(
+                &self.access_key_id_secret,
+                &self.secret_access_key_secret,
+                self.session_token_secret.as_deref(),
+            )?,
+            timeout_ms: self.timeout_ms.unwrap_or(60_000),
+        })
+    }
+}
+
 /// `endpoint` as `(scheme, authority)`: `https://host` or `http://host:port`, no path.
 pub fn split_endpoint(endpoint: &str) -> std::result::Result<(String, String), String> {
     let bad = || {

@@ -16,29 +16,13 @@ use serde_json::Value;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(title = "s3 sink config")]
 pub struct RawConfig {
-    /// The endpoint, `https://s3.<region>.amazonaws.com` or a local server's
-    /// `http://host:port`; grant it in the sink's `http`.
-    pub endpoint: String,
-    /// The bucket's region (signed into every request).
-    #[serde(default)]
-    #[schemars(extend("default" = "us-east-1"))]
-    pub region: Option<String>,
-    pub bucket: String,
+    /// The bucket and how to reach it.
+    #[serde(flatten)]
+    pub at: s3_client::BucketConfig,
     /// Where in the bucket the lake starts (`lake/`); objects are
     /// `<prefix><stream>/[<partition>/]part-<epoch>-<seq>.<ext>`.
     #[serde(default)]
     pub prefix: Option<String>,
-    /// Address the bucket in the path (`endpoint/bucket/key`), as local servers want,
-    /// instead of in the host name (`bucket.endpoint/key`).
-    #[serde(default)]
-    pub path_style: Option<bool>,
-    /// The granted secret holding the access key id.
-    pub access_key_id_secret: String,
-    /// The granted secret holding the secret access key.
-    pub secret_access_key_secret: String,
-    /// The granted secret holding a session token, for temporary credentials.
-    #[serde(default)]
-    pub session_token_secret: Option<String>,
     /// A local directory (granted read-write in `fs`) where an epoch's files are encoded
     /// before they are uploaded.
     pub staging: String,
@@ -46,10 +30,6 @@ pub struct RawConfig {
     #[serde(default)]
     #[schemars(range(min = 5242880), extend("default" = 8388608))]
     pub part_bytes: Option<u64>,
-    /// Milliseconds a request may take to connect, to its first byte, and between bytes.
-    #[serde(default)]
-    #[schemars(range(min = 100), extend("default" = 60000))]
-    pub timeout_ms: Option<u64>,
     /// The layout, as the file sink's config has it.
     #[serde(flatten)]
     pub layout: BTreeMap<String, Value>,
@@ -58,17 +38,9 @@ pub struct RawConfig {
 /// The validated config.
 #[derive(Debug)]
 pub struct S3Config {
-    pub scheme: String,
-    pub authority: String,
-    pub region: String,
-    pub bucket: String,
+    pub at: s3_client::BucketConfig,
     pub prefix: String,
-    pub path_style: bool,
-    pub access_key_id_secret: String,
-    pub secret_access_key_secret: String,
-    pub session_token_secret: Option<String>,
     pub part_bytes: usize,
-    pub timeout_ms: u64,
     /// The file sink's config, writing to `staging`.
     pub layout: Layout,
 }
@@ -77,13 +49,7 @@ impl S3Config {
     pub fn parse(json: &str) -> Result<S3Config> {
         let raw: RawConfig = config::parse(json)?;
         let mut problems = Vec::new();
-        let (scheme, authority) = s3_client::split_endpoint(&raw.endpoint).unwrap_or_else(|why| {
-            problems.push(why);
-            ("https".into(), "invalid".into())
-        });
-        if let Err(why) = s3_client::check_bucket_name(&raw.bucket) {
-            problems.push(why);
-        }
+        raw.at.check(&mut problems);
         let mut prefix = raw.prefix.unwrap_or_default();
         if prefix.starts_with('/') {
             problems.push(format!(
@@ -100,6 +66,10 @@ impl S3Config {
             ));
         }
         let mut layout = raw.layout;
+        // The flattened map sees every key; the bucket's are not the layout's.
+        for key in s3_client::BucketConfig::KEYS {
+            layout.remove(key);
+        }
         if layout.contains_key("path") {
             problems.push("`path` is the file sink's; the S3 sink encodes into `staging` and uploads to `bucket`/`prefix`".into());
         }
@@ -119,17 +89,9 @@ impl S3Config {
             )));
         }
         Ok(S3Config {
-            scheme,
-            authority,
-            region: raw.region.unwrap_or_else(|| "us-east-1".into()),
-            bucket: raw.bucket,
+            at: raw.at,
             prefix,
-            path_style: raw.path_style.unwrap_or(false),
-            access_key_id_secret: raw.access_key_id_secret,
-            secret_access_key_secret: raw.secret_access_key_secret,
-            session_token_secret: raw.session_token_secret,
             part_bytes: part_bytes as usize,
-            timeout_ms: raw.timeout_ms.unwrap_or(60_000),
             layout: layout.expect("no problems"),
         })
     }
@@ -152,10 +114,8 @@ mod tests {
                 "format":"jsonl"}"#,
         )
         .unwrap();
-        assert_eq!(
-            (c.scheme.as_str(), c.authority.as_str()),
-            ("http", "127.0.0.1:5010")
-        );
+        assert_eq!(c.at.endpoint, "http://127.0.0.1:5010");
+        assert_eq!(c.at.path_style, Some(true));
         assert_eq!(c.prefix, "raw/");
         assert_eq!(c.layout.root.to_string_lossy(), "staging");
         assert_eq!(c.part_bytes, 8 << 20);

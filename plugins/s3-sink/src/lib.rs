@@ -52,22 +52,6 @@ pub struct Upload {
 
 pub struct S3Sink;
 
-fn bucket(cfg: &S3Config) -> Result<Bucket> {
-    Ok(Bucket {
-        scheme: cfg.scheme.clone(),
-        authority: cfg.authority.clone(),
-        name: cfg.bucket.clone(),
-        region: cfg.region.clone(),
-        path_style: cfg.path_style,
-        creds: s3_client::credentials(
-            &cfg.access_key_id_secret,
-            &cfg.secret_access_key_secret,
-            cfg.session_token_secret.as_deref(),
-        )?,
-        timeout_ms: cfg.timeout_ms,
-    })
-}
-
 impl Sink for S3Sink {
     type Writer = S3Writer;
 
@@ -78,7 +62,7 @@ impl Sink for S3Sink {
     fn check(config: &str) -> Result<()> {
         let cfg = S3Config::parse(config)?;
         file_sink::prepare_root(&cfg.layout)?;
-        bucket(&cfg)?.check()
+        cfg.at.bucket()?.check()
     }
 
     fn open(config: &str, stream: StreamInfo, mode: WriteMode) -> Result<S3Writer> {
@@ -87,7 +71,7 @@ impl Sink for S3Sink {
             .map_err(|e| Error::config(e.to_string().replace("file sink", "s3 sink")))?;
         let files = FileWriter::new(S3Config::parse(config)?.layout, &stream.name, stream.schema)?;
         Ok(S3Writer {
-            bucket: bucket(&cfg)?,
+            bucket: cfg.at.bucket()?,
             root: cfg.layout.root.clone(),
             stream: stream.name,
             cfg,

@@ -15,14 +15,9 @@ use serde_json::Value;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(title = "s3 source config")]
 pub struct RawConfig {
-    /// The endpoint, `https://s3.<region>.amazonaws.com` or a local server's
-    /// `http://host:port`; grant it in the source's `http`.
-    pub endpoint: String,
-    /// The bucket's region (signed into every request).
-    #[serde(default)]
-    #[schemars(extend("default" = "us-east-1"))]
-    pub region: Option<String>,
-    pub bucket: String,
+    /// The bucket and how to reach it.
+    #[serde(flatten)]
+    pub at: s3_client::BucketConfig,
     /// Only keys under this prefix are listed (`drops/orders/`).
     #[serde(default)]
     pub prefix: Option<String>,
@@ -30,26 +25,12 @@ pub struct RawConfig {
     #[serde(default)]
     #[schemars(extend("default" = "**"))]
     pub glob: Option<String>,
-    /// Address the bucket in the path (`endpoint/bucket/key`), as local servers want.
-    #[serde(default)]
-    pub path_style: Option<bool>,
-    /// The granted secret holding the access key id.
-    pub access_key_id_secret: String,
-    /// The granted secret holding the secret access key.
-    pub secret_access_key_secret: String,
-    /// The granted secret holding a session token, for temporary credentials.
-    #[serde(default)]
-    pub session_token_secret: Option<String>,
     /// A local directory (granted read-write in `fs`) for the copies being read.
     pub staging: String,
     /// `csv`, `jsonl` or `parquet`. Keys ending `.gz` or `.zst` are inflated first.
     pub format: String,
     /// The stream's name.
     pub stream: String,
-    /// Milliseconds a request may take to connect, to its first byte, and between bytes.
-    #[serde(default)]
-    #[schemars(range(min = 100), extend("default" = 60000))]
-    pub timeout_ms: Option<u64>,
     /// How the objects are read, as the file source's config has it.
     #[serde(flatten)]
     pub reading: BTreeMap<String, Value>,
@@ -78,21 +59,13 @@ impl Codec {
 /// The validated config.
 #[derive(Debug)]
 pub struct SourceConfig {
-    pub scheme: String,
-    pub authority: String,
-    pub region: String,
-    pub bucket_name: String,
+    pub at: s3_client::BucketConfig,
     pub prefix: String,
     pub glob: String,
-    pub path_style: bool,
-    access_key_id_secret: String,
-    secret_access_key_secret: String,
-    session_token_secret: Option<String>,
     pub staging: PathBuf,
     pub stream: String,
     /// The local copies' extension: the format's.
     pub extension: &'static str,
-    pub timeout_ms: u64,
     /// The file source's keys, without `path`.
     reading: serde_json::Map<String, Value>,
 }
@@ -101,13 +74,7 @@ impl SourceConfig {
     pub fn parse(json: &str) -> Result<SourceConfig> {
         let raw: RawConfig = config::parse(json)?;
         let mut problems = Vec::new();
-        let (scheme, authority) = s3_client::split_endpoint(&raw.endpoint).unwrap_or_else(|why| {
-            problems.push(why);
-            ("https".into(), "invalid".into())
-        });
-        if let Err(why) = s3_client::check_bucket_name(&raw.bucket) {
-            problems.push(why);
-        }
+        raw.at.check(&mut problems);
         let extension = match raw.format.as_str() {
             "csv" => "csv",
             "jsonl" => "jsonl",
@@ -126,7 +93,12 @@ impl SourceConfig {
                 ));
             }
         }
-        let mut reading: serde_json::Map<String, Value> = raw.reading.into_iter().collect();
+        // The flattened map sees every key; the bucket's are not the file source's.
+        let mut reading: serde_json::Map<String, Value> = raw
+            .reading
+            .into_iter()
+            .filter(|(k, _)| !s3_client::BucketConfig::KEYS.contains(&k.as_str()))
+            .collect();
         reading.insert("format".into(), Value::String(raw.format.clone()));
         reading.insert("stream".into(), Value::String(raw.stream.clone()));
         if !problems.is_empty() {
@@ -136,39 +108,19 @@ impl SourceConfig {
             )));
         }
         Ok(SourceConfig {
-            scheme,
-            authority,
-            region: raw.region.unwrap_or_else(|| "us-east-1".into()),
-            bucket_name: raw.bucket,
+            at: raw.at,
             prefix: raw.prefix.unwrap_or_default(),
             glob: raw.glob.unwrap_or_else(|| "**".into()),
-            path_style: raw.path_style.unwrap_or(false),
-            access_key_id_secret: raw.access_key_id_secret,
-            secret_access_key_secret: raw.secret_access_key_secret,
-            session_token_secret: raw.session_token_secret,
             staging: PathBuf::from(raw.staging),
             stream: raw.stream,
             extension,
-            timeout_ms: raw.timeout_ms.unwrap_or(60_000),
             reading,
         })
     }
 
     /// The bucket, with the credentials from the granted secrets.
     pub fn bucket(&self) -> Result<Bucket> {
-        Ok(Bucket {
-            scheme: self.scheme.clone(),
-            authority: self.authority.clone(),
-            name: self.bucket_name.clone(),
-            region: self.region.clone(),
-            path_style: self.path_style,
-            creds: s3_client::credentials(
-                &self.access_key_id_secret,
-                &self.secret_access_key_secret,
-                self.session_token_secret.as_deref(),
-            )?,
-            timeout_ms: self.timeout_ms,
-        })
+        self.at.bucket()
     }
 
     /// The file source's config reading the local copy at `path`.

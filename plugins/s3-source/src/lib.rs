@@ -196,7 +196,7 @@ impl Source for S3Source {
         let Some(first) = objects(&cfg, &bucket)?.into_iter().next() else {
             return Err(Error::config(format!(
                 "no object under s3://{}/{} matches `glob = {:?}`: the schema is read from the first one",
-                cfg.bucket_name, cfg.prefix, cfg.glob
+                cfg.at.bucket, cfg.prefix, cfg.glob
             )));
         };
         let local = fetch(&cfg, &bucket, &first.key, &first.etag, first.size)?;
