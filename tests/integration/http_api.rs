@@ -203,14 +203,7 @@ primary_key = ["id"]
 [source.config.columns]
 amount = "float64"
 
-[[sink]]
-name = "lake"
-plugin = "builtin:file"
-fs = ["out:rw"]
-[sink.config]
-path = "out"
-format = "jsonl"
-"#,
+{JSONL_LAKE}"#,
         base = api.base()
     )
 }

@@ -110,10 +110,6 @@ note = "utf8"
     )
 }
 
-/// A sink writing JSON Lines under `out/`.
-const LAKE_SINK: &str = "[[sink]]\nname = \"lake\"\nplugin = \"builtin:file\"\nfs = [\"out:rw\"]\n\
-                         [sink.config]\npath = \"out\"\nformat = \"jsonl\"\n";
-
 /// The ids in the lake, with how often each appears.
 fn ids_in_lake(scratch: &Scratch) -> BTreeMap<i64, usize> {
     crate::nats::ids_in_lake(scratch)
@@ -129,7 +125,7 @@ fn every_record_reaches_the_lake_once_however_often_the_run_is_killed() {
     scratch.write(
         "pipeline.toml",
         format!(
-            "[pipeline]\nname = \"kafka-lake\"\n\n[checkpoint]\nevery_rows = 10000\n\n{}\n{LAKE_SINK}",
+            "[pipeline]\nname = \"kafka-lake\"\n\n[checkpoint]\nevery_rows = 10000\n\n{}\n{JSONL_LAKE}",
             kafka_source(&topic)
         ),
     );
@@ -191,7 +187,7 @@ fn keys_headers_timestamps_and_tombstones_become_columns_and_bad_values_dead_let
     scratch.write(
         "pipeline.toml",
         format!(
-            "[pipeline]\nname = \"kafka-columns\"\non_error = \"dlq\"\n\n[dlq]\nprotect = \"raw\"\n\n{}\n{LAKE_SINK}",
+            "[pipeline]\nname = \"kafka-columns\"\non_error = \"dlq\"\n\n[dlq]\nprotect = \"raw\"\n\n{}\n{JSONL_LAKE}",
             kafka_source(&topic)
         ),
     );
@@ -240,7 +236,7 @@ fn a_broker_outside_the_grant_is_denied_and_a_missing_topic_named() {
     let scratch = Scratch::new();
     std::fs::create_dir_all(scratch.path("out")).unwrap();
     let text = format!(
-        "[pipeline]\nname = \"kafka-grant\"\n\n{}\n{LAKE_SINK}",
+        "[pipeline]\nname = \"kafka-grant\"\n\n{}\n{JSONL_LAKE}",
         kafka_source(&topic)
     );
     scratch.write(

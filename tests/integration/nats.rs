@@ -164,10 +164,6 @@ pub(crate) fn ids_in_lake(scratch: &Scratch) -> BTreeMap<i64, usize> {
     ids
 }
 
-/// A sink writing JSON Lines under `out/`.
-const LAKE_SINK: &str = "[[sink]]\nname = \"lake\"\nplugin = \"builtin:file\"\nfs = [\"out:rw\"]\n\
-                         [sink.config]\npath = \"out\"\nformat = \"jsonl\"\n";
-
 #[test]
 fn every_message_reaches_the_lake_once_however_often_the_run_is_killed() {
     const ROWS: u64 = 1_000_000;
@@ -178,7 +174,7 @@ fn every_message_reaches_the_lake_once_however_often_the_run_is_killed() {
     scratch.write(
         "pipeline.toml",
         format!(
-            "[pipeline]\nname = \"nats-lake\"\n\n[checkpoint]\nevery_rows = 20000\n\n{}\n{LAKE_SINK}",
+            "[pipeline]\nname = \"nats-lake\"\n\n[checkpoint]\nevery_rows = 20000\n\n{}\n{JSONL_LAKE}",
             nats_source(&stream)
         ),
     );
@@ -298,7 +294,7 @@ fn reading_pauses_at_max_ack_pending_until_the_epoch_commits_and_loses_nothing()
     scratch.write(
         "pipeline.toml",
         format!(
-            "[pipeline]\nname = \"pause\"\n\n[checkpoint]\nevery = \"1s\"\n\n{source}\n{LAKE_SINK}"
+            "[pipeline]\nname = \"pause\"\n\n[checkpoint]\nevery = \"1s\"\n\n{source}\n{JSONL_LAKE}"
         ),
     );
     let out = scratch.host(&["run", "pipeline.toml", "--log", "warn"]);
@@ -388,7 +384,7 @@ fn an_ack_wait_that_would_redeliver_an_epoch_is_refused_before_anything_is_read(
     let source = nats_source(&stream).replace("batch = 500\n", "batch = 500\nack_wait_secs = 30\n");
     scratch.write(
         "pipeline.toml",
-        format!("[pipeline]\nname = \"ackwait\"\n\n{source}\n{LAKE_SINK}"),
+        format!("[pipeline]\nname = \"ackwait\"\n\n{source}\n{JSONL_LAKE}"),
     );
     let out = scratch.host(&["check", "pipeline.toml"]);
     assert_eq!(out.code, 2, "{}", out.stderr);

@@ -301,14 +301,7 @@ stream = "orders"
 [source.config.schema]
 amount = "utf8"
 
-[[sink]]
-name = "lake"
-plugin = "builtin:file"
-fs = ["out:rw"]
-[sink.config]
-path = "out"
-format = "jsonl"
-"#
+{JSONL_LAKE}"#
     )
 }
 

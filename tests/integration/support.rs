@@ -702,3 +702,9 @@ pub fn kill_after_first_commit(
     }
     killed
 }
+
+/// A sink writing JSON Lines under `out/` (granted read-write), for pipelines whose lake
+/// the tests read back with [`json_lines`].
+pub const JSONL_LAKE: &str =
+    "[[sink]]\nname = \"lake\"\nplugin = \"builtin:file\"\nfs = [\"out:rw\"]\n\
+                              [sink.config]\npath = \"out\"\nformat = \"jsonl\"\n";
