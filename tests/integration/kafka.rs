@@ -305,31 +305,5 @@ fn example_13_reads_the_produced_orders_into_a_masked_partitioned_lake() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    produce("2000");
-    scratch.host(&["run", "pipeline.toml"]).assert_ok();
-    let ids = crate::webhook::parquet_ids(&scratch.path("out/orders"));
-    assert_eq!(ids, (1..=2000).collect::<Vec<_>>());
-    let files = parquet_files(&scratch.path("out/orders"));
-    assert!(
-        files
-            .iter()
-            .all(|f| f.to_string_lossy().contains("created_at_day=2026-12-")),
-        "{files:?}"
-    );
-    let batches = crate::cdc::batches(&scratch.path("out/orders"));
-    let email = batches[0].column_by_name("email").unwrap();
-    use arrow::array::AsArray;
-    assert_eq!(
-        email.as_string::<i32>().value(0).len(),
-        64,
-        "emails are HMAC hex"
-    );
-    // Produced again: the second run reads only the new records (produce.py numbers from 1
-    // again, so the lake holds ids 1..=500 twice: once per record).
-    produce("500");
-    scratch.host(&["run", "pipeline.toml"]).assert_ok();
-    assert_eq!(
-        crate::webhook::parquet_ids(&scratch.path("out/orders")).len(),
-        2500
-    );
+    crate::nats::assert_example_orders_lake(&scratch, produce);
 }

@@ -344,11 +344,17 @@ fn example_11_reads_the_published_orders_into_a_masked_partitioned_lake() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    publish("2000");
+    assert_example_orders_lake(&scratch, publish);
+}
+
+/// Examples 11 and 13: `send(COUNT)` sends orders 1..=COUNT; a run puts them into a lake
+/// partitioned by day with emails hashed, and a second run reads only what was sent since
+/// (the same ids again, as new messages).
+pub(crate) fn assert_example_orders_lake(scratch: &Scratch, send: impl Fn(&str)) {
+    send("2000");
     scratch.host(&["run", "pipeline.toml"]).assert_ok();
     let ids = crate::webhook::parquet_ids(&scratch.path("out/orders"));
     assert_eq!(ids, (1..=2000).collect::<Vec<_>>());
-    // Partitioned by day, emails hashed.
     let files = parquet_files(&scratch.path("out/orders"));
     assert!(
         files
@@ -364,9 +370,7 @@ fn example_11_reads_the_published_orders_into_a_masked_partitioned_lake() {
         64,
         "emails are HMAC hex"
     );
-    // Published again: the second run reads only the new orders (publish.py numbers from 1
-    // again, so the lake holds ids 1..=500 twice: once per message).
-    publish("500");
+    send("500");
     scratch.host(&["run", "pipeline.toml"]).assert_ok();
     assert_eq!(
         crate::webhook::parquet_ids(&scratch.path("out/orders")).len(),

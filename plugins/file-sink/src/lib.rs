@@ -39,7 +39,7 @@ impl Sink for FileSink {
 
     fn open(config: &str, stream: StreamInfo, mode: WriteMode) -> Result<FileWriter> {
         let config = SinkConfig::from_json(config)?;
-        check_mode(&stream.name, &mode)?;
+        check_mode("file", &stream.name, &mode)?;
         FileWriter::new(config, &stream.name, stream.schema)
     }
 }
@@ -67,15 +67,16 @@ impl ingest_sdk::sink::Writer for FileWriter {
     }
 }
 
-/// Only `append` is supported.
-pub fn check_mode(stream: &str, mode: &WriteMode) -> Result<()> {
+/// Only `append` is supported, by the file sink and the sinks built on it (`sink` names
+/// which, for the message).
+pub fn check_mode(sink: &str, stream: &str, mode: &WriteMode) -> Result<()> {
     let name = match mode {
         WriteMode::Append => return Ok(()),
         WriteMode::Overwrite => "overwrite",
         WriteMode::Upsert(_) => "upsert",
     };
     Err(Error::config(format!(
-        "file sink, stream `{stream}`: write mode `{name}` is not supported; the file sink \
+        "{sink} sink, stream `{stream}`: write mode `{name}` is not supported; the {sink} sink \
          supports write mode `append` only"
     )))
 }

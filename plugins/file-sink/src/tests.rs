@@ -341,9 +341,9 @@ fn batches_of_another_schema_are_data_errors() {
 
 #[test]
 fn only_append_is_supported() {
-    crate::check_mode("orders", &WriteMode::Append).unwrap();
+    crate::check_mode("file", "orders", &WriteMode::Append).unwrap();
     for mode in [WriteMode::Overwrite, WriteMode::Upsert(vec!["id".into()])] {
-        let err = crate::check_mode("orders", &mode).unwrap_err();
+        let err = crate::check_mode("file", "orders", &mode).unwrap_err();
         let Error::InvalidConfig(m) = &err else {
             panic!("{err:?}")
         };

@@ -75,13 +75,15 @@ impl Source for HttpSource {
         // The first page, as a pass would ask for it: the grant, the credentials and the
         // page's shape are all checked.
         let page = fetch(&cfg, &cfg.first)?;
-        records(&cfg, &page.body).map_err(|why| Error::config(format!("{}: {why}", cfg.first)))?;
+        parse_page(&page.body)
+            .and_then(|page| records(&cfg, &page).map(|_| ()))
+            .map_err(|why| Error::config(format!("{}: {why}", cfg.first)))?;
         Ok(())
     }
 
     fn discover(config: &str) -> Result<Vec<StreamInfo>> {
         let cfg = SourceConfig::parse(config)?;
-        let columns = columns(&cfg)?;
+        let columns = columns(&cfg, config)?;
         Ok(vec![StreamInfo {
             name: cfg.name.clone(),
             schema: Rows::new(&columns).schema(),
@@ -109,7 +111,7 @@ impl Source for HttpSource {
         let cfg = SourceConfig::parse(config)?;
         check_name(&cfg, stream)?;
         let at: HttpPosition = ingest_sdk::source::resume_at(stream, position)?;
-        let columns = columns(&cfg)?;
+        let columns = columns(&cfg, config)?;
         let next = match &at.next {
             Some(next) => Some((
                 Url::parse(&next.url).map_err(|why| {
@@ -149,36 +151,64 @@ fn check_name(cfg: &SourceConfig, stream: &str) -> Result<()> {
     ingest_sdk::source::check_stream("http", &cfg.name, stream)
 }
 
+/// A stream's columns and their types.
+type Columns = Vec<(String, ColumnType)>;
+
+thread_local! {
+    /// The columns inferred last, with the config they were inferred for: `discover` and
+    /// `open` in the same instance ask for them in turn, and the first page is fetched once.
+    static INFERRED: std::cell::RefCell<Option<(String, Columns)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// The stream's columns: those declared, over those inferred from the first page of a new
 /// pass when `infer`.
-fn columns(cfg: &SourceConfig) -> Result<Vec<(String, ColumnType)>> {
+fn columns(cfg: &SourceConfig, config: &str) -> Result<Columns> {
     if !cfg.infer {
         return Ok(rows::columns(&[], &cfg.columns, false));
     }
+    if let Some(columns) = INFERRED.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(c, _)| c == config)
+            .map(|(_, columns)| columns.clone())
+    }) {
+        return Ok(columns);
+    }
     let page = fetch(cfg, &cfg.first)?;
-    let sample = records(cfg, &page.body).map_err(|why| {
-        Error::data(format!(
-            "{}: the columns are inferred from the first page, and {why}; declare them in `columns` with `infer = false`",
-            cfg.first
-        ))
-    })?;
-    Ok(rows::columns(&sample, &cfg.columns, true))
+    let page = parse_page(&page.body);
+    let sample = page
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|page| records(cfg, page))
+        .map_err(|why| {
+            Error::data(format!(
+                "{}: the columns are inferred from the first page, and {why}; declare them in `columns` with `infer = false`",
+                cfg.first
+            ))
+        })?;
+    let columns = rows::columns(sample, &cfg.columns, true);
+    INFERRED.set(Some((config.to_string(), columns.clone())));
+    Ok(columns)
 }
 
-/// The records of a page: the array at the config's `records` path.
-fn records(cfg: &SourceConfig, body: &[u8]) -> std::result::Result<Vec<Value>, String> {
-    let page: Value = serde_json::from_slice(body).map_err(|e| {
+/// A page's body as JSON.
+fn parse_page(body: &[u8]) -> std::result::Result<Value, String> {
+    serde_json::from_slice(body).map_err(|e| {
         format!(
             "the page is not JSON ({e}): {}",
             rows::shortened(&String::from_utf8_lossy(body))
         )
-    })?;
+    })
+}
+
+/// The records of a page: the array at the config's `records` path.
+fn records<'a>(cfg: &SourceConfig, page: &'a Value) -> std::result::Result<&'a [Value], String> {
     match at_path(page, &cfg.records) {
         Some(Value::Array(items)) => Ok(items),
         Some(other) => Err(format!(
             "`records = {:?}` is {} in the page, not an array",
             cfg.records.join("."),
-            kind(&other)
+            kind(other)
         )),
         None => Err(format!(
             "the page has nothing at `records = {:?}`",
@@ -199,12 +229,9 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// The value at a dotted path.
-fn at_path(mut v: Value, path: &[String]) -> Option<Value> {
+fn at_path<'a>(mut v: &'a Value, path: &[String]) -> Option<&'a Value> {
     for key in path {
-        v = match v {
-            Value::Object(mut m) => m.remove(key)?,
-            _ => return None,
-        };
+        v = v.as_object()?.get(key)?;
     }
     Some(v)
 }
@@ -375,23 +402,19 @@ impl HttpReader {
                 Some(next) => Some(url.join(next).map_err(bad)?),
                 None => None,
             },
-            Pagination::NextUrl { path } => match page.and_then(|p| at_path(p.clone(), path)) {
-                Some(Value::String(next)) if !next.is_empty() => {
-                    Some(url.join(&next).map_err(bad)?)
-                }
+            Pagination::NextUrl { path } => match page.and_then(|p| at_path(p, path)) {
+                Some(Value::String(next)) if !next.is_empty() => Some(url.join(next).map_err(bad)?),
                 _ => None,
             },
-            Pagination::Cursor { path, param } => {
-                match page.and_then(|p| at_path(p.clone(), path)) {
-                    Some(Value::Null) | None => None,
-                    Some(Value::String(s)) if s.is_empty() => None,
-                    Some(token) => {
-                        let mut next = url.clone();
-                        next.set_query(param, &cursor_text(&token));
-                        Some(next)
-                    }
+            Pagination::Cursor { path, param } => match page.and_then(|p| at_path(p, path)) {
+                Some(Value::Null) | None => None,
+                Some(Value::String(s)) if s.is_empty() => None,
+                Some(token) => {
+                    let mut next = url.clone();
+                    next.set_query(param, &cursor_text(token));
+                    Some(next)
                 }
-            }
+            },
             Pagination::Page { param, size, .. } => match count {
                 Some(0) => None,
                 Some(n) if size.is_some_and(|s| (n as u64) < s) => None,
@@ -427,12 +450,11 @@ impl Reader for HttpReader {
         }
         let response = fetch(&self.cfg, &url)?;
         let mut rejects = Vec::new();
-        let parsed: std::result::Result<Value, String> = serde_json::from_slice(&response.body)
-            .map_err(|e| format!("the page is not JSON: {e}"));
+        let parsed = parse_page(&response.body);
         let items = parsed
             .as_ref()
             .map_err(Clone::clone)
-            .and_then(|_| records(&self.cfg, &response.body));
+            .and_then(|page| records(&self.cfg, page));
         let count = match &items {
             Ok(items) => {
                 for (i, record) in items.iter().enumerate() {

@@ -273,16 +273,13 @@ impl Client {
         result
     }
 
-    /// Metadata for `topics` (all topics when empty); learns the brokers on the way.
+    /// Metadata for `topics` (none: the brokers only); learns the brokers on the way.
     pub fn metadata(&mut self, topics: &[&str]) -> Result<Vec<TopicMetadata>> {
         let mut e = Encoder::default();
-        if topics.is_empty() {
-            e.i32(-1);
-        } else {
-            e.count(topics.len());
-            for t in topics {
-                e.string(t);
-            }
+        // An empty array asks for no topic; a null one (which this never sends) for all.
+        e.count(topics.len());
+        for t in topics {
+            e.string(t);
         }
         e.bool(false); // never create a topic by asking for it
         let body = self.bootstrap.call(METADATA, &e.buf)?;

@@ -237,14 +237,10 @@ impl KafkaReader {
         }))
     }
 
-    /// Fetch from every partition with nothing buffered.
+    /// Fetch from every partition (called once everything fetched before is handed out).
     fn fetch(&mut self) -> Result<()> {
-        let at: Vec<(i32, i64)> = self
-            .partitions
-            .iter()
-            .filter(|p| !self.buffered.iter().any(|b| b.partition == **p))
-            .map(|p| (*p, self.next[p]))
-            .collect();
+        debug_assert!(self.buffered.is_empty());
+        let at: Vec<(i32, i64)> = self.partitions.iter().map(|p| (*p, self.next[p])).collect();
         if at.is_empty() {
             return Ok(());
         }

@@ -8,10 +8,9 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use ingest_sdk::payload::{Payload, PayloadColumns};
+use ingest_sdk::payload::{self, Payload, PayloadColumns};
 use ingest_sdk::{Error, Result};
 use kafka_client::Record;
-use serde_json::Value;
 
 /// The source's own columns, before the payload's.
 pub const OWN_COLUMNS: [&str; 5] = ["_partition", "_offset", "_commit_ts", "_key", "_headers"];
@@ -105,22 +104,13 @@ impl Rows {
         self.offset.append_value(r.offset);
         self.timestamp
             .append_value(r.timestamp_ms.saturating_mul(1000));
-        if r.headers.is_empty() {
-            self.headers.append_null();
-        } else {
-            // Header values are bytes; they are kept as text (invalid UTF-8 replaced).
-            let map: serde_json::Map<String, Value> = r
-                .headers
+        // Header values are bytes; they are kept as text (invalid UTF-8 replaced).
+        payload::append_headers(
+            &mut self.headers,
+            r.headers
                 .iter()
-                .map(|(k, v)| {
-                    let v = v.as_deref().map_or(Value::Null, |v| {
-                        Value::String(String::from_utf8_lossy(v).into_owned())
-                    });
-                    (k.clone(), v)
-                })
-                .collect();
-            self.headers.append_value(Value::Object(map).to_string());
-        }
+                .map(|(k, v)| (k.as_str(), v.as_deref().map(String::from_utf8_lossy))),
+        );
         self.len += 1;
         Ok(())
     }

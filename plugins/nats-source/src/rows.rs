@@ -6,10 +6,9 @@ use std::sync::Arc;
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use ingest_sdk::payload::{Payload, PayloadColumns};
+use ingest_sdk::payload::{self, Payload, PayloadColumns};
 use ingest_sdk::{Error, Result};
 use nats_client::Delivered;
-use serde_json::Value;
 
 /// The source's own columns, before the payload's.
 pub const OWN_COLUMNS: [&str; 4] = ["_subject", "_seq", "_commit_ts", "_headers"];
@@ -64,17 +63,13 @@ impl Rows {
         self.subject.append_value(&d.message.subject);
         self.seq.append_value(d.stream_seq as i64);
         self.timestamp.append_value(d.timestamp_ns / 1000);
-        if d.message.headers.is_empty() {
-            self.headers.append_null();
-        } else {
-            let map: serde_json::Map<String, Value> = d
-                .message
+        payload::append_headers(
+            &mut self.headers,
+            d.message
                 .headers
                 .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect();
-            self.headers.append_value(Value::Object(map).to_string());
-        }
+                .map(|(k, v)| (k.as_str(), Some(v.as_str().into()))),
+        );
         self.len += 1;
         Ok(())
     }

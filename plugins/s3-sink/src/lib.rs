@@ -67,9 +67,8 @@ impl Sink for S3Sink {
 
     fn open(config: &str, stream: StreamInfo, mode: WriteMode) -> Result<S3Writer> {
         let cfg = S3Config::parse(config)?;
-        file_sink::check_mode(&stream.name, &mode)
-            .map_err(|e| Error::config(e.to_string().replace("file sink", "s3 sink")))?;
-        let files = FileWriter::new(S3Config::parse(config)?.layout, &stream.name, stream.schema)?;
+        file_sink::check_mode("s3", &stream.name, &mode)?;
+        let files = FileWriter::new(cfg.layout.clone(), &stream.name, stream.schema)?;
         Ok(S3Writer {
             bucket: cfg.at.bucket()?,
             root: cfg.layout.root.clone(),

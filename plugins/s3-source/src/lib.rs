@@ -251,10 +251,6 @@ impl Source for S3Source {
         let bucket = cfg.bucket()?;
         let local = fetch(&cfg, &bucket, &split.id, &object.etag, object.size)?;
         let file_config = cfg.file_config(&local);
-        let info = FileSource::discover(&file_config)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::fatal("the file source offered no stream"))?;
         let mut file_splits = FileSource::splits(&file_config, stream)?;
         if file_splits.len() != 1 {
             return Err(Error::fatal(format!(
@@ -273,7 +269,8 @@ impl Source for S3Source {
             inner,
             etag: object.etag,
             local,
-            schema: info.schema,
+            file_config,
+            schema: None,
             ended: false,
         })
     }
@@ -287,7 +284,10 @@ pub enum S3Reader {
         inner: <FileSource as Source>::Reader,
         etag: String,
         local: PathBuf,
-        schema: arrow_schema::SchemaRef,
+        /// The file source's config for the local copy.
+        file_config: String,
+        /// The rows' schema, from the first chunk (looked up only for an object with none).
+        schema: Option<arrow_schema::SchemaRef>,
         /// The chunk that marks the end was handed out.
         ended: bool,
     },
@@ -298,6 +298,7 @@ impl Reader for S3Reader {
         let S3Reader::Reading {
             inner,
             etag,
+            file_config,
             schema,
             ended,
             ..
@@ -318,6 +319,7 @@ impl Reader for S3Reader {
         };
         match inner.next(max_rows)? {
             Some(chunk) => {
+                schema.get_or_insert_with(|| chunk.batch.schema());
                 let file = serde_json::from_slice(&chunk.position).map_err(|e| {
                     Error::fatal(format!("the file source's position is not JSON: {e}"))
                 })?;
@@ -330,8 +332,18 @@ impl Reader for S3Reader {
             None => {
                 // One more, empty, chunk records that this version is read to its end.
                 *ended = true;
+                let schema = match schema.take() {
+                    Some(schema) => schema,
+                    None => {
+                        FileSource::discover(file_config)?
+                            .into_iter()
+                            .next()
+                            .ok_or_else(|| Error::fatal("the file source offered no stream"))?
+                            .schema
+                    }
+                };
                 Ok(Some(Chunk {
-                    batch: RecordBatch::new_empty(schema.clone()),
+                    batch: RecordBatch::new_empty(schema),
                     position: position(None, true),
                     rejects: Vec::new(),
                 }))

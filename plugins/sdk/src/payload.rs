@@ -226,6 +226,26 @@ impl PayloadColumns {
     }
 }
 
+/// Append a message's headers to a `_headers` column: a JSON object of each name and its
+/// value (null for a header without one), or null when there are none.
+pub fn append_headers<'a>(
+    column: &mut StringBuilder,
+    headers: impl IntoIterator<Item = (&'a str, Option<std::borrow::Cow<'a, str>>)>,
+) {
+    let map: serde_json::Map<String, Value> = headers
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v.map_or(Value::Null, |v| Value::String(v.into_owned()));
+            (k.to_string(), v)
+        })
+        .collect();
+    if map.is_empty() {
+        column.append_null();
+    } else {
+        column.append_value(Value::Object(map).to_string());
+    }
+}
+
 fn new_column(ty: ColumnType) -> Column {
     match ty {
         ColumnType::Int64 => Column::Int64(Int64Builder::new()),

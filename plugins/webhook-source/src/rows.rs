@@ -10,7 +10,6 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use ingest_sdk::payload::PayloadColumns;
 use ingest_sdk::webhook::Request;
 use ingest_sdk::{Error, Result};
-use serde_json::Value;
 
 use crate::auth::header;
 use crate::config::SourceConfig;
@@ -96,17 +95,14 @@ impl Rows {
         self.received.append_value(request.received_us);
         self.query
             .append_option((!request.query.is_empty()).then_some(request.query.as_str()));
-        let kept: serde_json::Map<String, Value> = request
-            .headers
-            .iter()
-            .filter(|(k, _)| cfg.keep_headers.contains(k))
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        if kept.is_empty() {
-            self.headers.append_null();
-        } else {
-            self.headers.append_value(Value::Object(kept).to_string());
-        }
+        ingest_sdk::payload::append_headers(
+            &mut self.headers,
+            request
+                .headers
+                .iter()
+                .filter(|(k, _)| cfg.keep_headers.contains(k))
+                .map(|(k, v)| (k.as_str(), Some(v.as_str().into()))),
+        );
         self.len += 1;
         Ok(())
     }
