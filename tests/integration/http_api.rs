@@ -321,3 +321,76 @@ fn a_page_outside_the_grant_is_denied_and_an_endless_pagination_stopped() {
         out.stderr
     );
 }
+
+/// Example 15's API (`api.py`) on a port of the test's own, stopped when dropped.
+struct ExampleApi {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl ExampleApi {
+    fn start(script: &std::path::Path) -> ExampleApi {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .arg(script)
+            .args(["--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let api = ExampleApi { child, port };
+        let ready = std::time::Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < ready, "api.py did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        api
+    }
+}
+
+impl Drop for ExampleApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn example_15_reads_the_api_pages_into_a_masked_partitioned_lake() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/15-http-api-to-parquet");
+    let api = ExampleApi::start(&dir.join("api.py"));
+    let scratch = Scratch::new();
+    let text = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
+    assert!(text.contains("127.0.0.1:8615"));
+    scratch.write(
+        "pipeline.toml",
+        text.replace("127.0.0.1:8615", &format!("127.0.0.1:{}", api.port)),
+    );
+    for secret in ["mask.key", "api.token"] {
+        scratch.write(
+            &format!("secrets/{secret}"),
+            std::fs::read(dir.join("secrets").join(secret)).unwrap(),
+        );
+    }
+    // The API starts with 2,000 orders; the second pass asks only for the 500 added.
+    let add = |count: &str| {
+        if count == "2000" {
+            return;
+        }
+        let out = std::process::Command::new("python3")
+            .arg(dir.join("api.py"))
+            .args(["--port", &api.port.to_string(), "--add", count])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "api.py --add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    crate::nats::assert_example_orders_lake(&scratch, add, || {});
+}

@@ -305,5 +305,5 @@ fn example_13_reads_the_produced_orders_into_a_masked_partitioned_lake() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    crate::nats::assert_example_orders_lake(&scratch, produce);
+    crate::nats::assert_example_orders_lake(&scratch, produce, || {});
 }

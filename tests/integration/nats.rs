@@ -344,15 +344,21 @@ fn example_11_reads_the_published_orders_into_a_masked_partitioned_lake() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    assert_example_orders_lake(&scratch, publish);
+    assert_example_orders_lake(&scratch, publish, || {});
 }
 
 /// Examples 11 and 13: `send(COUNT)` sends orders 1..=COUNT; a run puts them into a lake
 /// partitioned by day with emails hashed, and a second run reads only what was sent since
 /// (the same ids again, as new messages).
-pub(crate) fn assert_example_orders_lake(scratch: &Scratch, send: impl Fn(&str)) {
+/// `collect` brings the lake to `out/` after each run, where it is not there already.
+pub(crate) fn assert_example_orders_lake(
+    scratch: &Scratch,
+    send: impl Fn(&str),
+    collect: impl Fn(),
+) {
     send("2000");
     scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    collect();
     let ids = crate::webhook::parquet_ids(&scratch.path("out/orders"));
     assert_eq!(ids, (1..=2000).collect::<Vec<_>>());
     let files = parquet_files(&scratch.path("out/orders"));
@@ -372,6 +378,7 @@ pub(crate) fn assert_example_orders_lake(scratch: &Scratch, send: impl Fn(&str))
     );
     send("500");
     scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    collect();
     assert_eq!(
         crate::webhook::parquet_ids(&scratch.path("out/orders")).len(),
         2500

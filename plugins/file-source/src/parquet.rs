@@ -7,8 +7,9 @@
 //! front with a message that says so rather than failing halfway through.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::{RecordBatch, RecordBatchOptions};
 use arrow_schema::{Field, Schema, SchemaRef};
@@ -23,84 +24,139 @@ use parquet::file::reader::{ChunkReader, Length};
 use crate::files;
 use crate::position::{self, ParquetPosition};
 
-/// A file parquet reads by byte ranges. `std::fs::File`'s own `ChunkReader` clones the
-/// handle, which WASI does not support; this shares one handle and seeks instead.
+/// The bytes of a Parquet file, read by range: a local file, or an object elsewhere (the
+/// s3 source reads objects by ranged GETs).
+pub trait Ranges: Send + Sync {
+    /// The file's size in bytes.
+    fn size(&self) -> u64;
+    /// `length` bytes from `start`.
+    fn bytes(&self, start: u64, length: usize) -> io::Result<Bytes>;
+    /// The byte ranges of the row groups about to be read, in order: a remote input fetches
+    /// each whole when it is first touched instead of page by page.
+    fn plan(&self, _row_groups: Vec<Range<u64>>) {}
+}
+
+/// A Parquet file as parquet reads it, through [`Ranges`].
 #[derive(Clone)]
+pub struct Input {
+    ranges: Arc<dyn Ranges>,
+    /// The row groups planned, so that no stream reads across a row group's end.
+    row_groups: Arc<Mutex<Vec<Range<u64>>>>,
+}
+
+impl Input {
+    pub fn new(ranges: Arc<dyn Ranges>) -> Input {
+        Input {
+            ranges,
+            row_groups: Arc::default(),
+        }
+    }
+
+    fn plan(&self, row_groups: Vec<Range<u64>>) {
+        *self.row_groups.lock().unwrap_or_else(|p| p.into_inner()) = row_groups.clone();
+        self.ranges.plan(row_groups);
+    }
+
+    /// Where a stream reading from `pos` stops: the end of its row group, or of the file.
+    fn stop(&self, pos: u64) -> u64 {
+        let groups = self.row_groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups
+            .iter()
+            .find(|g| g.contains(&pos))
+            .map_or(self.ranges.size(), |g| g.end)
+    }
+}
+
+impl Length for Input {
+    fn len(&self) -> u64 {
+        self.ranges.size()
+    }
+}
+
+/// Block size of the streams parquet reads page headers from.
+const READ_BLOCK: usize = 64 * 1024;
+
+/// Reads an [`Input`] from an offset onwards, a block at a time.
+pub struct InputReader {
+    input: Input,
+    pos: u64,
+    block: Bytes,
+}
+
+impl Read for InputReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.block.is_empty() {
+            let left = self.input.stop(self.pos).saturating_sub(self.pos);
+            if left == 0 {
+                return Ok(0);
+            }
+            let n = (READ_BLOCK as u64).min(left) as usize;
+            self.block = self.input.ranges.bytes(self.pos, n)?;
+            self.pos += self.block.len() as u64;
+        }
+        let n = buf.len().min(self.block.len());
+        buf[..n].copy_from_slice(&self.block.split_to(n));
+        Ok(n)
+    }
+}
+
+impl ChunkReader for Input {
+    type T = InputReader;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(InputReader {
+            input: self.clone(),
+            pos: start,
+            block: Bytes::new(),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        Ok(self.ranges.bytes(start, length)?)
+    }
+}
+
+/// A local file. `std::fs::File`'s own `ChunkReader` clones the handle, which WASI does not
+/// support; this shares one handle and seeks instead.
 struct SharedFile {
-    file: Arc<Mutex<File>>,
+    file: Mutex<File>,
     len: u64,
 }
 
 impl SharedFile {
-    fn open(path: &str) -> Result<Self> {
+    fn open(path: &str) -> Result<Input> {
         let file = File::open(path).map_err(|e| files::io_error(path, "open", e))?;
         let len = file
             .metadata()
             .map_err(|e| files::io_error(path, "read", e))?
             .len();
-        Ok(SharedFile {
-            file: Arc::new(Mutex::new(file)),
+        Ok(Input::new(Arc::new(SharedFile {
+            file: Mutex::new(file),
             len,
-        })
+        })))
     }
 }
 
-fn lock(file: &Mutex<File>) -> MutexGuard<'_, File> {
-    // A panic cannot leave a File in a state worth refusing.
-    file.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl Length for SharedFile {
-    fn len(&self) -> u64 {
+impl Ranges for SharedFile {
+    fn size(&self) -> u64 {
         self.len
     }
-}
 
-/// Reads from a byte offset onwards, seeking the shared handle before every read.
-struct RangeReader {
-    file: Arc<Mutex<File>>,
-    pos: u64,
-}
-
-impl Read for RangeReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut file = lock(&self.file);
-        file.seek(SeekFrom::Start(self.pos))?;
-        let n = file.read(buf)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl ChunkReader for SharedFile {
-    type T = BufReader<RangeReader>;
-
-    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        Ok(BufReader::with_capacity(
-            64 * 1024,
-            RangeReader {
-                file: self.file.clone(),
-                pos: start,
-            },
-        ))
-    }
-
-    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+    fn bytes(&self, start: u64, length: usize) -> io::Result<Bytes> {
         let mut buffer = vec![0; length];
-        let mut file = lock(&self.file);
+        // A panic cannot leave a File in a state worth refusing.
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         file.seek(SeekFrom::Start(start))?;
         file.read_exact(&mut buffer)?;
         Ok(buffer.into())
     }
 }
 
-fn builder(path: &str) -> Result<ParquetRecordBatchReaderBuilder<SharedFile>> {
-    let file = SharedFile::open(path)?;
-    ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| Error::data(format!("`{path}` is not a readable Parquet file: {e}")))
+fn builder(input: Input, name: &str) -> Result<ParquetRecordBatchReaderBuilder<Input>> {
+    ParquetRecordBatchReaderBuilder::try_new(input)
+        .map_err(|e| Error::data(format!("`{name}` is not a readable Parquet file: {e}")))
 }
 
-/// The Arrow schema of a Parquet file, without the metadata the writer attached.
 /// Whether `path` ends with a Parquet footer's magic bytes: a file still being written
 /// has none yet.
 pub fn has_footer(path: &str) -> Result<bool> {
@@ -120,8 +176,14 @@ pub fn has_footer(path: &str) -> Result<bool> {
     Ok(&magic == b"PAR1")
 }
 
+/// The Arrow schema of a Parquet file, without the metadata the writer attached.
 pub fn schema(path: &str) -> Result<SchemaRef> {
-    Ok(plain(builder(path)?.schema()))
+    schema_of(SharedFile::open(path)?, path)
+}
+
+/// The Arrow schema of the Parquet file `input` (called `name` in errors).
+pub fn schema_of(input: Input, name: &str) -> Result<SchemaRef> {
+    Ok(plain(builder(input, name)?.schema()))
 }
 
 fn plain(schema: &Schema) -> SchemaRef {
@@ -177,7 +239,7 @@ pub struct ParquetReader {
     schema: SchemaRef,
     /// Set up to start at the saved position; built into `reader` on the first `next`,
     /// once the batch size is known.
-    pending_builder: Option<ParquetRecordBatchReaderBuilder<SharedFile>>,
+    pending_builder: Option<ParquetRecordBatchReaderBuilder<Input>>,
     reader: Option<ParquetRecordBatchReader>,
     /// Rows decoded but not yet returned, when a batch was larger than asked for.
     held: Option<RecordBatch>,
@@ -188,7 +250,18 @@ pub struct ParquetReader {
 impl ParquetReader {
     /// Open `path` for the stream of `schema`, resuming after `position` when given.
     pub fn open(path: &str, schema: SchemaRef, position: Option<&[u8]>) -> Result<Self> {
-        let builder = builder(path)?;
+        Self::open_input(SharedFile::open(path)?, path, schema, position)
+    }
+
+    /// Open the Parquet file `input` (called `path` in errors and positions) for the stream
+    /// of `schema`, resuming after `position` when given.
+    pub fn open_input(
+        input: Input,
+        path: &str,
+        schema: SchemaRef,
+        position: Option<&[u8]>,
+    ) -> Result<Self> {
+        let builder = builder(input.clone(), path)?;
         check_codecs(path, builder.metadata())?;
         let file_schema = plain(builder.schema());
         if file_schema.fields() != schema.fields() {
@@ -229,6 +302,20 @@ impl ParquetReader {
             )));
         }
         normalize(&mut at, &group_rows);
+        input.plan(
+            builder.metadata().row_groups()[at.row_group.min(group_rows.len())..]
+                .iter()
+                .map(|g| {
+                    let ranges = g.columns().iter().map(|c| {
+                        let (start, length) = c.byte_range();
+                        start..start + length
+                    });
+                    ranges
+                        .reduce(|a, b| a.start.min(b.start)..a.end.max(b.end))
+                        .unwrap_or(0..0)
+                })
+                .collect(),
+        );
         let builder = builder
             .with_row_groups((at.row_group..group_rows.len()).collect())
             .with_offset(at.row);
@@ -375,6 +462,71 @@ mod tests {
         assert_eq!(rest, (14..25).collect::<Vec<_>>());
     }
 
+    /// A file in memory that records the ranges read and the row groups planned.
+    struct Recorded {
+        bytes: Bytes,
+        reads: Mutex<Vec<(u64, usize)>>,
+        planned: Mutex<Vec<Range<u64>>>,
+    }
+
+    impl Ranges for Recorded {
+        fn size(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+
+        fn bytes(&self, start: u64, length: usize) -> io::Result<Bytes> {
+            self.reads.lock().unwrap().push((start, length));
+            Ok(self.bytes.slice(start as usize..start as usize + length))
+        }
+
+        fn plan(&self, row_groups: Vec<Range<u64>>) {
+            *self.planned.lock().unwrap() = row_groups;
+        }
+    }
+
+    #[test]
+    fn an_input_read_by_ranges_is_told_the_row_groups_left_and_read_within_them() {
+        let dir = TempDir::new("pq-ranges");
+        let path = write_file(
+            &dir,
+            "t.parquet",
+            25,
+            10,
+            Compression::ZSTD(Default::default()),
+        );
+        let recorded = Arc::new(Recorded {
+            bytes: std::fs::read(&path).unwrap().into(),
+            reads: Mutex::default(),
+            planned: Mutex::default(),
+        });
+        let input = Input::new(recorded.clone());
+        let schema = schema_of(input.clone(), "remote").unwrap();
+        // Resuming in the second of three row groups: the first is not planned.
+        let at = position::encode(&ParquetPosition {
+            row_group: 1,
+            row: 4,
+            rows: 14,
+        });
+        let mut reader = ParquetReader::open_input(input, "remote", schema, Some(&at)).unwrap();
+        let planned = recorded.planned.lock().unwrap().clone();
+        assert_eq!(planned.len(), 2);
+        assert!(planned[0].end <= planned[1].start);
+        recorded.reads.lock().unwrap().clear();
+        let mut rest = Vec::new();
+        while let Some(chunk) = reader.next_chunk(100).unwrap() {
+            rest.extend(ids(&chunk));
+        }
+        assert_eq!(rest, (14..25).collect::<Vec<_>>());
+        // Every read lies within a planned row group.
+        for &(start, length) in recorded.reads.lock().unwrap().iter() {
+            let end = start + length as u64;
+            assert!(
+                planned.iter().any(|g| g.start <= start && end <= g.end),
+                "{start}..{end} outside {planned:?}"
+            );
+        }
+    }
+
     #[test]
     fn an_lzo_column_is_refused_naming_the_file_codec_and_the_supported_ones() {
         match codec_supported("t.parquet", "amount", Compression::LZO) {
@@ -414,7 +566,10 @@ mod tests {
         use arrow_schema::DataType;
 
         let path = format!("{}/tests/fixtures/zstd.parquet", env!("CARGO_MANIFEST_DIR"));
-        let metadata = builder(&path).unwrap().metadata().clone();
+        let metadata = builder(SharedFile::open(&path).unwrap(), &path)
+            .unwrap()
+            .metadata()
+            .clone();
         assert_eq!(metadata.num_row_groups(), 2);
         for group in metadata.row_groups() {
             for column in group.columns() {

@@ -7,7 +7,10 @@
 //! - **Versions.** The position carries the ETag of the version read. A version read to
 //!   its end is never read again (`open` returns at once, nothing fetched); an object
 //!   whose ETag changed is a new version, read from its start.
-//! - **Reading.** The object is fetched in 8 MiB ranges, each only while the object is
+//! - **Parquet** objects are read where they lie, by ranged GETs (see [`ranged`]): the
+//!   footer, then each row group as it is reached; a resumed read fetches only the row
+//!   groups from its position on.
+//! - **Text.** A CSV or JSON Lines object is fetched in 8 MiB ranges, each only while the object is
 //!   still the version listed (`If-Match`), into a local copy under `staging` (granted
 //!   read-write), which the file source's reader reads. It is removed once the version's
 //!   end is committed (at the latest when the next run finds it read), and copies of
@@ -16,21 +19,22 @@
 
 pub mod config;
 pub mod glob;
+pub mod ranged;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
+use file_source::parquet::{Input, ParquetReader};
 use file_source::FileSource;
-use ingest_sdk::source::{Chunk, Reader, Source, Split, StreamInfo};
+use ingest_sdk::source::{Chunk, Reader, Source, Split, StreamInfo, SyncMode};
 use ingest_sdk::{Error, Result};
 use s3_client::{Bucket, Object};
 use serde::{Deserialize, Serialize};
 
 use crate::config::SourceConfig;
-
-/// Bytes fetched per ranged GET.
-const RANGE_BYTES: u64 = 8 << 20;
+use crate::ranged::{ObjectRanges, RANGE_BYTES};
 
 /// Where reading an object resumes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +59,12 @@ struct Descriptor {
 }
 
 pub struct S3Source;
+
+/// Whether `key` is read where it lies, by ranged GETs (Parquet, not compressed as a
+/// whole), rather than from a local copy.
+fn read_in_place(cfg: &SourceConfig, key: &str) -> bool {
+    cfg.extension == "parquet" && config::Codec::of(key) == config::Codec::None
+}
 
 /// The objects the config names, in key order.
 fn objects(cfg: &SourceConfig, bucket: &Bucket) -> Result<Vec<Object>> {
@@ -178,6 +188,36 @@ fn remove_stale_copies(cfg: &SourceConfig, listed: &[Object]) {
     }
 }
 
+/// How often `discover` lists again when the first object changes while it is read.
+const DISCOVER_TRIES: u32 = 3;
+
+/// The stream, with the schema of the first object listed.
+fn discover_first(cfg: &SourceConfig) -> Result<Vec<StreamInfo>> {
+    let bucket = cfg.bucket()?;
+    let Some(first) = objects(cfg, &bucket)?.into_iter().next() else {
+        return Err(Error::config(format!(
+            "no object under s3://{}/{} matches `glob = {:?}`: the schema is read from the first one",
+            cfg.at.bucket, cfg.prefix, cfg.glob
+        )));
+    };
+    if read_in_place(cfg, &first.key) {
+        let url = bucket.url_of(&first.key);
+        let ranges = ObjectRanges::new(bucket, &first.key, &first.etag, first.size);
+        let ranges = Arc::new(ranges);
+        let schema = file_source::parquet::schema_of(Input::new(ranges.clone()), &url)
+            .map_err(|e| ranges.take_error().unwrap_or(e))?;
+        return Ok(vec![StreamInfo {
+            name: cfg.stream.clone(),
+            schema,
+            primary_key: Vec::new(),
+            cursor_field: None,
+            sync_modes: vec![SyncMode::FullRefresh, SyncMode::Incremental],
+        }]);
+    }
+    let local = fetch(cfg, &bucket, &first.key, &first.etag, first.size)?;
+    FileSource::discover(&cfg.file_config(&local))
+}
+
 impl Source for S3Source {
     type Reader = S3Reader;
 
@@ -192,15 +232,16 @@ impl Source for S3Source {
 
     fn discover(config: &str) -> Result<Vec<StreamInfo>> {
         let cfg = SourceConfig::parse(config)?;
-        let bucket = cfg.bucket()?;
-        let Some(first) = objects(&cfg, &bucket)?.into_iter().next() else {
-            return Err(Error::config(format!(
-                "no object under s3://{}/{} matches `glob = {:?}`: the schema is read from the first one",
-                cfg.at.bucket, cfg.prefix, cfg.glob
-            )));
-        };
-        let local = fetch(&cfg, &bucket, &first.key, &first.etag, first.size)?;
-        FileSource::discover(&cfg.file_config(&local))
+        // The first object may be replaced while its schema is read: list again, a few
+        // times, rather than fail the run before it starts.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match discover_first(&cfg) {
+                Err(Error::Transient { .. }) if tries < DISCOVER_TRIES => continue,
+                result => return result,
+            }
+        }
     }
 
     fn splits(config: &str, stream: &str) -> Result<Vec<Split>> {
@@ -249,6 +290,29 @@ impl Source for S3Source {
             None
         };
         let bucket = cfg.bucket()?;
+        if read_in_place(&cfg, &split.id) {
+            let url = bucket.url_of(&split.id);
+            let ranges = Arc::new(ObjectRanges::new(
+                bucket,
+                &split.id,
+                &object.etag,
+                object.size,
+            ));
+            let input = Input::new(ranges.clone());
+            let opened = file_source::parquet::schema_of(input.clone(), &url).and_then(|schema| {
+                let resume = resume.map(|v| v.to_string().into_bytes());
+                ParquetReader::open_input(input, &url, schema.clone(), resume.as_deref())
+                    .map(|reader| (schema, reader))
+            });
+            let (schema, reader) = opened.map_err(|e| ranges.take_error().unwrap_or(e))?;
+            return Ok(S3Reader::InPlace {
+                reader: Box::new(reader),
+                ranges,
+                etag: object.etag,
+                schema,
+                ended: false,
+            });
+        }
         let local = fetch(&cfg, &bucket, &split.id, &object.etag, object.size)?;
         let file_config = cfg.file_config(&local);
         let mut file_splits = FileSource::splits(&file_config, stream)?;
@@ -280,6 +344,14 @@ impl Source for S3Source {
 pub enum S3Reader {
     /// The version was read to its end before.
     Done,
+    /// A Parquet object, read by ranged GETs.
+    InPlace {
+        reader: Box<ParquetReader>,
+        ranges: Arc<ObjectRanges>,
+        etag: String,
+        schema: arrow_schema::SchemaRef,
+        ended: bool,
+    },
     Reading {
         inner: <FileSource as Source>::Reader,
         etag: String,
@@ -293,8 +365,61 @@ pub enum S3Reader {
     },
 }
 
+/// The position of `etag`'s version at the file source's position `file`, or at its end.
+fn position(etag: &str, file: Option<serde_json::Value>, done: bool) -> Vec<u8> {
+    serde_json::to_vec(&S3Position {
+        etag: etag.to_string(),
+        done,
+        file,
+    })
+    .expect("a position serializes")
+}
+
+/// The file source's position in `chunk`, as JSON.
+fn file_position(chunk: &Chunk) -> Result<serde_json::Value> {
+    serde_json::from_slice(&chunk.position)
+        .map_err(|e| Error::fatal(format!("the file source's position is not JSON: {e}")))
+}
+
+impl S3Reader {
+    fn next_in_place(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
+        let S3Reader::InPlace {
+            reader,
+            ranges,
+            etag,
+            schema,
+            ended,
+        } = self
+        else {
+            unreachable!("called for objects read in place")
+        };
+        if *ended {
+            return Ok(None);
+        }
+        match reader.next_chunk(max_rows) {
+            Ok(Some(chunk)) => Ok(Some(Chunk {
+                position: position(etag, Some(file_position(&chunk)?), false),
+                batch: chunk.batch,
+                rejects: chunk.rejects,
+            })),
+            Ok(None) => {
+                *ended = true;
+                Ok(Some(Chunk {
+                    batch: RecordBatch::new_empty(schema.clone()),
+                    position: position(etag, None, true),
+                    rejects: Vec::new(),
+                }))
+            }
+            Err(e) => Err(ranges.take_error().unwrap_or(e)),
+        }
+    }
+}
+
 impl Reader for S3Reader {
     fn next(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
+        if matches!(self, S3Reader::InPlace { .. }) {
+            return self.next_in_place(max_rows);
+        }
         let S3Reader::Reading {
             inner,
             etag,
@@ -309,23 +434,12 @@ impl Reader for S3Reader {
         if *ended {
             return Ok(None);
         }
-        let position = |file: Option<serde_json::Value>, done: bool| {
-            serde_json::to_vec(&S3Position {
-                etag: etag.clone(),
-                done,
-                file,
-            })
-            .expect("a position serializes")
-        };
         match inner.next(max_rows)? {
             Some(chunk) => {
                 schema.get_or_insert_with(|| chunk.batch.schema());
-                let file = serde_json::from_slice(&chunk.position).map_err(|e| {
-                    Error::fatal(format!("the file source's position is not JSON: {e}"))
-                })?;
                 Ok(Some(Chunk {
+                    position: position(etag, Some(file_position(&chunk)?), false),
                     batch: chunk.batch,
-                    position: position(Some(file), false),
                     rejects: chunk.rejects,
                 }))
             }
@@ -344,7 +458,7 @@ impl Reader for S3Reader {
                 };
                 Ok(Some(Chunk {
                     batch: RecordBatch::new_empty(schema),
-                    position: position(None, true),
+                    position: position(etag, None, true),
                     rejects: Vec::new(),
                 }))
             }
