@@ -185,7 +185,8 @@ def download(client, bucket, prefix, dst):
 
 
 def pipeline(kind, work, parts, bucket, out_prefix="out/", every_rows=10_000_000):
-    source, sink = ("local", "local") if kind == "local" else ("s3", "s3")
+    source, sink = {"local": ("local", "local"), "s3": ("s3", "s3"),
+                    "s3-in": ("s3", "local"), "s3-out": ("local", "s3")}[kind]
     fill = dict(work=work, parts=parts, bucket=bucket, endpoint=ENDPOINT, out_prefix=out_prefix)
     mask = run.MASK.format(key="", email_rule="sha256")
     return PIPELINE.format(kind=kind, work=work, every_rows=every_rows, mask=mask,
@@ -382,13 +383,16 @@ def main():
     ap.add_argument("--kills", type=int, default=0, help="also run the kill test with this many kills")
     ap.add_argument("--kill-bytes", type=float, default=2e9)
     ap.add_argument("--skip-r1", action="store_true")
+    ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also S3 in → local Parquet, and local files → Parquet on S3")
     args = ap.parse_args()
 
     run.sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
     data_dir = os.path.join(HERE, "data")
     os.makedirs(data_dir, exist_ok=True)
     data = run.dataset(data_dir, args.rows)
-    env = dict(os.environ, BENCH_MASK_KEY=run.KEY, BENCH_S3_ID="bench", BENCH_S3_SECRET="bench",
+    env = dict(os.environ, BENCH_MASK_KEY=run.KEY, BENCH_S3_ID="bench-key-id", BENCH_S3_SECRET="bench-secret",
                INGEST_CACHE_DIR=os.path.join(HERE, ".cache"))
     work = tempfile.mkdtemp(prefix="bench-s3-", dir=HERE)
     client = s3()
@@ -409,24 +413,26 @@ def main():
             parts = cut(data, parts_dir, args.objects)
             size_mb = sum(os.path.getsize(p) for p in parts) / 1e6
             upload(client, bucket, parts)
-            runs = {"local": [], "s3": []}
+            kinds = ["local", "s3"] + (["s3-in", "s3-out"] if args.breakdown else [])
+            runs = {kind: [] for kind in kinds}
             outputs = {}
             for rep in range(args.repeat):
-                order = ["local", "s3"] if rep % 2 == 0 else ["s3", "local"]
+                order = kinds if rep % 2 == 0 else kinds[::-1]
                 for kind in order:
                     w = os.path.join(work, kind)
                     shutil.rmtree(w, ignore_errors=True)
                     os.makedirs(os.path.join(w, "out"))
                     os.makedirs(os.path.join(w, "staging"))
-                    empty_bucket(client, bucket, "out/")
+                    empty_bucket(client, bucket, f"{kind}/")
                     path = os.path.join(w, "pipeline.toml")
                     with open(path, "w") as f:
-                        f.write(pipeline(kind, w, parts_dir, bucket))
+                        f.write(pipeline(kind, w, parts_dir, bucket, out_prefix=f"{kind}/"))
                     runs[kind].append(run.measure([run.HOST, "run", path], env))
-                    outputs[kind] = os.path.join(w, "out", "orders") if kind == "local" else None
+                    if kind in ("local", "s3-in"):
+                        outputs[kind] = os.path.join(w, "out", "orders")
                 print(f"repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
             s3_out = os.path.join(work, "s3-out")
-            download(client, bucket, "out/", s3_out)
+            download(client, bucket, "s3/", s3_out)
             outputs["s3"] = s3_out
             check_outputs(outputs, args.rows)
             med = {k: statistics.median(r[0] for r in v) for k, v in runs.items()}
@@ -436,8 +442,10 @@ def main():
                 "| job | wall s (median, range) | CPU s | peak RSS MiB | MB/s | throughput ÷ local |",
                 "|---|---|---|---|---|---|",
             ]
-            for kind, label in (("local", "local files → Parquet on local disk"),
-                                ("s3", "S3 objects → Parquet on S3")):
+            labels = {"local": "local files → Parquet on local disk", "s3": "S3 objects → Parquet on S3",
+                      "s3-in": "S3 objects → Parquet on local disk", "s3-out": "local files → Parquet on S3"}
+            for kind in kinds:
+                label = labels[kind]
                 walls = [r[0] for r in runs[kind]]
                 cpu = statistics.median(r[1] for r in runs[kind])
                 rss = statistics.median(r[2] for r in runs[kind])
@@ -446,7 +454,8 @@ def main():
                     f"{size_mb / med[kind]:.0f} | {med['local'] / med[kind]:.2f} |"
                 )
             lines += ["", "Outputs verified equal: row count, distinct ids and a masked sample.", ""]
-        lines += http_bench(args, env, work) + [""]
+        if not args.skip_http:
+            lines += http_bench(args, env, work) + [""]
         if args.kills:
             lines += kill_bench(args, env, work, client, bucket, data) + [""]
     finally:

@@ -508,7 +508,8 @@ impl RangeProxy {
 fn an_object_replaced_in_the_middle_of_its_read_is_read_again_as_its_new_version() {
     let bucket = TestBucket::new("drops-change");
     let scratch = Scratch::new();
-    // The first object, whose schema is the stream's; then one of more than one 8 MiB range.
+    // The first object, whose schema is the stream's; then one of more than one range of
+    // `range_bytes` (8 MiB here).
     bucket.put_orders(&scratch, "drops/a.csv", 900_001, 100);
     bucket.put_orders(&scratch, "drops/big.csv", 1, 120_000);
     let size = std::fs::metadata(scratch.path("upload/drops_big.csv"))
@@ -532,7 +533,12 @@ fn an_object_replaced_in_the_middle_of_its_read_is_read_again_as_its_new_version
     let through_proxy = format!("http://127.0.0.1:{}", proxy.port);
     scratch.write(
         "pipeline.toml",
-        s3_source_pipeline(&scratch, &bucket.name).replace(ENDPOINT, &through_proxy),
+        s3_source_pipeline(&scratch, &bucket.name)
+            .replace(ENDPOINT, &through_proxy)
+            .replace(
+                "staging = \"staging\"\n",
+                "staging = \"staging\"\nrange_bytes = 8388608\n",
+            ),
     );
     let out = scratch.host(&["run", "pipeline.toml"]);
     out.assert_ok();

@@ -61,8 +61,19 @@ impl std::fmt::Display for Failure {
 }
 
 /// Send `request` and read the response body, up to `max_body` bytes.
-#[cfg(target_family = "wasm")]
 pub fn send(request: &Request, max_body: usize) -> Result<Response, Failure> {
+    send_into(request, max_body, None)
+}
+
+/// Send `request`; a 2xx response's body is written to `into` as it arrives, whatever its
+/// length (the response returned has none), any other body is read into the response, up
+/// to `max_body` bytes. Without `into`, as [`send`].
+#[cfg(target_family = "wasm")]
+pub fn send_into(
+    request: &Request,
+    max_body: usize,
+    mut into: Option<&mut dyn std::io::Write>,
+) -> Result<Response, Failure> {
     use wasip2::http::outgoing_handler;
     use wasip2::http::types::{
         ErrorCode, Fields, Method as WasiMethod, OutgoingBody, OutgoingRequest, RequestOptions,
@@ -172,11 +183,25 @@ pub fn send(request: &Request, max_body: usize) -> Result<Response, Failure> {
             .collect(),
         body: Vec::new(),
     };
+    let mut into = into.take().filter(|_| (200..300).contains(&out.status));
+    // Room for the whole body at once when its length is given and it is kept.
+    let length = out
+        .header("content-length")
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if let (None, Some(length)) = (&into, length) {
+        out.body.reserve_exact(length.min(max_body));
+    }
     let incoming = response.consume().map_err(|()| bad("response body"))?;
     let stream = incoming.stream().map_err(|()| bad("response stream"))?;
     loop {
-        match stream.blocking_read(64 * 1024) {
+        match stream.blocking_read(1 << 20) {
             Ok(chunk) => {
+                if let Some(into) = into.as_mut() {
+                    into.write_all(&chunk).map_err(|e| {
+                        Failure::Transport(format!("{}: writing the body: {e}", request.url))
+                    })?;
+                    continue;
+                }
                 if out.body.len() + chunk.len() > max_body {
                     return Err(Failure::TooLarge(max_body));
                 }
@@ -195,7 +220,11 @@ pub fn send(request: &Request, max_body: usize) -> Result<Response, Failure> {
 }
 
 #[cfg(not(target_family = "wasm"))]
-pub fn send(request: &Request, _max_body: usize) -> Result<Response, Failure> {
+pub fn send_into(
+    request: &Request,
+    _max_body: usize,
+    _into: Option<&mut dyn std::io::Write>,
+) -> Result<Response, Failure> {
     Err(Failure::Transport(format!(
         "{}: wasi:http exists only in the component",
         request.url

@@ -11,6 +11,14 @@ use ingest_sdk::{Error, Result};
 
 use crate::sigv4::Credentials;
 
+/// The largest byte range one GET asks for. Object stores answer a long range as fast as a
+/// short one once it has started, and some (moto among them) spend time in proportion to
+/// the object's size on every ranged GET: fewer, longer ranges.
+pub const RANGE_BYTES: u64 = 64 << 20;
+
+/// The largest response body read: a range, or a page of a listing.
+const MAX_BODY: usize = RANGE_BYTES as usize + (1 << 20);
+
 /// One bucket at one endpoint.
 pub struct Bucket {
     /// `http` or `https`.
@@ -221,6 +229,19 @@ impl Bucket {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<Response> {
+        self.send_into(method, key, query, headers, body, None)
+    }
+
+    /// As [`Bucket::send`], a 2xx body written to `into` as it arrives.
+    fn send_into(
+        &self,
+        method: Method,
+        key: Option<&str>,
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        into: Option<&mut dyn std::io::Write>,
+    ) -> Result<Response> {
         let encoded = key.map(|k| sigv4::uri_encode(k, true)).unwrap_or_default();
         let (host, path) = if self.path_style {
             (
@@ -299,7 +320,7 @@ impl Bucket {
             body,
             timeout_ms: self.timeout_ms,
         };
-        http_client::send(&request, 16 << 20).map_err(|e| match e {
+        http_client::send_into(&request, MAX_BODY, into).map_err(|e| match e {
             Failure::Denied(why) => Error::AccessDenied(format!(
                 "{what}: {why} (grant the endpoint in the sink's `http`)"
             )),
@@ -529,14 +550,60 @@ impl Bucket {
         )?;
         match r.status {
             200..=299 => Ok(r.body),
-            412 => Err(Error::Transient {
-                message: format!(
-                    "{}: the object changed while it was read (its ETag is no longer {etag}); it is listed and read again",
-                    self.url_of(key)
-                ),
-                retry_after_ms: None,
-            }),
+            412 => Err(self.changed(key, etag)),
             _ => Err(self.refused(&self.url_of(key), &r)),
+        }
+    }
+
+    /// Bytes `start..end` of `key` written to `into` as they arrive, as long as it is
+    /// still the version `etag` names (a changed object is a transient error); the number
+    /// of bytes written.
+    pub fn read_range_into(
+        &self,
+        key: &str,
+        etag: &str,
+        start: u64,
+        end: u64,
+        into: &mut dyn std::io::Write,
+    ) -> Result<u64> {
+        struct Counted<'a> {
+            into: &'a mut dyn std::io::Write,
+            n: u64,
+        }
+        impl std::io::Write for Counted<'_> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let n = self.into.write(buf)?;
+                self.n += n as u64;
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.into.flush()
+            }
+        }
+        let range = format!("bytes={start}-{}", end.saturating_sub(1));
+        let mut counted = Counted { into, n: 0 };
+        let r = self.send_into(
+            Method::Get,
+            Some(key),
+            &[],
+            &[("range", &range), ("if-match", etag)],
+            None,
+            Some(&mut counted),
+        )?;
+        match r.status {
+            200..=299 => Ok(counted.n),
+            412 => Err(self.changed(key, etag)),
+            _ => Err(self.refused(&self.url_of(key), &r)),
+        }
+    }
+
+    fn changed(&self, key: &str, etag: &str) -> Error {
+        Error::Transient {
+            message: format!(
+                "{}: the object changed while it was read (its ETag is no longer {etag}); it is listed and read again",
+                self.url_of(key)
+            ),
+            retry_after_ms: None,
         }
     }
 

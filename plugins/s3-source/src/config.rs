@@ -27,6 +27,11 @@ pub struct RawConfig {
     pub glob: Option<String>,
     /// A local directory (granted read-write in `fs`) for the copies being read.
     pub staging: String,
+    /// The longest byte range one GET asks for, in bytes, from 1 MiB to 64 MiB. By
+    /// default a CSV or JSON Lines object is fetched in one GET, streamed to its local
+    /// copy, and Parquet row groups in GETs of up to 64 MiB.
+    #[serde(default)]
+    pub range_bytes: Option<u64>,
     /// `csv`, `jsonl` or `parquet`. Keys ending `.gz` or `.zst` are inflated first.
     pub format: String,
     /// The stream's name.
@@ -64,6 +69,8 @@ pub struct SourceConfig {
     pub glob: String,
     pub staging: PathBuf,
     pub stream: String,
+    /// The longest byte range one GET asks for, when given.
+    pub range_bytes: Option<u64>,
     /// The local copies' extension: the format's.
     pub extension: &'static str,
     /// The file source's keys, without `path`.
@@ -86,6 +93,14 @@ impl SourceConfig {
                 "csv"
             }
         };
+        let range_bytes = raw.range_bytes;
+        if let Some(range_bytes) =
+            range_bytes.filter(|n| !(1 << 20..=s3_client::RANGE_BYTES).contains(n))
+        {
+            problems.push(format!(
+                "`range_bytes = {range_bytes}`: give from 1 MiB (1048576) to 64 MiB (67108864)"
+            ));
+        }
         for key in ["path", "split_bytes", "last_record"] {
             if raw.reading.contains_key(key) {
                 problems.push(format!(
@@ -113,9 +128,15 @@ impl SourceConfig {
             glob: raw.glob.unwrap_or_else(|| "**".into()),
             staging: PathBuf::from(raw.staging),
             stream: raw.stream,
+            range_bytes,
             extension,
             reading,
         })
+    }
+
+    /// The longest GET of a Parquet row group's bytes.
+    pub fn group_range_bytes(&self) -> u64 {
+        self.range_bytes.unwrap_or(s3_client::RANGE_BYTES)
     }
 
     /// The bucket, with the credentials from the granted secrets.

@@ -10,7 +10,7 @@
 //! - **Parquet** objects are read where they lie, by ranged GETs (see [`ranged`]): the
 //!   footer, then each row group as it is reached; a resumed read fetches only the row
 //!   groups from its position on.
-//! - **Text.** A CSV or JSON Lines object is fetched in 8 MiB ranges, each only while the object is
+//! - **Text.** A CSV or JSON Lines object is fetched in one GET (or ranges of `range_bytes`), each only while the object is
 //!   still the version listed (`If-Match`), into a local copy under `staging` (granted
 //!   read-write), which the file source's reader reads. It is removed once the version's
 //!   end is committed (at the latest when the next run finds it read), and copies of
@@ -34,7 +34,7 @@ use s3_client::{Bucket, Object};
 use serde::{Deserialize, Serialize};
 
 use crate::config::SourceConfig;
-use crate::ranged::{ObjectRanges, RANGE_BYTES};
+use crate::ranged::ObjectRanges;
 
 /// Where reading an object resumes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,24 +111,29 @@ fn fetch(cfg: &SourceConfig, bucket: &Bucket, key: &str, etag: &str, size: u64) 
     std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
     let raw = dest.with_extension("download");
     {
-        let mut out = std::fs::File::create(&raw).map_err(|e| io("create", &raw, e))?;
+        let file = std::fs::File::create(&raw).map_err(|e| io("create", &raw, e))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        // Whole objects in one GET each unless `range_bytes` says otherwise, written to the
+        // copy as they arrive.
+        let step = cfg.range_bytes.unwrap_or(u64::MAX);
         let mut at = 0;
         while at < size {
-            let end = (at + RANGE_BYTES).min(size);
-            let bytes = bucket.read_range(key, etag, at, end)?;
-            if bytes.len() as u64 != end - at {
+            let end = at.saturating_add(step).min(size);
+            let n = bucket.read_range_into(key, etag, at, end, &mut out)?;
+            if n != end - at {
                 return Err(Error::Transient {
                     message: format!(
-                        "{}: asked for bytes {at}..{end}, got {}",
-                        bucket.url_of(key),
-                        bytes.len()
+                        "{}: asked for bytes {at}..{end}, got {n}",
+                        bucket.url_of(key)
                     ),
                     retry_after_ms: None,
                 });
             }
-            out.write_all(&bytes).map_err(|e| io("write", &raw, e))?;
             at = end;
         }
+        let out = out
+            .into_inner()
+            .map_err(|e| io("write", &raw, e.into_error()))?;
         out.sync_all().map_err(|e| io("fsync", &raw, e))?;
     }
     let inflate = |decoded: std::io::Result<u64>, codec: &str| -> Result<()> {
@@ -202,7 +207,13 @@ fn discover_first(cfg: &SourceConfig) -> Result<Vec<StreamInfo>> {
     };
     if read_in_place(cfg, &first.key) {
         let url = bucket.url_of(&first.key);
-        let ranges = ObjectRanges::new(bucket, &first.key, &first.etag, first.size);
+        let ranges = ObjectRanges::new(
+            bucket,
+            &first.key,
+            &first.etag,
+            first.size,
+            cfg.group_range_bytes(),
+        );
         let ranges = Arc::new(ranges);
         let schema = file_source::parquet::schema_of(Input::new(ranges.clone()), &url)
             .map_err(|e| ranges.take_error().unwrap_or(e))?;
@@ -297,6 +308,7 @@ impl Source for S3Source {
                 &split.id,
                 &object.etag,
                 object.size,
+                cfg.group_range_bytes(),
             ));
             let input = Input::new(ranges.clone());
             let opened = file_source::parquet::schema_of(input.clone(), &url).and_then(|schema| {

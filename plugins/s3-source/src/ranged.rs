@@ -1,6 +1,6 @@
 //! A Parquet object read where it lies, by ranged GETs, as the file source's Parquet reader
 //! asks for its bytes: the footer with one GET of the object's tail, then each row group
-//! whole (in 8 MiB GETs) when it is first touched, never a GET per page. Every GET asks for
+//! whole (in GETs of up to 64 MiB) when it is first touched, never a GET per page. Every GET asks for
 //! the version listed (`If-Match`). Only the current row group and the tail are held.
 
 use std::ops::Range;
@@ -10,9 +10,6 @@ use bytes::Bytes;
 use file_source::parquet::Ranges;
 use ingest_sdk::Error;
 use s3_client::Bucket;
-
-/// Bytes fetched per ranged GET.
-pub const RANGE_BYTES: u64 = 8 << 20;
 
 /// How much of the tail the first footer read fetches: the footer's length and most
 /// footers, in one GET.
@@ -24,6 +21,8 @@ pub struct ObjectRanges {
     key: String,
     etag: String,
     size: u64,
+    /// The longest range one GET asks for.
+    range_bytes: u64,
     state: Mutex<State>,
 }
 
@@ -50,12 +49,13 @@ fn slice(held: &Option<(u64, Bytes)>, start: u64, length: usize) -> Option<Bytes
 }
 
 impl ObjectRanges {
-    pub fn new(bucket: Bucket, key: &str, etag: &str, size: u64) -> ObjectRanges {
+    pub fn new(bucket: Bucket, key: &str, etag: &str, size: u64, range_bytes: u64) -> ObjectRanges {
         ObjectRanges {
             bucket,
             key: key.to_string(),
             etag: etag.to_string(),
             size,
+            range_bytes,
             state: Mutex::default(),
         }
     }
@@ -75,12 +75,12 @@ impl ObjectRanges {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Bytes `range` of the object, in GETs of at most [`RANGE_BYTES`].
+    /// Bytes `range` of the object, in GETs of at most `range_bytes`.
     fn fetch(&self, state: &mut State, range: Range<u64>) -> std::io::Result<Bytes> {
-        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        let mut pieces = Vec::new();
         let mut at = range.start;
         while at < range.end {
-            let end = (at + RANGE_BYTES).min(range.end);
+            let end = (at + self.range_bytes).min(range.end);
             state.gets += 1;
             let piece = self
                 .bucket
@@ -100,7 +100,7 @@ impl ObjectRanges {
                     }
                 });
             match piece {
-                Ok(bytes) => out.extend_from_slice(&bytes),
+                Ok(bytes) => pieces.push(bytes),
                 Err(e) => {
                     let message = e.to_string();
                     state.error.get_or_insert(e);
@@ -109,7 +109,11 @@ impl ObjectRanges {
             }
             at = end;
         }
-        Ok(out.into())
+        // One GET's bytes as they came; several joined.
+        Ok(match pieces.len() {
+            1 => pieces.pop().expect("one piece").into(),
+            _ => pieces.concat().into(),
+        })
     }
 }
 
