@@ -331,27 +331,22 @@ def kill_bench(args, env, work, client, bucket, data):
     os.makedirs(w)
     path = os.path.join(w, "pipeline.toml")
     with open(path, "w") as f:
-        f.write(pipeline("s3", w, "", bucket, out_prefix="kills/", every_rows=500_000))
+        f.write(pipeline("s3", w, "", bucket, out_prefix="kills/", every_rows=250_000))
     print(f"kills: {rows:,} rows, {size / 1e9:.2f} GB in {len(parts)} objects", file=sys.stderr)
-    # How long an unbroken run takes, to spread the kills over it.
+    # Kills a second or two apart: each run commits an epoch or two before it dies, so
+    # that the kills fall all over the job (a run that ends first stops the kills).
     rng = random.Random(20261204)
-    killed, attempts, start = 0, 0, time.perf_counter()
-    budget = None
-    while killed < args.kills and attempts < args.kills * 3:
-        attempts += 1
-        t0 = time.perf_counter()
+    killed, start = 0, time.perf_counter()
+    while killed < args.kills:
         p = subprocess.Popen([run.HOST, "run", path], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-        wait = rng.uniform(1.0, budget or 6.0)
         try:
-            p.wait(timeout=wait)
-            # Finished before the kill: the whole job is in.
+            p.wait(timeout=rng.uniform(0.8, 2.0))
             break
         except subprocess.TimeoutExpired:
             p.send_signal(signal.SIGKILL)
             p.wait()
             killed += 1
-            budget = budget or max(2.0, (time.perf_counter() - t0) * 2)
     last = subprocess.run([run.HOST, "run", path], env=env, capture_output=True, text=True)
     if last.returncode != 0:
         sys.exit(f"the run after the kills failed:\n{last.stderr[-3000:]}")
