@@ -50,22 +50,26 @@ stream = "orders"
 """,
     "s3": """[[source]]
 plugin = "builtin:s3"
-http = ["{endpoint}/"]
-fs = ["{work}/staging:rw"]
-secrets = ["s3_id", "s3_secret"]
-[source.config]
-endpoint = "{endpoint}"
-path_style = true
-bucket = "{bucket}"
-prefix = "in/"
+{grants}[source.config]
+{bucket_keys}prefix = "in/"
 glob = "*.csv"
-access_key_id_secret = "s3_id"
-secret_access_key_secret = "s3_secret"
 staging = "{work}/staging/in"
 format = "csv"
 stream = "orders"
 """,
 }
+
+# The grants and bucket keys the S3 source and sink share.
+GRANTS = """http = ["{endpoint}/"]
+fs = ["{work}/staging:rw"]
+secrets = ["s3_id", "s3_secret"]
+"""
+BUCKET_KEYS = """endpoint = "{endpoint}"
+path_style = true
+bucket = "{bucket}"
+access_key_id_secret = "s3_id"
+secret_access_key_secret = "s3_secret"
+"""
 
 SINKS = {
     "local": """[[sink]]
@@ -78,16 +82,8 @@ compression = "zstd"
 """,
     "s3": """[[sink]]
 plugin = "builtin:s3"
-http = ["{endpoint}/"]
-fs = ["{work}/staging:rw"]
-secrets = ["s3_id", "s3_secret"]
-[sink.config]
-endpoint = "{endpoint}"
-path_style = true
-bucket = "{bucket}"
-prefix = "{out_prefix}"
-access_key_id_secret = "s3_id"
-secret_access_key_secret = "s3_secret"
+{grants}[sink.config]
+{bucket_keys}prefix = "{out_prefix}"
 staging = "{work}/staging/out"
 format = "parquet"
 compression = "zstd"
@@ -188,6 +184,7 @@ def pipeline(kind, work, parts, bucket, out_prefix="out/", every_rows=10_000_000
     source, sink = {"local": ("local", "local"), "s3": ("s3", "s3"),
                     "s3-in": ("s3", "local"), "s3-out": ("local", "s3")}[kind]
     fill = dict(work=work, parts=parts, bucket=bucket, endpoint=ENDPOINT, out_prefix=out_prefix)
+    fill.update(grants=GRANTS.format(**fill), bucket_keys=BUCKET_KEYS.format(**fill))
     mask = run.MASK.format(key="", email_rule="sha256")
     return PIPELINE.format(kind=kind, work=work, every_rows=every_rows, mask=mask,
                            source=SOURCES[source].format(**fill), sink=SINKS[sink].format(**fill))

@@ -22,6 +22,15 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Examples that read what a script of theirs first publishes, produces, drops or serves;
+/// each has a test of its own that runs the script.
+const FED_BY_THEIR_OWN_TESTS: &[&str] = &[
+    "11-nats-to-parquet",
+    "13-kafka-to-parquet",
+    "14-s3-drops-to-parquet-on-s3",
+    "15-http-api-to-parquet",
+];
+
 #[test]
 fn every_numbered_example_runs_and_a_second_run_changes_nothing() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
@@ -29,11 +38,15 @@ fn every_numbered_example_runs_and_a_second_run_changes_nothing() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("pipeline.toml").is_file())
-        // A stream never ends by itself: those examples have tests of their own.
+        // A stream never ends by itself, and some examples read what a script puts in a
+        // broker, a bucket or an API first: those have tests of their own.
         .filter(|p| {
-            !std::fs::read_to_string(p.join("pipeline.toml"))
-                .unwrap()
-                .contains("mode = \"stream\"")
+            let name = p.file_name().unwrap().to_string_lossy();
+            !FED_BY_THEIR_OWN_TESTS.contains(&name.as_ref())
+                && !std::fs::read_to_string(p.join("pipeline.toml"))
+                    .unwrap()
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("mode = \"stream\""))
         })
         .collect();
     dirs.sort();

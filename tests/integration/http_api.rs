@@ -323,46 +323,18 @@ fn a_page_outside_the_grant_is_denied_and_an_endless_pagination_stopped() {
 }
 
 /// Example 15's API (`api.py`) on a port of the test's own, stopped when dropped.
-struct ExampleApi {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl ExampleApi {
-    fn start(script: &std::path::Path) -> ExampleApi {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("python3")
-            .arg(script)
-            .args(["--port", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let api = ExampleApi { child, port };
-        let ready = std::time::Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < ready, "api.py did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        api
-    }
-}
-
-impl Drop for ExampleApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn example_api(script: &std::path::Path) -> ServerProcess {
+    let port = free_port();
+    let mut command = std::process::Command::new("python3");
+    command.arg(script).args(["--port", &port.to_string()]);
+    ServerProcess::start(command, port, "api.py")
 }
 
 #[test]
 fn example_15_reads_the_api_pages_into_a_masked_partitioned_lake() {
     let dir =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/15-http-api-to-parquet");
-    let api = ExampleApi::start(&dir.join("api.py"));
+    let api = example_api(&dir.join("api.py"));
     let scratch = Scratch::new();
     let text = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
     assert!(text.contains("127.0.0.1:8615"));

@@ -559,54 +559,21 @@ fn an_object_replaced_in_the_middle_of_its_read_is_read_again_as_its_new_version
 
 /// A second S3 server, of the test's own, that checks every request's SigV4 signature and
 /// the caller's IAM policy as AWS does (moto with authentication on once `open_calls`
-/// set-up calls are made); stopped when dropped.
-struct CheckingServer {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl CheckingServer {
-    fn start(open_calls: u32) -> CheckingServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let server = Path::new(&s3_python()).with_file_name("moto_server");
-        let child = Command::new(server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", open_calls.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = CheckingServer {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let ready = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < ready,
-                "moto_server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
-}
-
-impl Drop for CheckingServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// set-up calls are made), and its endpoint; stopped when dropped.
+fn checking_server(open_calls: u32) -> (ServerProcess, String) {
+    let port = free_port();
+    let mut command = Command::new(Path::new(&s3_python()).with_file_name("moto_server"));
+    command
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", open_calls.to_string());
+    let server = ServerProcess::start(command, port, "moto_server");
+    (server, format!("http://127.0.0.1:{port}"))
 }
 
 #[test]
 fn wrong_credentials_are_refused_by_name_and_the_right_ones_read_everything_once() {
     // Four open calls: a user, its key, its policy, the bucket; every call after is checked.
-    let server = CheckingServer::start(4);
+    let (_server, endpoint) = checking_server(4);
     let scratch = Scratch::new();
     let local = scratch.path("upload/orders.csv");
     std::fs::create_dir_all(local.parent().unwrap()).unwrap();
@@ -626,14 +593,14 @@ s3.create_bucket(Bucket='checked')
 s3 = boto3.client('s3', endpoint_url='{e}', aws_access_key_id=key['AccessKeyId'], aws_secret_access_key=key['SecretAccessKey'], region_name='us-east-1')
 s3.upload_file('{f}', 'checked', 'drops/orders.csv')
 print(key['AccessKeyId'], key['SecretAccessKey'])"#,
-        e = server.endpoint,
+        e = endpoint,
         f = local.display()
     ));
     let (id, secret) = keys.trim().split_once(' ').unwrap();
     // No slash in the listing's prefix: this server's signature check decodes `%2F` in
     // query values before it signs them again (boto3's own listings fail the same way).
     let text = s3_source_pipeline(&scratch, "checked")
-        .replace(ENDPOINT, &server.endpoint)
+        .replace(ENDPOINT, &endpoint)
         .replace("prefix = \"drops/\"", "prefix = \"\"")
         .replace("glob = \"**/*.csv*\"", "glob = \"drops/*.csv\"");
     scratch.write("pipeline.toml", &text);

@@ -708,3 +708,46 @@ pub fn kill_after_first_commit(
 pub const JSONL_LAKE: &str =
     "[[sink]]\nname = \"lake\"\nplugin = \"builtin:file\"\nfs = [\"out:rw\"]\n\
                               [sink.config]\npath = \"out\"\nformat = \"jsonl\"\n";
+
+/// A loopback port that was free when asked.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server process of a test's own, listening on a loopback port; stopped when dropped.
+pub struct ServerProcess {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl ServerProcess {
+    /// Start `command` (`what` in messages) and wait until `port` takes connections.
+    pub fn start(mut command: Command, port: u16, what: &str) -> ServerProcess {
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} cannot start: {e}"));
+        let server = ServerProcess { child, port };
+        let ready = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < ready,
+                "{what} did not listen on 127.0.0.1:{port} within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
