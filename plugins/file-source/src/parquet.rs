@@ -250,20 +250,22 @@ pub struct ParquetReader {
 impl ParquetReader {
     /// Open `path` for the stream of `schema`, resuming after `position` when given.
     pub fn open(path: &str, schema: SchemaRef, position: Option<&[u8]>) -> Result<Self> {
-        Self::open_input(SharedFile::open(path)?, path, schema, position)
+        Self::open_input(SharedFile::open(path)?, path, Some(schema), position)
     }
 
     /// Open the Parquet file `input` (called `path` in errors and positions) for the stream
     /// of `schema`, resuming after `position` when given.
+    /// Without `schema`, the stream's schema is the file's own.
     pub fn open_input(
         input: Input,
         path: &str,
-        schema: SchemaRef,
+        schema: Option<SchemaRef>,
         position: Option<&[u8]>,
     ) -> Result<Self> {
         let builder = builder(input.clone(), path)?;
         check_codecs(path, builder.metadata())?;
         let file_schema = plain(builder.schema());
+        let schema = schema.unwrap_or_else(|| file_schema.clone());
         if file_schema.fields() != schema.fields() {
             return Err(Error::data(format!(
                 "`{path}` has the schema {} but the stream's schema, from the first file, is \
@@ -328,6 +330,11 @@ impl ParquetReader {
             group_rows,
             at,
         })
+    }
+
+    /// The stream's schema, which the batches have.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
     }
 
     /// The share of the file's rows read so far, from 0 to 1.
@@ -507,7 +514,8 @@ mod tests {
             row: 4,
             rows: 14,
         });
-        let mut reader = ParquetReader::open_input(input, "remote", schema, Some(&at)).unwrap();
+        let mut reader =
+            ParquetReader::open_input(input, "remote", Some(schema), Some(&at)).unwrap();
         let planned = recorded.planned.lock().unwrap().clone();
         assert_eq!(planned.len(), 2);
         assert!(planned[0].end <= planned[1].start);

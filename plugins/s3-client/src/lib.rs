@@ -537,27 +537,9 @@ impl Bucket {
         Ok(out)
     }
 
-    /// Bytes `start..end` of `key`, as long as it is still the version `etag` names: a
-    /// changed object is a transient error (the run's retry lists it again).
-    pub fn read_range(&self, key: &str, etag: &str, start: u64, end: u64) -> Result<Vec<u8>> {
-        let range = format!("bytes={start}-{}", end.saturating_sub(1));
-        let r = self.send(
-            Method::Get,
-            Some(key),
-            &[],
-            &[("range", &range), ("if-match", etag)],
-            None,
-        )?;
-        match r.status {
-            200..=299 => Ok(r.body),
-            412 => Err(self.changed(key, etag)),
-            _ => Err(self.refused(&self.url_of(key), &r)),
-        }
-    }
-
     /// Bytes `start..end` of `key` written to `into` as they arrive, as long as it is
-    /// still the version `etag` names (a changed object is a transient error); the number
-    /// of bytes written.
+    /// still the version `etag` names (a changed object is a transient error). A response
+    /// shorter or longer than the range asked for is a transient error too.
     pub fn read_range_into(
         &self,
         key: &str,
@@ -565,7 +547,7 @@ impl Bucket {
         start: u64,
         end: u64,
         into: &mut dyn std::io::Write,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         struct Counted<'a> {
             into: &'a mut dyn std::io::Write,
             n: u64,
@@ -591,7 +573,15 @@ impl Bucket {
             Some(&mut counted),
         )?;
         match r.status {
-            200..=299 => Ok(counted.n),
+            200..=299 if counted.n == end - start => Ok(()),
+            200..=299 => Err(Error::Transient {
+                message: format!(
+                    "{}: asked for bytes {start}..{end}, got {}",
+                    self.url_of(key),
+                    counted.n
+                ),
+                retry_after_ms: None,
+            }),
             412 => Err(self.changed(key, etag)),
             _ => Err(self.refused(&self.url_of(key), &r)),
         }

@@ -10,11 +10,12 @@
 //! - **Parquet** objects are read where they lie, by ranged GETs (see [`ranged`]): the
 //!   footer, then each row group as it is reached; a resumed read fetches only the row
 //!   groups from its position on.
-//! - **Text.** A CSV or JSON Lines object is fetched in one GET (or ranges of `range_bytes`), each only while the object is
-//!   still the version listed (`If-Match`), into a local copy under `staging` (granted
-//!   read-write), which the file source's reader reads. It is removed once the version's
-//!   end is committed (at the latest when the next run finds it read), and copies of
-//!   versions no longer listed are removed when a run lists the bucket. A version that changes while it is fetched is a transient
+//! - **Text.** A CSV or JSON Lines object is fetched in one GET (or ranges of
+//!   `range_bytes`), each only while the object is still the version listed (`If-Match`),
+//!   into a local copy under `staging` (granted read-write), which the file source's
+//!   reader reads. It is removed once the version's end is committed (at the latest when
+//!   the next run finds it read), and copies of versions no longer listed are removed when
+//!   a run lists the bucket. A version that changes while it is fetched is a transient
 //!   error: the run's retry lists the bucket again.
 
 pub mod config;
@@ -119,16 +120,7 @@ fn fetch(cfg: &SourceConfig, bucket: &Bucket, key: &str, etag: &str, size: u64) 
         let mut at = 0;
         while at < size {
             let end = at.saturating_add(step).min(size);
-            let n = bucket.read_range_into(key, etag, at, end, &mut out)?;
-            if n != end - at {
-                return Err(Error::Transient {
-                    message: format!(
-                        "{}: asked for bytes {at}..{end}, got {n}",
-                        bucket.url_of(key)
-                    ),
-                    retry_after_ms: None,
-                });
-            }
+            bucket.read_range_into(key, etag, at, end, &mut out)?;
             at = end;
         }
         let out = out
@@ -311,17 +303,17 @@ impl Source for S3Source {
                 cfg.group_range_bytes(),
             ));
             let input = Input::new(ranges.clone());
-            let opened = file_source::parquet::schema_of(input.clone(), &url).and_then(|schema| {
-                let resume = resume.map(|v| v.to_string().into_bytes());
-                ParquetReader::open_input(input, &url, schema.clone(), resume.as_deref())
-                    .map(|reader| (schema, reader))
-            });
-            let (schema, reader) = opened.map_err(|e| ranges.take_error().unwrap_or(e))?;
-            return Ok(S3Reader::InPlace {
-                reader: Box::new(reader),
-                ranges,
+            let resume = resume.map(|v| v.to_string().into_bytes());
+            let reader = ParquetReader::open_input(input, &url, None, resume.as_deref())
+                .map_err(|e| ranges.take_error().unwrap_or(e))?;
+            let schema = reader.schema();
+            return Ok(S3Reader::Reading {
+                from: Origin::InPlace {
+                    reader: Box::new(reader),
+                    ranges,
+                },
                 etag: object.etag,
-                schema,
+                schema: Some(schema),
                 ended: false,
             });
         }
@@ -342,10 +334,12 @@ impl Source for S3Source {
             resume.map(|v| v.to_string().into_bytes()),
         )?;
         Ok(S3Reader::Reading {
-            inner,
+            from: Origin::Copy {
+                inner,
+                local,
+                file_config,
+            },
             etag: object.etag,
-            local,
-            file_config,
             schema: None,
             ended: false,
         })
@@ -356,24 +350,30 @@ impl Source for S3Source {
 pub enum S3Reader {
     /// The version was read to its end before.
     Done,
+    Reading {
+        from: Origin,
+        etag: String,
+        /// The rows' schema: the object's own for Parquet, else from the first chunk
+        /// (looked up only for an object with no rows).
+        schema: Option<arrow_schema::SchemaRef>,
+        /// The chunk that marks the end was handed out.
+        ended: bool,
+    },
+}
+
+/// Where the rows of a version come from.
+pub enum Origin {
     /// A Parquet object, read by ranged GETs.
     InPlace {
         reader: Box<ParquetReader>,
         ranges: Arc<ObjectRanges>,
-        etag: String,
-        schema: arrow_schema::SchemaRef,
-        ended: bool,
     },
-    Reading {
+    /// The local copy of a text object.
+    Copy {
         inner: <FileSource as Source>::Reader,
-        etag: String,
         local: PathBuf,
         /// The file source's config for the local copy.
         file_config: String,
-        /// The rows' schema, from the first chunk (looked up only for an object with none).
-        schema: Option<arrow_schema::SchemaRef>,
-        /// The chunk that marks the end was handed out.
-        ended: bool,
     },
 }
 
@@ -393,52 +393,13 @@ fn file_position(chunk: &Chunk) -> Result<serde_json::Value> {
         .map_err(|e| Error::fatal(format!("the file source's position is not JSON: {e}")))
 }
 
-impl S3Reader {
-    fn next_in_place(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
-        let S3Reader::InPlace {
-            reader,
-            ranges,
-            etag,
-            schema,
-            ended,
-        } = self
-        else {
-            unreachable!("called for objects read in place")
-        };
-        if *ended {
-            return Ok(None);
-        }
-        match reader.next_chunk(max_rows) {
-            Ok(Some(chunk)) => Ok(Some(Chunk {
-                position: position(etag, Some(file_position(&chunk)?), false),
-                batch: chunk.batch,
-                rejects: chunk.rejects,
-            })),
-            Ok(None) => {
-                *ended = true;
-                Ok(Some(Chunk {
-                    batch: RecordBatch::new_empty(schema.clone()),
-                    position: position(etag, None, true),
-                    rejects: Vec::new(),
-                }))
-            }
-            Err(e) => Err(ranges.take_error().unwrap_or(e)),
-        }
-    }
-}
-
 impl Reader for S3Reader {
     fn next(&mut self, max_rows: usize) -> Result<Option<Chunk>> {
-        if matches!(self, S3Reader::InPlace { .. }) {
-            return self.next_in_place(max_rows);
-        }
         let S3Reader::Reading {
-            inner,
+            from,
             etag,
-            file_config,
             schema,
             ended,
-            ..
         } = self
         else {
             return Ok(None);
@@ -446,7 +407,13 @@ impl Reader for S3Reader {
         if *ended {
             return Ok(None);
         }
-        match inner.next(max_rows)? {
+        let next = match from {
+            Origin::InPlace { reader, ranges } => reader
+                .next_chunk(max_rows)
+                .map_err(|e| ranges.take_error().unwrap_or(e))?,
+            Origin::Copy { inner, .. } => inner.next(max_rows)?,
+        };
+        match next {
             Some(chunk) => {
                 schema.get_or_insert_with(|| chunk.batch.schema());
                 Ok(Some(Chunk {
@@ -458,15 +425,16 @@ impl Reader for S3Reader {
             None => {
                 // One more, empty, chunk records that this version is read to its end.
                 *ended = true;
-                let schema = match schema.take() {
-                    Some(schema) => schema,
-                    None => {
+                let schema = match (schema.take(), from) {
+                    (Some(schema), _) => schema,
+                    (None, Origin::Copy { file_config, .. }) => {
                         FileSource::discover(file_config)?
                             .into_iter()
                             .next()
                             .ok_or_else(|| Error::fatal("the file source offered no stream"))?
                             .schema
                     }
+                    (None, Origin::InPlace { .. }) => unreachable!("set when opened"),
                 };
                 Ok(Some(Chunk {
                     batch: RecordBatch::new_empty(schema),
@@ -478,7 +446,11 @@ impl Reader for S3Reader {
     }
 
     fn ack(&mut self, position: &[u8]) {
-        let S3Reader::Reading { inner, local, .. } = self else {
+        let S3Reader::Reading {
+            from: Origin::Copy { inner, local, .. },
+            ..
+        } = self
+        else {
             return;
         };
         let Ok(at) = serde_json::from_slice::<S3Position>(position) else {

@@ -36,8 +36,6 @@ struct State {
     /// The first failed GET, with its kind (transient, access, …), which the Parquet
     /// reader's error cannot carry.
     error: Option<Error>,
-    /// GETs sent.
-    gets: u64,
 }
 
 /// `start..start + length` of `held`, when it lies within it.
@@ -66,54 +64,27 @@ impl ObjectRanges {
         self.lock().error.take()
     }
 
-    /// GETs sent so far.
-    pub fn gets(&self) -> u64 {
-        self.lock().gets
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Bytes `range` of the object, in GETs of at most `range_bytes`.
     fn fetch(&self, state: &mut State, range: Range<u64>) -> std::io::Result<Bytes> {
-        let mut pieces = Vec::new();
+        let mut bytes = Vec::with_capacity((range.end - range.start) as usize);
         let mut at = range.start;
         while at < range.end {
             let end = (at + self.range_bytes).min(range.end);
-            state.gets += 1;
-            let piece = self
+            if let Err(e) = self
                 .bucket
-                .read_range(&self.key, &self.etag, at, end)
-                .and_then(|bytes| {
-                    if bytes.len() as u64 == end - at {
-                        Ok(bytes)
-                    } else {
-                        Err(Error::Transient {
-                            message: format!(
-                                "{}: asked for bytes {at}..{end}, got {}",
-                                self.bucket.url_of(&self.key),
-                                bytes.len()
-                            ),
-                            retry_after_ms: None,
-                        })
-                    }
-                });
-            match piece {
-                Ok(bytes) => pieces.push(bytes),
-                Err(e) => {
-                    let message = e.to_string();
-                    state.error.get_or_insert(e);
-                    return Err(std::io::Error::other(message));
-                }
+                .read_range_into(&self.key, &self.etag, at, end, &mut bytes)
+            {
+                let message = e.to_string();
+                state.error.get_or_insert(e);
+                return Err(std::io::Error::other(message));
             }
             at = end;
         }
-        // One GET's bytes as they came; several joined.
-        Ok(match pieces.len() {
-            1 => pieces.pop().expect("one piece").into(),
-            _ => pieces.concat().into(),
-        })
+        Ok(bytes.into())
     }
 }
 
