@@ -60,6 +60,10 @@ impl host::Host for PluginState {
         Ok(self.checkpoint)
     }
 
+    fn writer_tag(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self.writer_tag.clone())
+    }
+
     fn digest_hex(
         &mut self,
         algorithm: Digest,

@@ -114,6 +114,13 @@ pub enum StateError {
     },
     #[error("the state file {} is corrupted ({reason}); it was not changed. Restore it from a backup, or run `host state reset` to start over (outputs already published stay)", .path.display())]
     Corrupt { path: PathBuf, reason: String },
+    /// Scale-out: the split was claimed by another worker since this one last wrote its
+    /// state (this worker's lease ran out); its open epoch must not be published.
+    #[error("split {split} was taken over by {by} (this worker's lease ran out); its epoch is abandoned unpublished, and the new holder resumes from the last committed position")]
+    Fenced { split: String, by: String },
+    /// Scale-out: the cluster's bucket could not be written.
+    #[error("cannot write the state `{key}` in the cluster's bucket: {message}")]
+    Remote { key: String, message: String },
 }
 
 /// A place that keeps pipeline state.

@@ -69,11 +69,54 @@ pub enum Command {
     /// How a pipeline stands, for people and for monitoring: the last committed epoch and
     /// when, rows, dead letters, who holds its run lock, and freshness against `[slo]
     /// freshness`. Exits 3 when the SLO is breached.
+    ///
+    /// With `--nats`: the cluster's workers (alive, stopped or lost), its queue, and every
+    /// split with its holder, epoch and rows; no pipeline file is needed.
     Status {
-        pipeline: PathBuf,
+        #[arg(required_unless_present = "nats")]
+        pipeline: Option<PathBuf>,
         /// Print one JSON object instead of lines.
         #[arg(long)]
         json: bool,
+        /// Show the cluster at this NATS server instead of one pipeline's local state.
+        #[arg(long, value_name = "URL", env = "INGEST_NATS")]
+        nats: Option<String>,
+        /// The cluster's name (its stream and bucket are named after it).
+        #[arg(long, default_value = "ingest")]
+        cluster: String,
+    },
+    /// Plan a pipeline's splits and queue them for `host worker`s on any machines (NATS
+    /// JetStream). Inputs and outputs must be reachable at the same paths by every worker.
+    Submit {
+        pipeline: PathBuf,
+        /// The NATS server with JetStream, e.g. nats://127.0.0.1:4222.
+        #[arg(long, value_name = "URL", env = "INGEST_NATS")]
+        nats: String,
+        /// The cluster's name (its stream and bucket are named after it).
+        #[arg(long, default_value = "ingest")]
+        cluster: String,
+        /// How long a worker holds a split without renewing before another takes it over
+        /// (set when the cluster's queue is created).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        lease: std::time::Duration,
+    },
+    /// Pull splits from the cluster's queue and run them; run as many as wanted.
+    Worker {
+        /// The NATS server with JetStream, e.g. nats://127.0.0.1:4222.
+        #[arg(long, value_name = "URL", env = "INGEST_NATS")]
+        nats: String,
+        /// The cluster's name (its stream and bucket are named after it).
+        #[arg(long, default_value = "ingest")]
+        cluster: String,
+        /// This worker's name (default: host name and process id).
+        #[arg(long)]
+        id: Option<String>,
+        /// The lease, should this worker create the cluster's queue.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        lease: std::time::Duration,
+        /// Exit after this long without work (default: wait until stopped).
+        #[arg(long, value_parser = parse_duration)]
+        idle_exit: Option<std::time::Duration>,
     },
     /// Print rows as they leave a stage of a running pipeline, one JSON object per line, as
     /// the sink would see them: masked by the `builtin:pii-mask` stages after it, secret
@@ -255,7 +298,32 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Status { pipeline, json } => status(&pipeline, json),
+        Command::Status {
+            pipeline,
+            json,
+            nats,
+            cluster,
+        } => match (nats, pipeline) {
+            (Some(url), _) => cluster_status(&url, &cluster, json),
+            (None, Some(pipeline)) => status(&pipeline, json),
+            (None, None) => Err(Failure {
+                code: 2,
+                error: anyhow::anyhow!("name a pipeline file, or a cluster with --nats"),
+            }),
+        },
+        Command::Submit {
+            pipeline,
+            nats,
+            cluster,
+            lease,
+        } => submit(&pipeline, &nats, &cluster, lease).await,
+        Command::Worker {
+            nats,
+            cluster,
+            id,
+            lease,
+            idle_exit,
+        } => worker(&nats, &cluster, id, lease, idle_exit).await,
         Command::Tap {
             pipeline,
             stage,
@@ -1011,6 +1079,134 @@ fn state_reset(path: &Path, yes: bool) -> Result<(), Failure> {
         pipeline.name,
         file.display()
     );
+    Ok(())
+}
+
+/// A duration such as `30s`, `500ms` or `2m`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 30s, 500ms or 2m)"))
+}
+
+fn cluster_names(url: &str, cluster: &str) -> Result<crate::cluster::Names, Failure> {
+    crate::cluster::Names::new(url, cluster).map_err(|e| Failure {
+        code: 2,
+        error: e.into(),
+    })
+}
+
+fn cluster_failure(e: crate::cluster::ClusterError) -> Failure {
+    Failure {
+        code: 1,
+        error: e.into(),
+    }
+}
+
+async fn submit(
+    path: &Path,
+    url: &str,
+    cluster: &str,
+    lease: std::time::Duration,
+) -> Result<(), Failure> {
+    let names = cluster_names(url, cluster)?;
+    let file = std::path::absolute(path).map_err(|e| Failure {
+        code: 2,
+        error: anyhow::anyhow!("{}: {e}", path.display()),
+    })?;
+    let text = std::fs::read_to_string(&file).map_err(|e| Failure {
+        code: 2,
+        error: anyhow::anyhow!("cannot read the pipeline file {}: {e}", file.display()),
+    })?;
+    let pipeline = config::parse(&file, &text)?;
+    crate::cluster::check_pipeline(&pipeline).map_err(|e| Failure {
+        code: 2,
+        error: e.into(),
+    })?;
+    let runtime = new_runtime(Some(&pipeline))?;
+    let prepared = runtime::prepare(&pipeline, &runtime, cancel_on_signal())
+        .await
+        .map_err(run_failure)?;
+    let planned = runtime::plan_splits(&prepared).await.map_err(run_failure)?;
+    let submitted_at = crate::cluster::now_ms();
+    let work: Vec<crate::cluster::submit::Work> = planned
+        .iter()
+        .flat_map(|(stream, splits)| {
+            splits.iter().map(|split| crate::cluster::submit::Work {
+                pipeline: pipeline.name.clone(),
+                file: file.clone(),
+                text: text.clone(),
+                stream: stream.clone(),
+                split: split.id.clone(),
+                descriptor: crate::checkpoint::Opaque(split.descriptor.clone()),
+                submitted_at,
+            })
+        })
+        .collect();
+    tokio::task::block_in_place(|| crate::cluster::submit::publish(&names, lease, &work))
+        .map_err(cluster_failure)?;
+    println!(
+        "pipeline {}: {} split{} of {} stream{} queued on `{}` at {url}; start `host worker --nats {url}{}` on any machine",
+        pipeline.name,
+        work.len(),
+        if work.len() == 1 { "" } else { "s" },
+        planned.len(),
+        if planned.len() == 1 { "" } else { "s" },
+        names.work_stream(),
+        if cluster == "ingest" { String::new() } else { format!(" --cluster {cluster}") },
+    );
+    Ok(())
+}
+
+async fn worker(
+    url: &str,
+    cluster: &str,
+    id: Option<String>,
+    lease: std::time::Duration,
+    idle_exit: Option<std::time::Duration>,
+) -> Result<(), Failure> {
+    let names = cluster_names(url, cluster)?;
+    let id = id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "worker".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let options = crate::cluster::worker::Options {
+        names,
+        id: id.clone(),
+        lease,
+        idle_exit,
+        cache_dir: plugin::default_cache_dir(),
+    };
+    let tally = crate::cluster::worker::work(&options, cancel_on_signal())
+        .await
+        .map_err(cluster_failure)?;
+    println!(
+        "worker {id}: {} split{} done, {} rows read, {} rows written, {} epochs; {} taken over by another worker, {} failed; {:.2} s busy, of which {:.3} s in {} round trips to the state bucket",
+        tally.done,
+        if tally.done == 1 { "" } else { "s" },
+        tally.rows_read,
+        tally.rows_written,
+        tally.epochs,
+        tally.fenced,
+        tally.failed,
+        tally.busy.as_secs_f64(),
+        tally.kv_time.as_secs_f64(),
+        tally.kv_round_trips,
+    );
+    Ok(())
+}
+
+fn cluster_status(url: &str, cluster: &str, json: bool) -> Result<(), Failure> {
+    let names = cluster_names(url, cluster)?;
+    let overview = crate::cluster::status::overview(&names).map_err(cluster_failure)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&overview).expect("an overview serializes")
+        );
+    } else {
+        print!("{}", crate::cluster::status::describe(&overview));
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod capabilities;
 pub mod checkpoint;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dlq;
 pub mod encoder;

@@ -110,6 +110,8 @@ pub struct Grants {
     pub limits: Limits,
     /// The pipeline's checkpoint policy, which the plugin may ask for.
     pub checkpoint: crate::plugin::bindings::host::CheckpointPolicy,
+    /// Under scale-out, the tag of this claim of a split (`host.writer-tag`).
+    pub writer_tag: Option<String>,
 }
 
 /// The `wasi:http` policy of one plugin: requests go out only under its `http` grants.
@@ -156,6 +158,8 @@ pub struct PluginState {
     pub listen: Option<SocketAddr>,
     /// The pipeline's checkpoint policy (`host.checkpoints`).
     pub checkpoint: crate::plugin::bindings::host::CheckpointPolicy,
+    /// Under scale-out, the tag of this claim of a split (`host.writer-tag`).
+    pub writer_tag: Option<String>,
     wasi: WasiCtx,
     http: wasmtime_wasi_http::WasiHttpCtx,
     http_policy: HttpPolicy,
@@ -259,6 +263,7 @@ pub fn new_store(
         secrets: grants.secrets.clone(),
         listen: grants.listen,
         checkpoint: grants.checkpoint,
+        writer_tag: grants.writer_tag.clone(),
         wasi: wasi.build(),
         http: wasmtime_wasi_http::WasiHttpCtx::new(),
         http_policy: HttpPolicy {

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cdc;
+mod cluster;
 mod config_schema;
 mod dedupe;
 mod dlq;

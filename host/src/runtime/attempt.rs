@@ -23,7 +23,7 @@ pub(super) async fn attempt(
     prepared: Arc<Prepared>,
     summary: &mut Summary,
 ) -> Result<(), RunError> {
-    let mut epochs = Epochs::load(&prepared.pipeline)?;
+    let mut epochs = Epochs::load(&prepared)?;
     epochs.recover(&prepared).await?;
     let state = epochs.state();
     if summary.attempts == 1 {
@@ -61,7 +61,7 @@ pub(super) async fn attempt(
             source,
             state.positions.clone(),
             state.plans.clone(),
-            state.epoch + 1,
+            prepared.next_epoch(state.epoch)?,
             source_tx,
             ack_rx,
         ),

@@ -23,16 +23,15 @@ use wasmtime::component::ResourceAny;
 use super::instances::Sink;
 use super::{Prepared, RunError};
 use crate::checkpoint::{
-    LocalStore, PendingCommit, Plans, Positions, SchemaRecord, State, StateStore, TransformStates,
+    PendingCommit, Plans, Positions, SchemaRecord, State, StateStore, TransformStates,
 };
-use crate::config::Pipeline;
 use crate::dlq::{self, DeadLetters};
 use crate::fault;
 use crate::plugin::bindings::types::StreamInfo;
 
 /// A pipeline's committed state, and the only way to change it.
 pub struct Epochs {
-    store: LocalStore,
+    store: Box<dyn StateStore>,
     state: State,
 }
 
@@ -50,9 +49,13 @@ pub struct Closing {
 }
 
 impl Epochs {
-    /// The pipeline's state as last written.
-    pub fn load(pipeline: &Pipeline) -> Result<Self, RunError> {
-        let store = super::state_store(pipeline);
+    /// The pipeline's state as last written: its state directory's on one host, the
+    /// claimed split's record in the cluster's bucket under `host worker`.
+    pub fn load(prepared: &Prepared) -> Result<Self, RunError> {
+        let store: Box<dyn StateStore> = match &prepared.claim {
+            None => Box::new(super::state_store(&prepared.pipeline)),
+            Some(claim) => Box::new(ClaimStore(claim.clone())),
+        };
         let state = store.load()?;
         Ok(Epochs { store, state })
     }
@@ -132,7 +135,12 @@ impl Epochs {
         }];
         state.totals.rows_written += closing.rows_written;
         state.totals.rows_rejected += closing.rows_rejected;
-        self.store.save(state)?;
+        if let Err(e) = self.store.save(state) {
+            // The epoch is not recorded, so nothing will ever publish it: its staging goes
+            // (under scale-out, a fenced worker's epoch, whose number is its alone).
+            let _ = sink.abort(writer, epoch).await;
+            return Err(e.into());
+        }
         fault::point("after-state", epoch);
         // Phase two: publish, then record the commit.
         let pending = self.state.pending[0].clone();
@@ -148,6 +156,19 @@ impl Epochs {
         self.state.pending.clear();
         self.store.save(&self.state)?;
         Ok(())
+    }
+}
+
+/// A claim's record as the state store of its run.
+struct ClaimStore(std::sync::Arc<crate::cluster::Claim>);
+
+impl StateStore for ClaimStore {
+    fn load(&self) -> Result<State, crate::checkpoint::StateError> {
+        self.0.load()
+    }
+
+    fn save(&self, state: &State) -> Result<(), crate::checkpoint::StateError> {
+        self.0.save(state)
     }
 }
 

@@ -78,6 +78,8 @@ pub struct Prepared {
     pub streams: Vec<StreamInfo>,
     /// How dead letters are kept, with its key.
     pub protection: Arc<Protection>,
+    /// Under `host worker`: the one split this run reads, and where its state is kept.
+    pub claim: Option<Arc<crate::cluster::Claim>>,
 }
 
 impl Prepared {
@@ -96,6 +98,30 @@ impl Prepared {
             && self.transforms[index].stage.is_masker()
     }
 
+    /// The number of the epoch after `last`: the next one on one host, the pipeline's
+    /// next across the cluster under a claim.
+    pub fn next_epoch(&self, last: u64) -> Result<u64, RunError> {
+        match &self.claim {
+            None => Ok(last + 1),
+            Some(claim) => claim.next_epoch().map_err(|e| RunError::Transient {
+                plugin: "host".into(),
+                message: format!("cannot number the next epoch: {e}"),
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// The epoch whose leftovers a writer clears when it opens, after the state's last:
+    /// on one host the next epoch, which an interrupted run may have staged. Under a claim
+    /// the next number belongs to whichever writer draws it, so none is named (0 is never
+    /// an epoch): the sink clears only the open epoch under its writer tag.
+    pub fn stale_epoch(&self, last: u64) -> u64 {
+        match &self.claim {
+            None => last + 1,
+            Some(_) => 0,
+        }
+    }
+
     /// The dead-letter queue of `stream`.
     pub fn dead_letters(&self, stream: &str) -> DeadLetters {
         DeadLetters::new(&self.pipeline.dlq_dir, stream, self.protection.clone())
@@ -106,6 +132,7 @@ fn grants(
     stage: &Stage,
     secrets: &BTreeMap<String, String>,
     pipeline: &Pipeline,
+    writer_tag: Option<&str>,
 ) -> Result<Grants, RunError> {
     for grant in &stage.fs {
         if grant.writable {
@@ -147,6 +174,7 @@ fn grants(
             every_ms: pipeline.checkpoint.every.as_millis() as u64,
             streaming: pipeline.mode == crate::config::RunMode::Stream,
         },
+        writer_tag: writer_tag.map(str::to_string),
     })
 }
 
@@ -225,6 +253,19 @@ pub async fn prepare(
     runtime: &Runtime,
     cancel: CancellationToken,
 ) -> Result<Prepared, RunError> {
+    prepare_claimed(pipeline, runtime, cancel, None).await
+}
+
+/// [`prepare`] for a run of the one split `claim` holds (`host worker`): the source reads
+/// that split only, the state is the split's record in the cluster's bucket, and the sink
+/// is told its writer tag.
+pub async fn prepare_claimed(
+    pipeline: &Pipeline,
+    runtime: &Runtime,
+    cancel: CancellationToken,
+    claim: Option<Arc<crate::cluster::Claim>>,
+) -> Result<Prepared, RunError> {
+    let tag = claim.as_ref().map(|c| c.tag.as_str());
     let secrets = crate::secrets::resolve(&pipeline.secrets).map_err(|errors| {
         RunError::Secrets(
             errors
@@ -254,7 +295,7 @@ pub async fn prepare(
     let stage = &pipeline.source;
     let source = LoadedSource::new(
         stage.clone(),
-        grants(stage, &secrets, pipeline)?,
+        grants(stage, &secrets, pipeline, tag)?,
         &linker,
         &compile(stage)?,
     )?;
@@ -262,7 +303,7 @@ pub async fn prepare(
     for stage in &pipeline.transforms {
         transforms.push(LoadedTransform::new(
             stage.clone(),
-            grants(stage, &secrets, pipeline)?,
+            grants(stage, &secrets, pipeline, tag)?,
             &linker,
             &compile(stage)?,
         )?);
@@ -270,7 +311,7 @@ pub async fn prepare(
     let stage = &pipeline.sink;
     let sink = LoadedSink::new(
         stage.clone(),
-        grants(stage, &secrets, pipeline)?,
+        grants(stage, &secrets, pipeline, tag)?,
         &linker,
         &compile(stage)?,
     )?;
@@ -280,10 +321,22 @@ pub async fn prepare(
         .check()
         .await
         .map_err(|e| locate(pipeline, &pipeline.source, e))?;
-    let streams = instance
+    let mut streams = instance
         .discover()
         .await
         .map_err(|e| locate(pipeline, &pipeline.source, e))?;
+    if let Some(claim) = &claim {
+        streams.retain(|s| s.name == claim.stream);
+        if streams.is_empty() {
+            return Err(RunError::InvalidConfig {
+                plugin: pipeline.source.label(),
+                message: format!(
+                    "the source no longer offers stream `{}`, which split `{}` was planned for",
+                    claim.stream, claim.split
+                ),
+            });
+        }
+    }
     for t in &transforms {
         let mut instance = t.start(runtime, &cancel).await?;
         instance
@@ -307,6 +360,7 @@ pub async fn prepare(
         sink,
         streams,
         protection: Arc::new(protection),
+        claim,
     })
 }
 
@@ -414,4 +468,20 @@ pub fn state_store(pipeline: &Pipeline) -> LocalStore {
 /// The committed state of a pipeline.
 pub fn load_state(pipeline: &Pipeline) -> Result<State, StateError> {
     state_store(pipeline).load()
+}
+
+/// Every split of every stream the source offers, as its `splits` plans them (for
+/// `host submit`).
+pub async fn plan_splits(
+    prepared: &Prepared,
+) -> Result<Vec<(String, Vec<crate::plugin::bindings::types::Split>)>, RunError> {
+    let mut source = prepared
+        .source
+        .start(&prepared.runtime, &prepared.cancel)
+        .await?;
+    let mut out = Vec::new();
+    for info in &prepared.streams {
+        out.push((info.name.clone(), source.splits(&info.name).await?));
+    }
+    Ok(out)
 }

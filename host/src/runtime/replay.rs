@@ -94,7 +94,7 @@ struct Opened {
 
 /// Replay the dead-letter queue of every stream of a prepared pipeline.
 pub async fn replay(prepared: Arc<Prepared>) -> Result<ReplaySummary, RunError> {
-    let mut epochs = Epochs::load(&prepared.pipeline)?;
+    let mut epochs = Epochs::load(&prepared)?;
     epochs.recover(&prepared).await?;
     let mut summary = ReplaySummary::default();
     let dlq_dir = prepared.pipeline.dlq_dir.clone();

@@ -167,7 +167,7 @@ pub(super) async fn sink_stage(
         // discards its staging instead.
         if let Some(mut stream) = stage.open.take() {
             stream.dead_letters.abort();
-            let next = stage.epochs.state().epoch + 1;
+            let next = prepared.stale_epoch(stage.epochs.state().epoch);
             let _ = stage.sink.abort(stream.writer, next).await;
         }
     }
@@ -258,10 +258,13 @@ impl SinkLoop<'_> {
         let writer = self.sink.open(&info, &mode).await?;
         // Whatever an interrupted run staged for the next epoch is stale.
         self.sink
-            .abort(writer, self.epochs.state().epoch + 1)
+            .abort(writer, self.prepared.stale_epoch(self.epochs.state().epoch))
             .await?;
         let mut dead_letters = self.prepared.dead_letters(&name);
-        dead_letters.discard_stale()?;
+        // Under a claim, other workers may be staging letters of this stream right now.
+        if self.prepared.claim.is_none() {
+            dead_letters.discard_stale()?;
+        }
         self.open = Some(OpenStream {
             name,
             writer,

@@ -100,6 +100,7 @@ impl EpochClock {
         tx: &Sender<Message>,
         positions: &Positions,
         plans: &Plans,
+        next: u64,
     ) -> Result<(), RunError> {
         let barrier = Barrier {
             epoch: self.epoch,
@@ -112,7 +113,7 @@ impl EpochClock {
         crate::metrics::get()
             .epoch_seconds
             .observe(self.since.elapsed().as_secs_f64());
-        *self = EpochClock::new(self.epoch + 1);
+        *self = EpochClock::new(next);
         Ok(())
     }
 }
@@ -244,6 +245,13 @@ async fn plan(out: &mut Output, source: &mut Source, stream: &str) -> Result<Vec
             })
             .collect());
     }
+    if let Some(claim) = &out.prepared.claim {
+        // `host worker`: the one split claimed, as `host submit` planned it.
+        return Ok(vec![Split {
+            id: claim.split.clone(),
+            descriptor: claim.descriptor.clone(),
+        }]);
+    }
     let splits = source.splits(stream).await?;
     if splits.len() > 1 {
         let kept = splits
@@ -344,8 +352,9 @@ impl Output {
 
     /// Close the open epoch.
     async fn close(&mut self) -> Result<(), RunError> {
+        let next = self.prepared.next_epoch(self.clock.epoch)?;
         self.clock
-            .close(&self.tx, &self.positions, &self.plans)
+            .close(&self.tx, &self.positions, &self.plans, next)
             .await?;
         self.uncommitted += 1;
         self.recorded = self.plans.keys().cloned().collect();

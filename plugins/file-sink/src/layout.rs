@@ -5,6 +5,7 @@
 //! <path>/.staging/<stream>/current/<seq:04>.<ext>       rows of the open epoch
 //! <path>/.staging/<stream>/epoch-<E>/<seq:04>.<ext>     epoch E, prepared, not yet published
 //! <path>/.staging/<stream>/epoch-<E>/_manifest.json     what commit(E) publishes where
+//! <path>/.fences/<stream>/<holder>/<claim:020>           claims of one split (scale-out)
 //! ```
 //!
 //! Every path segment that comes from data or from a stream name is escaped
@@ -31,6 +32,9 @@ pub const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 
 /// The staging area's directory under `<path>`.
 pub const STAGING_DIR: &str = ".staging";
+
+/// Where writers under scale-out record their claims, under `<path>`.
+pub const FENCES_DIR: &str = ".fences";
 
 /// The manifest's file name inside a prepared epoch's staging directory.
 pub const MANIFEST: &str = "_manifest.json";
@@ -84,6 +88,8 @@ pub struct StreamLayout {
     stream_dir: String,
     /// `.staging/<stream>`, escaped.
     staging: String,
+    /// `current`, or `current-<tag>` for a writer with a writer tag.
+    current: String,
 }
 
 impl StreamLayout {
@@ -92,7 +98,18 @@ impl StreamLayout {
         StreamLayout {
             staging: format!("{STAGING_DIR}/{stream_dir}"),
             stream_dir,
+            current: "current".into(),
         }
+    }
+
+    /// The layout of a writer that shares the stream with others (scale-out): its open
+    /// epoch is staged in `current-<tag>`, apart from theirs.
+    pub fn with_writer_tag(mut self, tag: Option<&str>) -> Self {
+        self.current = match tag {
+            Some(tag) => format!("current-{}", escape_segment(tag)),
+            None => "current".into(),
+        };
+        self
     }
 
     /// `.staging/<stream>`: the parent of `current` and of every `epoch-<E>`.
@@ -100,9 +117,16 @@ impl StreamLayout {
         &self.staging
     }
 
-    /// `.staging/<stream>/current`: the files of the open epoch.
+    /// `.staging/<stream>/current` (or `current-<tag>`): the files of the open epoch.
     pub fn current(&self) -> String {
-        format!("{}/current", self.staging)
+        format!("{}/{}", self.staging, self.current)
+    }
+
+    /// `.fences/<stream>/<holder>`: one empty file per claim of one split under scale-out,
+    /// named by the claim's number; the highest is the claim that holds it. Kept apart
+    /// from the staging area, which is empty when nothing is pending.
+    pub fn fences(&self, holder: &str) -> String {
+        format!("{FENCES_DIR}/{}/{}", self.stream_dir, escape_segment(holder))
     }
 
     /// `.staging/<stream>/epoch-<E>`: a prepared epoch.
@@ -429,6 +453,9 @@ mod tests {
         let l = StreamLayout::new("public/orders");
         assert_eq!(l.staging(), ".staging/public%2Forders");
         assert_eq!(l.current(), ".staging/public%2Forders/current");
+        let tagged = l.clone().with_writer_tag(Some("0a1b-3"));
+        assert_eq!(tagged.current(), ".staging/public%2Forders/current-0a1b-3");
+        assert_eq!(tagged.epoch(7), l.epoch(7));
         assert_eq!(l.epoch(7), ".staging/public%2Forders/epoch-7");
         assert_eq!(StreamLayout::staged_name(3, "csv"), "0003.csv");
         assert_eq!(

@@ -40,7 +40,11 @@ impl Sink for FileSink {
     fn open(config: &str, stream: StreamInfo, mode: WriteMode) -> Result<FileWriter> {
         let config = SinkConfig::from_json(config)?;
         check_mode("file", &stream.name, &mode)?;
-        FileWriter::new(config, &stream.name, stream.schema)
+        let tag = ingest_sdk::host::writer_tag();
+        let writer =
+            FileWriter::new(config, &stream.name, stream.schema)?.with_writer_tag(tag.as_deref());
+        writer.claim_fence()?;
+        Ok(writer)
     }
 }
 

@@ -200,6 +200,45 @@ fn a_fresh_writer_finishes_an_interrupted_commit() {
 }
 
 #[test]
+fn a_writer_whose_split_was_claimed_again_cannot_commit_and_the_new_holder_can() {
+    let dir = TempDir::new("fence");
+    let out = dir.out();
+    let tagged = |tag: &str| {
+        let w = writer(&out, r#","format":"csv""#).with_writer_tag(Some(tag));
+        w.claim_fence().unwrap();
+        w
+    };
+    // Claim 1 stages and prepares epoch 7, then stalls; its split is claimed again.
+    let mut first = tagged("0123456789abcdef-1");
+    first.write(batch(&[1, 2], &[Some("eu"), None])).unwrap();
+    let token = first.prepare(7).unwrap();
+    let mut second = tagged("0123456789abcdef-2");
+
+    // The first writer resumes: its commit is refused and publishes nothing.
+    let refused = first.commit(7, &token).unwrap_err().to_string();
+    assert!(refused.contains("fenced"), "{refused}");
+    assert!(refused.contains("claim 2 was taken since"), "{refused}");
+    assert!(published(&out).is_empty());
+
+    // The new holder publishes the epoch the host recorded, once.
+    second.commit(7, &token).unwrap();
+    assert_eq!(
+        published(&out).keys().cloned().collect::<Vec<_>>(),
+        ["orders/part-0000000007-0000.csv"]
+    );
+    // Another split's claims fence nothing here, and a writer without a tag is not fenced.
+    let mut other = tagged("fedcba9876543210-9");
+    other.write(batch(&[3], &[Some("us")])).unwrap();
+    let token = other.prepare(8).unwrap();
+    other.commit(8, &token).unwrap();
+    let mut untagged = writer(&out, r#","format":"csv""#);
+    untagged.write(batch(&[4], &[Some("us")])).unwrap();
+    let token = untagged.prepare(9).unwrap();
+    untagged.commit(9, &token).unwrap();
+    assert_eq!(published(&out).len(), 3);
+}
+
+#[test]
 fn abort_leaves_nothing() {
     let dir = TempDir::new("abort");
     let out = dir.out();

@@ -15,7 +15,19 @@
 //! - `abort(E)` drops the open files and removes `current` and `epoch-E`.
 //!
 //! One writer per stream and output directory at a time: `current` is per stream, not per
-//! instance.
+//! instance. Under scale-out (`host.writer-tag` set) several writers share a stream: each
+//! stages its open epoch in `current-<tag>`, and epoch numbers are unique across them, so
+//! `epoch-E` and the published names stay apart too.
+//!
+//! Fencing under scale-out: a writer tag `<holder>-<claim>` names one claim of one split
+//! (the holder) by a number that grows with every claim. On open the writer records its
+//! claim in `.fences/<stream>/<holder>/`; `commit` refuses to publish when a later
+//! claim of the same split is recorded there: this writer's split was taken over (its
+//! lease ran out) and the new holder publishes from now on. The host refuses such a
+//! writer's state writes first; this check is the sink's own, for a writer that resumes
+//! between the host's write and its commit. A commit that checked the fence just before a
+//! later claim was recorded can still publish: it publishes an epoch the host recorded,
+//! which the new holder would publish too, under the same names.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
@@ -77,6 +89,27 @@ pub struct FileWriter {
     layout: StreamLayout,
     partitioner: Option<Partitioner>,
     open: OpenEpoch,
+    /// Under scale-out: the split this writer's claim holds, and the claim's number.
+    fence: Option<Fence>,
+}
+
+/// One claim of one split, from the writer tag `<holder>-<claim>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fence {
+    holder: String,
+    claim: u64,
+}
+
+impl Fence {
+    /// The fence a writer tag names; a tag without a trailing claim number names none.
+    fn of_tag(tag: &str) -> Option<Fence> {
+        let (holder, claim) = tag.rsplit_once('-')?;
+        let claim = claim.parse().ok()?;
+        (!holder.is_empty()).then(|| Fence {
+            holder: holder.to_string(),
+            claim,
+        })
+    }
 }
 
 /// The files of the epoch being written.
@@ -253,7 +286,58 @@ impl FileWriter {
             schema,
             partitioner,
             open: OpenEpoch::default(),
+            fence: None,
         })
+    }
+
+    /// Stage the open epoch under `tag` (`host.writer-tag`), when several writers share
+    /// the stream, and fence by the claim it names (see [`FileWriter::claim_fence`]).
+    pub fn with_writer_tag(mut self, tag: Option<&str>) -> Self {
+        self.layout = self.layout.with_writer_tag(tag);
+        self.fence = tag.and_then(Fence::of_tag);
+        self
+    }
+
+    /// Record this writer's claim in the split's fences, so that writers of earlier
+    /// claims can no longer commit. Nothing to do without a writer tag.
+    pub fn claim_fence(&self) -> Result<()> {
+        let Some(fence) = &self.fence else {
+            return Ok(());
+        };
+        let dir = self.root.join(self.layout.fences(&fence.holder));
+        fs::create_dir_all(&dir).map_err(|e| self.io("create", &dir, e))?;
+        let mark = dir.join(format!("{:020}", fence.claim));
+        File::create(&mark).map_err(|e| self.io("create", &mark, e))?;
+        sync_dir(&dir).map_err(|e| self.io("fsync", &dir, e))
+    }
+
+    /// Refuse to publish `epoch` when a later claim of this writer's split is recorded.
+    fn check_fence(&self, epoch: u64) -> Result<()> {
+        let Some(fence) = &self.fence else {
+            return Ok(());
+        };
+        let dir = self.root.join(self.layout.fences(&fence.holder));
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io("list", &dir, e)),
+        };
+        let latest = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()))
+            .max()
+            .unwrap_or(0);
+        if latest > fence.claim {
+            return Err(Error::fatal(format!(
+                "file sink, stream `{}`, epoch {epoch}: fenced: this writer holds claim {} of \
+                 its split, and claim {latest} was taken since (`{}`): the split's new holder \
+                 publishes it; this writer publishes nothing",
+                self.stream,
+                fence.claim,
+                dir.display()
+            )));
+        }
+        Ok(())
     }
 
     /// Stage one batch in the open epoch.
@@ -388,6 +472,7 @@ impl FileWriter {
             return Ok(Vec::new());
         }
         let manifest = self.read_token(epoch, token)?;
+        self.check_fence(epoch)?;
         let root = PathBuf::from(&manifest.root);
 
         // Check everything before moving anything, so a refused commit publishes nothing.

@@ -68,7 +68,8 @@ impl Sink for S3Sink {
     fn open(config: &str, stream: StreamInfo, mode: WriteMode) -> Result<S3Writer> {
         let cfg = S3Config::parse(config)?;
         file_sink::check_mode("s3", &stream.name, &mode)?;
-        let files = FileWriter::new(cfg.layout.clone(), &stream.name, stream.schema)?;
+        let files = FileWriter::new(cfg.layout.clone(), &stream.name, stream.schema)?
+            .with_writer_tag(ingest_sdk::host::writer_tag().as_deref());
         Ok(S3Writer {
             bucket: cfg.at.bucket()?,
             root: cfg.layout.root.clone(),

@@ -33,6 +33,13 @@ pub fn checkpoints() -> CheckpointPolicy {
     wit::checkpoints()
 }
 
+/// A tag unique to this writer when several hosts write the pipeline's outputs at once
+/// (scale-out); `None` on one host. A sink keeps the staging of its open epoch under it,
+/// and leaves other tags' staging alone.
+pub fn writer_tag() -> Option<String> {
+    wit::writer_tag()
+}
+
 /// The lowercase hex digest of every value of `values` (null stays null), computed natively
 /// by the host in one call. `key` is the HMAC key for [`Digest::HmacSha256`].
 pub fn digest_hex(algorithm: Digest, key: &[u8], values: &StringArray) -> Result<StringArray> {
