@@ -91,7 +91,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
 fn published(root: &Path) -> BTreeMap<String, String> {
     tree(root)
         .into_iter()
-        .filter(|(p, _)| !p.starts_with(".staging"))
+        .filter(|(p, _)| !p.starts_with(".staging") && !p.starts_with(".fences"))
         .collect()
 }
 
