@@ -126,7 +126,11 @@ impl StreamLayout {
     /// named by the claim's number; the highest is the claim that holds it. Kept apart
     /// from the staging area, which is empty when nothing is pending.
     pub fn fences(&self, holder: &str) -> String {
-        format!("{FENCES_DIR}/{}/{}", self.stream_dir, escape_segment(holder))
+        format!(
+            "{FENCES_DIR}/{}/{}",
+            self.stream_dir,
+            escape_segment(holder)
+        )
     }
 
     /// `.staging/<stream>/epoch-<E>`: a prepared epoch.
