@@ -339,6 +339,66 @@ fn upserts(protocol: &str) {
 }
 
 #[test]
+fn an_upsert_merged_in_chunks_keeps_the_last_row_of_each_key_across_chunks() {
+    // Every key arrives three times in one epoch (inserted, deleted or updated, then set
+    // again for some), in `merge_rows = 7` chunks: whatever chunk a key's rows fall into,
+    // the last one wins. Once into a target with its key indexed (merged chunk by chunk),
+    // once into one without (merged at the end).
+    for (table, ddl) in [
+        (
+            "keyed",
+            "CREATE TABLE keyed (id bigint PRIMARY KEY, customer text, status text)",
+        ),
+        (
+            "unkeyed",
+            "CREATE TABLE unkeyed (id bigint, customer text, status text)",
+        ),
+    ] {
+        let db = TestDb::new(&format!("chunks_{table}"));
+        db.sql(ORDERS);
+        fill_orders(&db, 1, 100, "new");
+        db.sql(ddl);
+        db.sql(&format!(
+            "INSERT INTO {table} SELECT id, 'old', 'old' FROM generate_series(1, 100, 2) AS id"
+        ));
+        let scratch = Scratch::new();
+        let sink = pg_sink(
+            &db,
+            "write_mode = \"upsert\"\nprimary_key = [\"id\"]",
+            &format!("table = \"{table}\"\nmerge_rows = 7\n"),
+        );
+        let changes = "SELECT id, customer, status, op AS _op FROM (\
+            SELECT id, customer, status, 'upsert' AS op, 1 AS pass FROM orders \
+            UNION ALL SELECT id, customer, 'second', CASE WHEN id % 4 = 0 THEN 'delete' ELSE 'upsert' END, 2 FROM orders \
+            UNION ALL SELECT id, customer, 'third', 'upsert', 3 FROM orders WHERE id % 8 = 0) AS c \
+            ORDER BY id, pass";
+        let source = format!(
+            "{}[[source.config.queries]]\nname = \"changes\"\nsql = \"{changes}\"\n",
+            db.connection()
+        );
+        // Batches of 5 rows, chunks of 10: a key's two or three rows fall in one chunk or
+        // straddle two.
+        let text =
+            pipeline(1_000_000, &source, &sink).replace("batch_rows = 1000", "batch_rows = 5");
+        scratch.write("pipeline.toml", text);
+        scratch.host(&["run", "pipeline.toml"]).assert_ok();
+        let expected = db.lines(
+            "SELECT id || ' ' || CASE WHEN id % 8 = 0 THEN 'third' ELSE 'second' END FROM orders \
+             WHERE id % 4 <> 0 OR id % 8 = 0 ORDER BY id",
+        );
+        let got = db.lines(&format!(
+            "SELECT id || ' ' || status FROM {table} ORDER BY id, status"
+        ));
+        assert_eq!(got, expected, "{table}");
+        assert_eq!(
+            db.value("SELECT count(*) FROM _ingest_epochs"),
+            "1",
+            "{table}: one epoch"
+        );
+    }
+}
+
+#[test]
 fn fifty_sigkills_during_a_million_row_upsert_leave_the_target_exactly_equal_to_the_source() {
     sigkills("prepared", 1_000_000, 50);
 }

@@ -54,6 +54,13 @@ pub struct RawConfig {
     #[serde(default)]
     #[schemars(extend("enum" = ["auto", "prepared", "staging"], "default" = "auto"))]
     pub commit: Option<String>,
+    /// Under `commit = "prepared"`, an upsert (or a stream with `_op`) merges its work
+    /// table into the target every this many rows while the epoch is still being read,
+    /// so the server's merging overlaps the reading. Chunks of an upsert are merged by
+    /// probing an index on the key; a target without one is merged once, at `prepare`.
+    #[serde(default)]
+    #[schemars(range(min = 1), extend("default" = 100000))]
+    pub merge_rows: Option<u64>,
 }
 
 /// How epochs are staged and published.
@@ -76,7 +83,12 @@ pub struct SinkConfig {
     pub table: Option<(String, String)>,
     pub pipeline: Option<String>,
     pub commit: CommitProtocol,
+    /// Rows merged per chunk within an epoch (prepared protocol).
+    pub merge_rows: u64,
 }
+
+/// Rows of an epoch merged per chunk when the config does not say.
+pub const DEFAULT_MERGE_ROWS: u64 = 100_000;
 
 impl SinkConfig {
     /// Parse and validate the JSON config.
@@ -121,12 +133,16 @@ impl SinkConfig {
                 CommitProtocol::Auto
             }
         };
+        if raw.merge_rows == Some(0) {
+            problems.push("`merge_rows = 0`; it needs at least 1 row".into());
+        }
         settings::problems_to_error(problems)?;
         Ok(SinkConfig {
             settings,
             table,
             pipeline: raw.pipeline,
             commit,
+            merge_rows: raw.merge_rows.unwrap_or(DEFAULT_MERGE_ROWS),
         })
     }
 

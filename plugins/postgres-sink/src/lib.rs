@@ -4,7 +4,9 @@
 //! **prepared** (Postgres's two-phase commit; chosen where `max_prepared_transactions` >
 //! 0): the first batch of an epoch opens a transaction; batches stream by binary `COPY`
 //! straight into the target (append) or into an unlogged work table of the transaction
-//! (upsert, or a stream with `_op`). `prepare(epoch)` merges the work table, records
+//! (upsert, or a stream with `_op`), merged into the target every `merge_rows` rows while
+//! the epoch is read (an upsert whose key is indexed) and at the end. `prepare(epoch)`
+//! merges what is left of the work table, records
 //! (pipeline, stream, epoch) in `_ingest_epochs` and runs `PREPARE TRANSACTION`: the
 //! epoch is durable in the server and invisible. `commit` runs `COMMIT PREPARED`. The rows
 //! are written once.
@@ -43,6 +45,10 @@ use crate::target::Target;
 /// The `application_name` the sink's sessions show in `pg_stat_activity`.
 const APPLICATION: &str = "ingest-postgres-sink";
 
+/// The sort memory of a merge's last-row-per-key step (a chunk of `merge_rows` rows
+/// sorts in memory, the server's default of 4MB would spill it to temporary files).
+const MERGE_WORK_MEM: &str = "64MB";
+
 /// COPY data is sent in messages of about this size.
 const SEND_BYTES: usize = 1 << 20;
 
@@ -76,6 +82,7 @@ impl Sink for PostgresSink {
             target,
             mode,
             protocol,
+            merge_rows: cfg.merge_rows,
             shadow_ready: false,
             finishing: false,
             open: None,
@@ -108,6 +115,8 @@ pub struct PostgresWriter {
     target: Target,
     mode: WriteMode,
     protocol: CommitProtocol,
+    /// Rows of the work table merged per chunk within an epoch.
+    merge_rows: u64,
     /// Under `overwrite`: the shadow table exists (made on the first rows of a run).
     shadow_ready: bool,
     /// Under `overwrite`: the stream was read to its end; the next epoch swaps.
@@ -128,6 +137,8 @@ struct Open {
     /// A COPY is in progress.
     copying: bool,
     rows: u64,
+    /// Rows already merged from the work table into the target (and removed from it).
+    merged: u64,
 }
 
 /// What `prepare` hands the host and `commit` reads back.
@@ -202,6 +213,7 @@ impl PostgresWriter {
                     careful,
                     copying: false,
                     rows: 0,
+                    merged: 0,
                 }
             }
             _ => Open {
@@ -210,6 +222,7 @@ impl PostgresWriter {
                 careful: false,
                 copying: false,
                 rows: 0,
+                merged: 0,
             },
         };
         Ok(open)
@@ -252,7 +265,71 @@ impl PostgresWriter {
         let direct = open.stage.is_none();
         self.target
             .encode(&batch, (!direct).then_some(&numbers[..]), &mut self.out)?;
-        self.send(false)
+        self.send(false)?;
+        self.merge_chunk()
+    }
+
+    /// Under the prepared protocol, once `merge_rows` rows wait in the work table, merge
+    /// them into the target and empty it, so that the server merges while the rest of
+    /// the epoch is read. Chunks of an upsert delete their keys by probing the key's
+    /// index; without one, each chunk would scan the whole target, and the work table
+    /// is merged once, at `prepare`. A guarded target merges every batch itself.
+    fn merge_chunk(&mut self) -> Result<()> {
+        let Some(open) = self.open.as_ref() else {
+            return Ok(());
+        };
+        let by_key = matches!(self.mode, WriteMode::Upsert(_));
+        let Some(stage) = open.stage.clone() else {
+            return Ok(());
+        };
+        if !open.in_transaction
+            || open.careful
+            || open.rows - open.merged < self.merge_rows
+            || by_key && !self.target.key_indexed
+        {
+            return Ok(());
+        }
+        self.end_copy()?;
+        self.merge_all(&stage)?;
+        let empty = format!("TRUNCATE {}", self.target.stage_sql(&stage));
+        self.run("emptying the work table", &empty)?;
+        let open = self.open.as_mut().expect("checked above");
+        open.merged = open.rows;
+        Ok(())
+    }
+
+    /// Merge every row of work table `stage` into the target. An upsert's delete by key
+    /// is steered to the key's index when there is one (the work table has no
+    /// statistics, and a hash join would read the whole target for every chunk), and
+    /// its sort for the last row per key is given `MERGE_WORK_MEM`, so that a chunk
+    /// sorts in memory rather than in temporary files.
+    fn merge_all(&mut self, stage: &str) -> Result<()> {
+        let upsert = matches!(self.mode, WriteMode::Upsert(_));
+        let mut settings = Vec::new();
+        if upsert && self.target.key_indexed {
+            settings.extend([("enable_hashjoin", "off"), ("enable_mergejoin", "off")]);
+        }
+        if upsert {
+            settings.push(("work_mem", MERGE_WORK_MEM));
+        }
+        let set: Vec<String> = settings
+            .iter()
+            .map(|(name, value)| format!("SET LOCAL {name} = '{value}'"))
+            .collect();
+        if !set.is_empty() {
+            self.run("setting up the merge", &set.join("; "))?;
+        }
+        for statement in merge::merge_sql(&self.target, &self.mode, stage, None) {
+            self.run("merging the epoch", &statement)?;
+        }
+        if !settings.is_empty() {
+            let reset: Vec<String> = settings
+                .iter()
+                .map(|(name, _)| format!("SET LOCAL {name} TO DEFAULT"))
+                .collect();
+            self.run("ending the merge", &reset.join("; "))?;
+        }
+        Ok(())
     }
 
     /// Merge the rows numbered `first..=last` of work table `stage` into the target, in
@@ -388,11 +465,10 @@ impl Writer for PostgresWriter {
         };
         let token = if open.in_transaction {
             if let Some(stage) = &open.stage {
-                // A guarded target had each batch merged as it came.
-                if !open.careful {
-                    for statement in merge::merge_sql(&self.target, &self.mode, stage, None) {
-                        self.run("merging the epoch", &statement)?;
-                    }
+                // A guarded target had each batch merged as it came; otherwise what the
+                // chunks left.
+                if !open.careful && open.rows > open.merged {
+                    self.merge_all(stage)?;
                 }
                 let drop = format!("DROP TABLE {}", self.target.stage_sql(stage));
                 self.run("dropping the work table", &drop)?;

@@ -65,6 +65,9 @@ pub struct Target {
     pub op: Option<usize>,
     /// The upsert key.
     pub key: Vec<String>,
+    /// A valid, non-partial index of the target starts with the key's columns: merging
+    /// a chunk probes it for the keys the chunk carries instead of scanning the table.
+    pub key_indexed: bool,
     /// Identifies this (table, pipeline, stream) in staging-table and transaction names.
     hash: String,
     /// Every staging table of this target and stream starts with it.
@@ -191,6 +194,12 @@ impl Target {
             .map_err(fail("reading its constraints"))?
             .scalar()
             != Some("0");
+        let key_indexed = !key.is_empty()
+            && conn
+                .query(&key_index_sql(&target, &key))
+                .map_err(fail("reading its indexes"))?
+                .scalar()
+                != Some("0");
         let (described, _) =
             types::describe(conn, &target, UnknownTypes::Text).map_err(|e| match e {
                 DescribeError::Pg(e) => e.into_plugin_error(&at),
@@ -242,6 +251,7 @@ impl Target {
             columns,
             op,
             key,
+            key_indexed,
             hash,
             prefix,
             encoder: Encoder::new(kinds),
@@ -510,6 +520,23 @@ impl Target {
 
 fn prepared_comment(epoch: u64) -> String {
     format!("prepared epoch {epoch}")
+}
+
+/// Counts the valid, non-partial indexes of `target` whose leading columns are the
+/// columns of `key`, in any order.
+fn key_index_sql(target: &str, key: &[String]) -> String {
+    let names: Vec<String> = key.iter().map(|k| literal(k)).collect();
+    format!(
+        "SELECT count(*) FROM pg_catalog.pg_index i WHERE i.indrelid = to_regclass({}) \
+         AND i.indisvalid AND i.indpred IS NULL AND i.indnkeyatts >= {n} \
+         AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_catalog.pg_attribute a \
+              WHERE a.attrelid = i.indrelid AND a.attnum = ANY ((i.indkey::int2[])[0:{last}])) \
+             = (SELECT array_agg(k ORDER BY k) FROM unnest(ARRAY[{}]::text[]) AS k)",
+        literal(target),
+        names.join(", "),
+        n = key.len(),
+        last = key.len() - 1,
+    )
 }
 
 fn fnv1a(text: &str) -> u64 {
