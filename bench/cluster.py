@@ -101,7 +101,7 @@ def destroy(cluster):
 def verify(python, out_dir, rows):
     code = (
         "import duckdb,sys;"
-        f"r=duckdb.sql(\"select count(*), count(distinct order_id) from read_parquet('{out_dir}/**/*.parquet')\").fetchone();"
+        f"r=duckdb.sql(\"select count(*), count(distinct order_id) from read_parquet('{out_dir}/**/*.parquet')\").fetchall()[0];"
         "print(r[0], r[1])"
     )
     count, distinct = subprocess.run([python, "-c", code], check=True, capture_output=True,
