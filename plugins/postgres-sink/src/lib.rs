@@ -207,6 +207,9 @@ impl PostgresWriter {
                 } else {
                     Some(self.target.create_stage(&mut self.conn, true)?)
                 };
+                if matches!(self.mode, WriteMode::Upsert(_)) {
+                    self.tune_merges()?;
+                }
                 Open {
                     stage,
                     in_transaction: true,
@@ -278,17 +281,19 @@ impl PostgresWriter {
         let Some(open) = self.open.as_ref() else {
             return Ok(());
         };
-        let by_key = matches!(self.mode, WriteMode::Upsert(_));
-        let Some(stage) = open.stage.clone() else {
+        let unindexed_upsert =
+            matches!(self.mode, WriteMode::Upsert(_)) && !self.target.key_indexed;
+        let Some(stage) = open.stage.as_ref() else {
             return Ok(());
         };
         if !open.in_transaction
             || open.careful
             || open.rows - open.merged < self.merge_rows
-            || by_key && !self.target.key_indexed
+            || unindexed_upsert
         {
             return Ok(());
         }
+        let stage = stage.clone();
         self.end_copy()?;
         self.merge_all(&stage)?;
         let empty = format!("TRUNCATE {}", self.target.stage_sql(&stage));
@@ -298,36 +303,23 @@ impl PostgresWriter {
         Ok(())
     }
 
-    /// Merge every row of work table `stage` into the target. An upsert's delete by key
-    /// is steered to the key's index when there is one (the work table has no
-    /// statistics, and a hash join would read the whole target for every chunk), and
-    /// its sort for the last row per key is given `MERGE_WORK_MEM`, so that a chunk
-    /// sorts in memory rather than in temporary files.
+    /// For the rest of an upsert's transaction: its deletes by key are steered to the
+    /// key's index when there is one (the work table has no statistics, and a hash join
+    /// would read the whole target for every chunk or batch merged), and its sort for the
+    /// last row per key is given `MERGE_WORK_MEM`, so that a chunk sorts in memory rather
+    /// than in temporary files. Nothing else the transaction runs plans a join or a sort.
+    fn tune_merges(&mut self) -> Result<()> {
+        let mut set = vec![format!("SET LOCAL work_mem = '{MERGE_WORK_MEM}'")];
+        if self.target.key_indexed {
+            set.push("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off".into());
+        }
+        self.run("setting up the merges", &set.join("; "))
+    }
+
+    /// Merge every row of work table `stage` into the target.
     fn merge_all(&mut self, stage: &str) -> Result<()> {
-        let upsert = matches!(self.mode, WriteMode::Upsert(_));
-        let mut settings = Vec::new();
-        if upsert && self.target.key_indexed {
-            settings.extend([("enable_hashjoin", "off"), ("enable_mergejoin", "off")]);
-        }
-        if upsert {
-            settings.push(("work_mem", MERGE_WORK_MEM));
-        }
-        let set: Vec<String> = settings
-            .iter()
-            .map(|(name, value)| format!("SET LOCAL {name} = '{value}'"))
-            .collect();
-        if !set.is_empty() {
-            self.run("setting up the merge", &set.join("; "))?;
-        }
         for statement in merge::merge_sql(&self.target, &self.mode, stage, None) {
             self.run("merging the epoch", &statement)?;
-        }
-        if !settings.is_empty() {
-            let reset: Vec<String> = settings
-                .iter()
-                .map(|(name, _)| format!("SET LOCAL {name} TO DEFAULT"))
-                .collect();
-            self.run("ending the merge", &reset.join("; "))?;
         }
         Ok(())
     }
