@@ -168,6 +168,33 @@ fn compression(options: &ParquetOptions) -> Result<Compression, Error> {
     })
 }
 
+/// Schemas (with options) whose Parquet tuning a plugin instance keeps at most.
+const TUNINGS_KEPT: usize = 64;
+
+impl PluginState {
+    /// The tuning shared by this instance's files of `schema` and `options` (see
+    /// [`crate::encoder::Tuning`]); `None` once [`TUNINGS_KEPT`] are kept.
+    fn parquet_tuning(
+        &mut self,
+        schema: &arrow::datatypes::SchemaRef,
+        options: &ParquetOptions,
+    ) -> Option<crate::encoder::Tuning> {
+        let key = format!(
+            "{schema:?}|{}|{:?}|{}",
+            options.compression, options.level, options.row_group_rows
+        );
+        if let Some(tuning) = self.parquet_tunings.get(&key) {
+            return Some(tuning.clone());
+        }
+        if self.parquet_tunings.len() >= TUNINGS_KEPT {
+            return None;
+        }
+        let tuning = crate::encoder::Tuning::default();
+        self.parquet_tunings.insert(key, tuning.clone());
+        Some(tuning)
+    }
+}
+
 impl host::HostParquetEncoder for PluginState {
     fn open(
         &mut self,
@@ -189,11 +216,13 @@ impl host::HostParquetEncoder for PluginState {
         let props = WriterProperties::builder()
             .set_compression(compression)
             .build();
+        let tuning = self.parquet_tuning(&schema, &options);
         let options = crate::encoder::FileOptions {
             props,
             row_group_rows: options.row_group_rows as usize,
             zstd_level_per_column: matches!(compression, Compression::ZSTD(_))
                 && options.level.is_none(),
+            tuning,
         };
         match ParquetEncoder::open(schema, options) {
             Ok(encoder) => Ok(Ok(self.table.push(encoder)?)),

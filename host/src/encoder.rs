@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use arrow::array::{Array, AsArray};
@@ -159,7 +159,17 @@ pub struct FileOptions {
     /// The plugin asked for zstd without a level, so the host may pick one per column
     /// (see [`tune_zstd_levels`]).
     pub zstd_level_per_column: bool,
+    /// Where the choices made from a first batch are kept for the files that share them
+    /// (see [`Tuning`]); `None`: this file chooses for itself.
+    pub tuning: Option<Tuning>,
 }
+
+/// The properties chosen from the first batch of the first file (dictionaries, zstd
+/// levels), shared by the later files a plugin instance opens with the same schema and
+/// options. A partitioned lake opens a file per partition and epoch, hundreds at a time,
+/// each with a first batch of a few thousand rows: judging every one again cost more than
+/// encoding it, and partitions of one stream share their columns' nature.
+pub type Tuning = Arc<OnceLock<WriterProperties>>;
 
 /// The encoder thread: creates the writer with dictionaries (and zstd levels) chosen from
 /// the first batch, encodes every batch in order, and finishes the file when the queue
@@ -175,18 +185,21 @@ fn encode(
         props,
         row_group_rows,
         zstd_level_per_column,
+        tuning,
     } = options;
     let row_group_rows = row_group_rows.max(1);
-    let props = match batches.peek() {
-        Some(first) => {
-            let props = tune_dictionaries(props, first);
-            if zstd_level_per_column {
-                tune_zstd_levels(props, first)
-            } else {
-                props
-            }
+    let tune = |props: WriterProperties, first: &RecordBatch| {
+        let props = tune_dictionaries(props, first);
+        if zstd_level_per_column {
+            tune_zstd_levels(props, first)
+        } else {
+            props
         }
-        None => props,
+    };
+    let props = match (batches.peek(), tuning) {
+        (Some(first), Some(shared)) => shared.get_or_init(|| tune(props, first)).clone(),
+        (Some(first), None) => tune(props, first),
+        (None, _) => props,
     };
     let writer =
         ArrowWriter::try_new(output, schema.clone(), Some(props)).map_err(|e| e.to_string())?;
@@ -512,6 +525,7 @@ mod tests {
             props: props(),
             row_group_rows,
             zstd_level_per_column: true,
+            tuning: None,
         }
     }
 
@@ -665,6 +679,41 @@ mod tests {
         assert!(
             chosen < given,
             "hex digests at level 1 ({chosen} bytes) should be smaller than at level 3 ({given})"
+        );
+    }
+
+    #[test]
+    fn files_sharing_a_tuning_take_the_first_files_choices() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        // Whether the `name` column has a dictionary in a file whose first batch is `first`.
+        let dictionary = |first: RecordBatch, tuning: &Tuning| {
+            let options = FileOptions {
+                tuning: Some(tuning.clone()),
+                ..options(10_000)
+            };
+            let mut encoder = Encoder::open(schema(), options).unwrap();
+            let mut file = encoder.write(first).unwrap();
+            file.extend(encoder.finish().unwrap());
+            let reader = SerializedFileReader::new(Bytes::from(file)).unwrap();
+            let column = reader.metadata().row_group(0).column(1).clone();
+            column.dictionary_page_offset().is_some()
+        };
+        // Names drawn from four values.
+        let repeats = {
+            let names: ArrayRef = Arc::new(StringArray::from_iter_values(
+                (0..5000).map(|i| ["eu", "us", "jp", "br"][i % 4]),
+            ));
+            let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..5000));
+            RecordBatch::try_new(schema(), vec![ids, names]).unwrap()
+        };
+        // Distinct digests lose the dictionary, repeated names keep it.
+        assert!(!dictionary(texts(true), &Tuning::default()));
+        assert!(dictionary(repeats.clone(), &Tuning::default()));
+        let shared = Tuning::default();
+        assert!(!dictionary(texts(true), &shared));
+        assert!(
+            !dictionary(repeats, &shared),
+            "a later file keeps the first file's choice"
         );
     }
 }

@@ -168,6 +168,9 @@ pub struct PluginState {
     /// The limits the instance runs under, for messages.
     pub granted: Limits,
     pub log_budget: LogBudget,
+    /// Parquet tuning shared by this instance's files, by schema and options (see
+    /// `crate::encoder::Tuning`).
+    pub parquet_tunings: std::collections::HashMap<String, crate::encoder::Tuning>,
 }
 
 impl WasiView for PluginState {
@@ -274,6 +277,7 @@ pub fn new_store(
         limits,
         granted: grants.limits,
         log_budget: LogBudget::new(label.clone(), "log"),
+        parquet_tunings: std::collections::HashMap::new(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

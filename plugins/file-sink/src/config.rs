@@ -13,6 +13,9 @@ use serde::Deserialize;
 /// Rows per Parquet row group when the config says nothing.
 pub const DEFAULT_ROW_GROUP_ROWS: u32 = 131_072;
 
+/// The size a file is rolled at when the config says nothing: 128 MiB.
+pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 << 20;
+
 /// The config as written in pipeline.toml (rendered to JSON by the host). Its JSON Schema
 /// (the sink's `spec`) is derived from it, descriptions from these comments.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -49,6 +52,12 @@ pub struct RawConfig {
     #[serde(default)]
     #[schemars(extend("enum" = ["day", "month", "year", "value"]))]
     pub partition_granularity: Option<String>,
+    /// The size a file is rolled at: once this much is written to it (for Parquet, at the
+    /// end of the row group that passes it), the partition's later rows of the epoch start
+    /// the next file. A size ("128MiB", "1GB") or a number of bytes; default 128MiB.
+    #[serde(default)]
+    #[schemars(extend("type" = ["string", "integer"], "default" = "128MiB"))]
+    pub target_file_size: Option<serde_json::Value>,
 }
 
 /// The file format written.
@@ -109,6 +118,8 @@ pub struct SinkConfig {
     /// Used when `format` is Parquet.
     pub parquet: ParquetOptions,
     pub partitioning: Option<Partitioning>,
+    /// Bytes written to a file before it is rolled.
+    pub target_file_size: u64,
 }
 
 const COMPRESSIONS: &[&str] = &["zstd", "snappy", "lz4", "gzip", "none"];
@@ -250,6 +261,20 @@ impl SinkConfig {
             }
         };
 
+        let target_file_size = match &raw.target_file_size {
+            None => DEFAULT_TARGET_FILE_SIZE,
+            Some(value) => match byte_size(value) {
+                Some(n) if n > 0 => n,
+                _ => {
+                    problems.push(format!(
+                        "`target_file_size = {value}` is not a size above 0; give bytes (an \
+                         integer) or a size such as \"128MiB\" or \"1GB\""
+                    ));
+                    DEFAULT_TARGET_FILE_SIZE
+                }
+            },
+        };
+
         match (format, problems.is_empty()) {
             (Some(format), true) => Ok(SinkConfig {
                 root: PathBuf::from(raw.path),
@@ -260,12 +285,26 @@ impl SinkConfig {
                     row_group_rows,
                 },
                 partitioning,
+                target_file_size,
             }),
             _ => Err(Error::config(format!(
                 "file sink config: {}",
                 problems.join("; ")
             ))),
         }
+    }
+}
+
+/// A size given as a number of bytes or as text such as "128MiB".
+fn byte_size(value: &serde_json::Value) -> Option<u64> {
+    match value.as_u64() {
+        Some(n) => Some(n),
+        None => value
+            .as_str()?
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .ok()
+            .map(|size| size.as_u64()),
     }
 }
 
@@ -364,13 +403,37 @@ mod tests {
     }
 
     #[test]
+    fn target_file_size_takes_sizes_or_bytes() {
+        let size = |v: &str| {
+            SinkConfig::from_json(&format!(r#"{{"path":"out","target_file_size":{v}}}"#))
+                .map(|c| c.target_file_size)
+        };
+        assert_eq!(
+            SinkConfig::from_json(r#"{"path":"out"}"#)
+                .unwrap()
+                .target_file_size,
+            128 << 20
+        );
+        assert_eq!(size(r#""64MiB""#).unwrap(), 64 << 20);
+        assert_eq!(size("1000").unwrap(), 1000);
+        for bad in ["0", r#""lots""#, "-5"] {
+            let m = err(&format!(r#"{{"path":"out","target_file_size":{bad}}}"#));
+            assert!(m.contains("`target_file_size"), "{bad}: {m}");
+        }
+    }
+
+    #[test]
     fn spec_is_json() {
         let v: serde_json::Value = serde_json::from_str(&json_schema()).unwrap();
         assert_eq!(v["title"], "file sink config");
         assert_eq!(v["required"], serde_json::json!(["path"]));
         assert_eq!(v["additionalProperties"], false, "unknown keys are refused");
         let keys: Vec<&String> = v["properties"].as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 7, "{keys:?}");
+        assert_eq!(keys.len(), 8, "{keys:?}");
+        assert_eq!(
+            v["properties"]["target_file_size"]["default"],
+            serde_json::json!("128MiB")
+        );
         assert_eq!(v["properties"]["format"]["enum"][0], "parquet");
         assert_eq!(
             v["properties"]["compression"]["enum"],

@@ -11,7 +11,7 @@ use ingest_sdk::sink::WriteMode;
 use ingest_sdk::Error;
 
 use crate::config::SinkConfig;
-use crate::writer::{FileWriter, Manifest};
+use crate::writer::{FileWriter, Limits, Manifest};
 
 /// A fresh directory, removed on drop.
 struct TempDir(PathBuf);
@@ -79,7 +79,8 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
                     .unwrap()
                     .to_string_lossy()
                     .into_owned();
-                out.insert(rel, fs::read_to_string(&path).unwrap());
+                let bytes = fs::read(&path).unwrap();
+                out.insert(rel, String::from_utf8_lossy(&bytes).into_owned());
             }
         }
     }
@@ -458,37 +459,150 @@ fn timestamps_in_named_zones_are_written_as_utc_instants() {
     }
 }
 
+/// Bounds small enough to reach in a test: `open_files` files, rows written out at
+/// `flush_rows`, `pending_bytes` waiting across partitions.
+fn limits(open_files: usize, flush_rows: usize, pending_bytes: usize) -> Limits {
+    Limits {
+        open_files,
+        flush_rows,
+        pending_bytes,
+    }
+}
+
+/// Rows of every published file, by path, as `id,region` lines without the header.
+fn published_rows(out: &Path) -> BTreeMap<String, Vec<String>> {
+    published(out)
+        .into_iter()
+        .map(|(path, text)| (path, text.lines().skip(1).map(str::to_string).collect()))
+        .collect()
+}
+
 #[test]
-fn many_partitions_keep_a_bounded_number_of_files_open() {
-    let dir = TempDir::new("many");
+fn an_epoch_writes_one_file_per_partition_however_its_rows_interleave() {
+    let dir = TempDir::new("interleaved");
     let out = dir.out();
-    let mut w = writer(&out, r#","format":"csv","partition_by":"id""#);
-    let ids: Vec<i64> = (0..130).collect();
-    let regions = vec![Some("r"); ids.len()];
-    w.write(batch(&ids, &regions)).unwrap();
-    // Partition 0 was finished to make room; its next rows start a new file.
-    w.write(batch(&[0], &[Some("again")])).unwrap();
+    // 4 files open at most, every row written out at once: most partitions spill.
+    let mut w = writer(&out, r#","format":"csv","partition_by":"region""#).with_limits(limits(
+        4,
+        1,
+        usize::MAX,
+    ));
+    let regions: Vec<String> = (0..50).map(|r| format!("r{r:02}")).collect();
+    for round in 0..3i64 {
+        let ids: Vec<i64> = (0..50).map(|r| round * 100 + r).collect();
+        let names: Vec<Option<&str>> = regions.iter().map(|r| Some(r.as_str())).collect();
+        w.write(batch(&ids, &names)).unwrap();
+    }
+    assert!(
+        tree(&out).keys().any(|p| p.ends_with("/spill.arrows")),
+        "partitions beyond the open files spill"
+    );
+    let token = w.prepare(1).unwrap();
+    assert!(
+        !tree(&out).keys().any(|p| p.ends_with("/spill.arrows")),
+        "spill files are gone once prepared"
+    );
+    w.commit(1, &token).unwrap();
+
+    let files = published_rows(&out);
+    assert_eq!(
+        files.len(),
+        50,
+        "one file per partition: {:?}",
+        files.keys()
+    );
+    for (r, region) in regions.iter().enumerate() {
+        let (path, rows) = files
+            .iter()
+            .find(|(p, _)| p.starts_with(&format!("orders/region={region}/")))
+            .unwrap();
+        let want: Vec<String> = (0..3)
+            .map(|round| format!("{},{region}", round * 100 + r))
+            .collect();
+        assert_eq!(rows, &want, "{path}: every row, in arrival order");
+    }
+}
+
+#[test]
+fn rows_waiting_past_the_memory_bound_are_written_out_and_nothing_is_lost() {
+    let dir = TempDir::new("pending");
+    let out = dir.out();
+    // Nothing is written out for its own row count; 1 KiB waiting across partitions is
+    // the bound, and 3 files may be open.
+    let mut w = writer(&out, r#","format":"csv","partition_by":"region""#).with_limits(limits(
+        3,
+        usize::MAX,
+        1024,
+    ));
+    let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in 0..400i64 {
+        let region = format!("r{}", (i * 7) % 20);
+        want.entry(region.clone())
+            .or_default()
+            .push(format!("{i},{region}"));
+        w.write(batch(&[i], &[Some(&region)])).unwrap();
+    }
+    let token = w.prepare(1).unwrap();
+    w.commit(1, &token).unwrap();
+    let files = published_rows(&out);
+    assert_eq!(files.len(), 20, "{:?}", files.keys());
+    for (region, rows) in want {
+        let (_, got) = files
+            .iter()
+            .find(|(p, _)| p.starts_with(&format!("orders/region={region}/")))
+            .unwrap();
+        assert_eq!(got, &rows, "{region}");
+    }
+}
+
+#[test]
+fn a_file_is_rolled_at_the_target_size_and_the_next_epoch_starts_afresh() {
+    let dir = TempDir::new("roll");
+    let out = dir.out();
+    // Each row is 6 bytes ("10,eu\n"), the header 10: a file is rolled once it has passed
+    // 30 bytes, at 4 rows.
+    let mut w = writer(&out, r#","format":"csv","target_file_size":30"#).with_limits(limits(
+        4,
+        1,
+        usize::MAX,
+    ));
+    for i in 10..20i64 {
+        w.write(batch(&[i], &[Some("eu")])).unwrap();
+    }
     let token = w.prepare(1).unwrap();
     w.commit(1, &token).unwrap();
     let files = published(&out);
-    assert_eq!(files.len(), 131);
+    let sizes: Vec<usize> = files.values().map(String::len).collect();
+    assert_eq!(sizes, [34, 34, 22], "{files:?}");
+    let rows: Vec<String> = published_rows(&out).into_values().flatten().collect();
+    let want: Vec<String> = (10..20).map(|i| format!("{i},eu")).collect();
     assert_eq!(
-        files["orders/id=0/part-0000000001-0000.csv"],
-        "id,region\n0,r\n"
+        rows, want,
+        "every row once, in order, across the rolled files"
     );
-    assert_eq!(
-        files["orders/id=0/part-0000000001-0130.csv"],
-        "id,region\n0,again\n"
-    );
-    let rows: usize = files.values().map(|f| f.lines().count() - 1).sum();
-    assert_eq!(rows, 131);
+
+    // The default (128 MiB) keeps an epoch of a few rows in one file.
+    let dir = TempDir::new("no-roll");
+    let out = dir.out();
+    let mut w = writer(&out, r#","format":"csv""#).with_limits(limits(4, 1, usize::MAX));
+    for i in 10..20i64 {
+        w.write(batch(&[i], &[Some("eu")])).unwrap();
+    }
+    let token = w.prepare(1).unwrap();
+    w.commit(1, &token).unwrap();
+    assert_eq!(published(&out).len(), 1);
 }
 
 #[test]
 fn after_a_failed_write_or_prepare_only_abort_helps() {
     let dir = TempDir::new("poison");
     let out = dir.out();
-    let mut w = writer(&out, r#","format":"csv","partition_by":"region""#);
+    // Rows written out at once, so that a write reaches the files.
+    let mut w = writer(&out, r#","format":"csv","partition_by":"region""#).with_limits(limits(
+        4,
+        1,
+        usize::MAX,
+    ));
     w.write(batch(&[1], &[Some("eu")])).unwrap();
     // The staging area vanishes under the writer: opening the next partition's file fails.
     fs::remove_dir_all(out.join(".staging/orders/current")).unwrap();

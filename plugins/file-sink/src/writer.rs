@@ -3,8 +3,16 @@
 //!
 //! - `write` appends rows to one staged file per partition under
 //!   `.staging/<stream>/current/`, created on the first row of the epoch (a `current` left by
-//!   a dead instance is discarded then: nothing in it was ever prepared).
-//! - `prepare(E)` finishes and fsyncs every file, writes `_manifest.json` (staged path →
+//!   a dead instance is discarded then: nothing in it was ever prepared). A partition's rows
+//!   wait in memory until there are enough of them to write in one piece; when the rows
+//!   waiting across partitions pass a memory bound, every partition's are written out. At
+//!   most [`MAX_OPEN_FILES`] files are open at once: a partition that finds them all taken
+//!   appends its rows to the epoch's spill file in `current` instead, in arrival order, and
+//!   is written into its one file at `prepare`. A file is rolled (finished, and the
+//!   partition's later rows start the next) once it has reached `target_file_size`, so an
+//!   epoch writes one file per partition below that size, however its rows interleave.
+//! - `prepare(E)` writes what waits or was spilled, finishes and fsyncs every file, removes
+//!   the spill file, writes `_manifest.json` (staged path →
 //!   published path, rows, bytes) into `current`, fsyncs it, and renames `current` to
 //!   `epoch-E` in one atomic step. The token it returns is that manifest: it names the output
 //!   root, so `commit` needs nothing from the writer that prepared it.
@@ -29,13 +37,16 @@
 //! later claim was recorded can still publish: it publishes an epoch the host recorded,
 //! which the new holder would publish too, under the same names.
 
-use std::collections::{BTreeSet, HashMap};
-use std::fs::{self, File};
-use std::io::{self, Write as _};
+use std::cell::Cell;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_select::concat::concat_batches;
 use arrow_select::take::take_record_batch;
 use ingest_sdk::host::{ParquetEncoder, ParquetOptions};
 use ingest_sdk::{ipc, Error, Result};
@@ -47,9 +58,47 @@ use crate::layout::{text_safe, text_safe_type, Partitioner, StreamLayout, MANIFE
 /// Version of the manifest (and token) format.
 const MANIFEST_VERSION: u32 = 1;
 
-/// Most files open at once per writer. A batch for yet another partition first finishes the
-/// least recently written file; that partition's later rows start a new file.
-const MAX_OPEN_FILES: usize = 128;
+/// Most files open at once per writer while an epoch is read (each Parquet file has an
+/// encoder thread and a row group in memory in the host). A partition that finds them all
+/// taken spills its rows until `prepare`.
+pub const MAX_OPEN_FILES: usize = 32;
+
+/// Rows of one partition gathered in memory before they are written to its file (or spill)
+/// in one piece: fewer, larger writes than one per batch and partition.
+const FLUSH_ROWS: usize = 16_384;
+
+/// Memory held by rows waiting across every partition at most (the Arrow buffers of the
+/// batches they are slices of); past it, every partition's waiting rows are written out.
+const PENDING_BYTES: usize = 64 << 20;
+
+/// The epoch's spill file, in `current`.
+const SPILL_FILE: &str = "spill.arrows";
+
+/// Spilled rows read back and written to a file in one piece (a row group's worth by
+/// default).
+const UNSPILL_ROWS: usize = 131_072;
+
+/// Files encoded at once at `prepare`, from rows that waited or were spilled (the host
+/// encodes each file on its own thread).
+const FINISHING_AT_ONCE: usize = 4;
+
+/// The bounds a writer keeps; the tests shrink them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub open_files: usize,
+    pub flush_rows: usize,
+    pub pending_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            open_files: MAX_OPEN_FILES,
+            flush_rows: FLUSH_ROWS,
+            pending_bytes: PENDING_BYTES,
+        }
+    }
+}
 
 /// What `prepare(E)` staged and `commit(E)` publishes; also the token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +137,9 @@ pub struct FileWriter {
     text_schema: Option<SchemaRef>,
     layout: StreamLayout,
     partitioner: Option<Partitioner>,
+    /// A file is rolled once this many bytes were written to it.
+    target_file_size: u64,
+    limits: Limits,
     open: OpenEpoch,
     /// Under scale-out: the split this writer's claim holds, and the claim's number.
     fence: Option<Fence>,
@@ -117,13 +169,69 @@ impl Fence {
 struct OpenEpoch {
     /// `current` was cleared and created for this epoch.
     started: bool,
+    /// Every file of the epoch, finished or open, in the order they were started.
     files: Vec<StagedFile>,
-    /// Partition directory (None: unpartitioned) → index into `files` of its open file.
-    by_partition: HashMap<Option<String>, usize>,
-    /// Counts appends, to find the least recently written file.
-    clock: u64,
+    /// Partition directory (None: unpartitioned) → where its rows are.
+    parts: HashMap<Option<String>, Part>,
+    /// Bytes of the batches that rows waiting in any partition are slices of.
+    waiting: Rc<Cell<usize>>,
+    /// Files in `files` still open.
+    open_files: usize,
+    /// The spill file once a partition has spilled, and its length.
+    spill: Option<(File, u64)>,
     /// Why a file of this epoch may hold a partial batch: the epoch can only be aborted.
     failed: Option<String>,
+}
+
+/// Where one partition's rows of the open epoch are: written to its open file, spilled, or
+/// waiting in memory, in that order.
+#[derive(Default)]
+struct Part {
+    /// Index into `OpenEpoch::files` of the partition's open file.
+    file: Option<usize>,
+    /// Rows spilled because every file was taken when they were written out, as pieces of
+    /// the spill file in order; the partition's later rows follow them there.
+    spilled: Vec<Piece>,
+    /// Rows not yet written, in arrival order.
+    pending: Vec<Waiting>,
+    pending_rows: usize,
+}
+
+/// Rows of one partition in the spill file: a one-batch IPC stream at `offset`.
+struct Piece {
+    offset: u64,
+    len: u64,
+    rows: usize,
+}
+
+/// Rows waiting, with a share in the batch they are a slice of.
+struct Waiting {
+    rows: RecordBatch,
+    _held: Rc<Held>,
+}
+
+/// A batch that waiting rows are slices of: its bytes count against
+/// [`Limits::pending_bytes`] until its last slice is written out.
+struct Held {
+    bytes: usize,
+    total: Rc<Cell<usize>>,
+}
+
+impl Held {
+    fn new(batch: &RecordBatch, total: &Rc<Cell<usize>>) -> Rc<Held> {
+        let bytes = batch_bytes(batch);
+        total.set(total.get() + bytes);
+        Rc::new(Held {
+            bytes,
+            total: total.clone(),
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.total.set(self.total.get() - self.bytes);
+    }
 }
 
 struct StagedFile {
@@ -134,10 +242,8 @@ struct StagedFile {
     rows: u64,
     /// `None` once the file is finished and synced.
     encoder: Option<Encoder>,
-    /// Size once finished.
+    /// Bytes written so far; the file's size once finished.
     bytes: u64,
-    /// `OpenEpoch::clock` at the last append.
-    last_append: u64,
 }
 
 impl StagedFile {
@@ -154,6 +260,25 @@ impl StagedFile {
             .map_err(|e| format!("reading its size: {e}"))?
             .len();
         Ok(())
+    }
+}
+
+/// A file that counts the bytes written to it, in a counter its encoder keeps too (the CSV
+/// writer does not lend its file back until it is done).
+struct Counted {
+    file: File,
+    written: Rc<Cell<u64>>,
+}
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written.set(self.written.get() + n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -176,15 +301,22 @@ impl Rows<'_> {
 }
 
 /// An open output file and what turns batches into its bytes.
-enum Encoder {
+struct Encoder {
+    format: Formatter,
+    /// Bytes written to the file so far.
+    written: Rc<Cell<u64>>,
+}
+
+/// What turns batches into a file's bytes.
+enum Formatter {
     /// The host encodes; the writer appends what it returns.
     Parquet {
         encoder: ParquetEncoder,
-        file: File,
+        file: Counted,
     },
-    Jsonl(arrow_json::LineDelimitedWriter<File>),
+    Jsonl(arrow_json::LineDelimitedWriter<Counted>),
     /// Boxed: the CSV writer carries its formatting options inline.
-    Csv(Box<arrow_csv::Writer<File>>),
+    Csv(Box<arrow_csv::Writer<Counted>>),
 }
 
 impl Encoder {
@@ -194,28 +326,34 @@ impl Encoder {
         schema: &SchemaRef,
         options: &ParquetOptions,
     ) -> Result<Self> {
-        Ok(match format {
-            Format::Parquet => Encoder::Parquet {
+        let written = Rc::new(Cell::new(0));
+        let file = Counted {
+            file,
+            written: written.clone(),
+        };
+        let format = match format {
+            Format::Parquet => Formatter::Parquet {
                 encoder: ParquetEncoder::open(schema, options)?,
                 file,
             },
-            Format::Jsonl => Encoder::Jsonl(
+            Format::Jsonl => Formatter::Jsonl(
                 arrow_json::WriterBuilder::new()
                     .with_explicit_nulls(true)
                     .build::<_, arrow_json::writer::LineDelimited>(file),
             ),
-            Format::Csv => Encoder::Csv(Box::new(
+            Format::Csv => Formatter::Csv(Box::new(
                 arrow_csv::WriterBuilder::new()
                     .with_header(true)
                     .build(file),
             )),
-        })
+        };
+        Ok(Encoder { format, written })
     }
 
     /// Append one batch; the error is the encoder's or the file's, without context.
     fn write(&mut self, rows: Rows) -> Result<(), String> {
-        match (self, rows) {
-            (Encoder::Parquet { encoder, file }, rows) => {
+        match (&mut self.format, rows) {
+            (Formatter::Parquet { encoder, file }, rows) => {
                 let bytes = match rows {
                     Rows::Batch(batch) => encoder.write(batch),
                     Rows::Ipc(ipc, _) => encoder.write_ipc(ipc),
@@ -223,27 +361,32 @@ impl Encoder {
                 .map_err(|e| e.to_string())?;
                 file.write_all(&bytes).map_err(|e| e.to_string())
             }
-            (Encoder::Jsonl(w), Rows::Batch(batch)) => w.write(batch).map_err(|e| e.to_string()),
-            (Encoder::Csv(w), Rows::Batch(batch)) => w.write(batch).map_err(|e| e.to_string()),
+            (Formatter::Jsonl(w), Rows::Batch(batch)) => w.write(batch).map_err(|e| e.to_string()),
+            (Formatter::Csv(w), Rows::Batch(batch)) => w.write(batch).map_err(|e| e.to_string()),
             (_, Rows::Ipc(..)) => Err("a text format needs decoded batches".to_string()),
         }
+    }
+
+    /// Bytes written to the file so far.
+    fn written(&self) -> u64 {
+        self.written.get()
     }
 
     /// Write whatever is left (the Parquet footer, the JSON stream end) and hand back the
     /// file, complete but not yet synced.
     fn finish(self) -> Result<File, String> {
-        match self {
-            Encoder::Parquet { encoder, mut file } => {
+        match self.format {
+            Formatter::Parquet { encoder, mut file } => {
                 let bytes = encoder.finish().map_err(|e| e.to_string())?;
                 file.write_all(&bytes).map_err(|e| e.to_string())?;
-                Ok(file)
+                Ok(file.file)
             }
-            Encoder::Jsonl(mut w) => {
+            Formatter::Jsonl(mut w) => {
                 w.finish().map_err(|e| e.to_string())?;
-                Ok(w.into_inner())
+                Ok(w.into_inner().file)
             }
             // The CSV writer flushes after every batch.
-            Encoder::Csv(w) => Ok(w.into_inner()),
+            Formatter::Csv(w) => Ok(w.into_inner().file),
         }
     }
 }
@@ -285,9 +428,18 @@ impl FileWriter {
             layout: StreamLayout::new(stream),
             schema,
             partitioner,
+            target_file_size: config.target_file_size,
+            limits: Limits::default(),
             open: OpenEpoch::default(),
             fence: None,
         })
+    }
+
+    /// The same writer with other bounds (for tests).
+    #[cfg(test)]
+    pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Stage the open epoch under `tag` (`host.writer-tag`), when several writers share
@@ -371,31 +523,317 @@ impl FileWriter {
             return Ok(());
         }
         self.start_epoch()?;
-        let staged = self.append(None, Rows::Ipc(&ipc, rows));
+        let staged = self
+            .flush_part(&None)
+            .and_then(|()| self.write_rows(&None, Rows::Ipc(&ipc, rows)));
         if let Err(e) = &staged {
             self.open.failed.get_or_insert_with(|| e.to_string());
         }
         staged
     }
 
-    /// Append `batch` to the staged file of each partition it has rows for.
+    /// Add the rows of `batch` to their partitions, then keep the rows waiting within
+    /// their memory bound.
     fn stage(&mut self, batch: &RecordBatch) -> Result<()> {
         let groups = match &self.partitioner {
-            None => return self.append(None, Rows::Batch(batch)),
+            None => vec![],
             Some(p) => p.split(batch)?,
         };
-        if let [group] = groups.as_slice() {
-            return self.append(Some(group.dir.clone()), Rows::Batch(batch));
-        }
-        for group in groups {
-            let rows = UInt32Array::from(group.rows);
-            let part = take_record_batch(batch, &rows).map_err(|e| {
+        if groups.len() <= 1 {
+            let key = groups.into_iter().next().map(|g| g.dir);
+            let held = Held::new(batch, &self.open.waiting);
+            self.add(key, batch.clone(), held)?;
+        } else {
+            // One take puts the rows in partition order; each partition gets a slice.
+            let order: Vec<u32> = groups.iter().flat_map(|g| g.rows.iter().copied()).collect();
+            let sorted = take_record_batch(batch, &UInt32Array::from(order)).map_err(|e| {
                 Error::fatal(format!(
-                    "file sink, stream `{}`: splitting a batch into partition `{}`: {e}",
-                    self.stream, group.dir
+                    "file sink, stream `{}`: ordering a batch by partition: {e}",
+                    self.stream
                 ))
             })?;
-            self.append(Some(group.dir), Rows::Batch(&part))?;
+            let held = Held::new(&sorted, &self.open.waiting);
+            let mut start = 0;
+            for group in groups {
+                let len = group.rows.len();
+                self.add(Some(group.dir), sorted.slice(start, len), held.clone())?;
+                start += len;
+            }
+        }
+        self.bound_pending()
+    }
+
+    /// Queue `rows` (a slice of `held`) for `key`'s partition, writing them out once it
+    /// has [`Limits::flush_rows`]; a large batch with nothing waiting before it is written
+    /// at once.
+    fn add(&mut self, key: Option<String>, rows: RecordBatch, held: Rc<Held>) -> Result<()> {
+        let flush_rows = self.limits.flush_rows;
+        let part = self.open.parts.entry(key.clone()).or_default();
+        if part.pending.is_empty() && rows.num_rows() >= flush_rows {
+            return self.write_rows(&key, Rows::Batch(&rows));
+        }
+        part.pending_rows += rows.num_rows();
+        part.pending.push(Waiting { rows, _held: held });
+        if part.pending_rows >= flush_rows {
+            self.flush_part(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Past [`Limits::pending_bytes`] held by waiting rows, write out every partition's.
+    /// (Partitions share the batches their rows are slices of: a batch is freed only once
+    /// every partition has written its slice.)
+    fn bound_pending(&mut self) -> Result<()> {
+        if self.open.waiting.get() <= self.limits.pending_bytes {
+            return Ok(());
+        }
+        let mut keys: Vec<Option<String>> = self
+            .open
+            .parts
+            .iter()
+            .filter(|(_, part)| !part.pending.is_empty())
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.sort_unstable();
+        for key in keys {
+            self.flush_part(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Write out the rows waiting in `key`'s partition, as one batch.
+    fn flush_part(&mut self, key: &Option<String>) -> Result<()> {
+        let Some(part) = self.open.parts.get_mut(key) else {
+            return Ok(());
+        };
+        if part.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut part.pending);
+        part.pending_rows = 0;
+        let batches: Vec<RecordBatch> = pending.iter().map(|w| w.rows.clone()).collect();
+        let rows = gather(&batches).map_err(|e| {
+            Error::fatal(format!(
+                "file sink, stream `{}`: gathering the rows of {}: {e}",
+                self.stream,
+                describe_part(key)
+            ))
+        })?;
+        drop((batches, pending));
+        self.write_rows(key, Rows::Batch(&rows))
+    }
+
+    /// Write `rows` where `key`'s partition writes now: to its spill when it has spilled,
+    /// else to its open file, opening one while fewer than [`Limits::open_files`] are
+    /// open, else to a new spill. A file that reaches `target_file_size` is finished.
+    fn write_rows(&mut self, key: &Option<String>, rows: Rows) -> Result<()> {
+        let part = self.open.parts.entry(key.clone()).or_default();
+        if !part.spilled.is_empty() {
+            return self.spill(key, rows);
+        }
+        let at = match part.file {
+            Some(at) => at,
+            None if self.open.open_files < self.limits.open_files => self.open_file(key)?,
+            None => return self.spill(key, rows),
+        };
+        let file = &mut self.open.files[at];
+        let written = match &mut file.encoder {
+            Some(encoder) => encoder.write(rows),
+            None => Err("the file is already finished".to_string()),
+        };
+        if let Err(e) = written {
+            let path = self.root.join(self.layout.current()).join(&file.name);
+            return Err(Error::data(format!(
+                "file sink, stream `{}`: writing {} rows to `{}`: {e}",
+                self.stream,
+                rows.len(),
+                path.display()
+            )));
+        }
+        file.rows += rows.len() as u64;
+        let full = file
+            .encoder
+            .as_ref()
+            .is_some_and(|e| e.written() >= self.target_file_size);
+        if full {
+            self.finish_file(key, at)?;
+        }
+        Ok(())
+    }
+
+    /// Start the next file of `key`'s partition; its index in `OpenEpoch::files`.
+    fn open_file(&mut self, key: &Option<String>) -> Result<usize> {
+        let seq = self.open.files.len() as u32;
+        let name = StreamLayout::staged_name(seq, self.format.extension());
+        let path = self.root.join(self.layout.current()).join(&name);
+        let file = File::create_new(&path).map_err(|e| self.io("create", &path, e))?;
+        let encoder =
+            Encoder::open(self.format, file, &self.schema, &self.parquet).map_err(|e| {
+                e.context(format!(
+                    "file sink, stream `{}`, file `{}`",
+                    self.stream,
+                    path.display()
+                ))
+            })?;
+        self.open.files.push(StagedFile {
+            seq,
+            partition: key.clone(),
+            name,
+            rows: 0,
+            encoder: Some(encoder),
+            bytes: 0,
+        });
+        let at = self.open.files.len() - 1;
+        self.open.open_files += 1;
+        self.open.parts.entry(key.clone()).or_default().file = Some(at);
+        Ok(at)
+    }
+
+    /// Finish `key`'s open file `at`: its partition's later rows go to a new file.
+    fn finish_file(&mut self, key: &Option<String>, at: usize) -> Result<()> {
+        if let Some(part) = self.open.parts.get_mut(key) {
+            part.file = None;
+        }
+        self.open.open_files -= 1;
+        let finished = self.open.files[at].finish();
+        finished.map_err(|e| self.finish_error(&self.open.files[at], e))
+    }
+
+    /// Append `rows` to the epoch's spill file (started on first use) as a piece of
+    /// `key`'s partition.
+    fn spill(&mut self, key: &Option<String>, rows: Rows) -> Result<()> {
+        let encoded;
+        let ipc = match rows {
+            Rows::Ipc(ipc, _) => ipc,
+            Rows::Batch(batch) => {
+                encoded = ipc::encode_batch(batch)?;
+                &encoded
+            }
+        };
+        let path = self.root.join(self.layout.current()).join(SPILL_FILE);
+        if self.open.spill.is_none() {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| self.io("create", &path, e))?;
+            self.open.spill = Some((file, 0));
+        }
+        let (file, len) = self.open.spill.as_mut().expect("just opened");
+        let offset = *len;
+        let appended = file.write_all(ipc);
+        *len += ipc.len() as u64;
+        appended.map_err(|e| self.io("append to", &path, e))?;
+        let piece = Piece {
+            offset,
+            len: ipc.len() as u64,
+            rows: rows.len(),
+        };
+        self.open
+            .parts
+            .entry(key.clone())
+            .or_default()
+            .spilled
+            .push(piece);
+        Ok(())
+    }
+
+    /// At `prepare`: write what every partition has spilled and what waits into files, and
+    /// finish every file.
+    fn finish_all(&mut self) -> Result<()> {
+        // Partitions with an open file take their waiting rows first, so that their
+        // encoders work while the others are read back.
+        let mut keys: Vec<Option<String>> = self.open.parts.keys().cloned().collect();
+        keys.sort_unstable();
+        for key in &keys {
+            if self.open.parts[key].file.is_some() {
+                self.flush_part(key)?;
+            }
+        }
+        let open: Vec<(Option<String>, usize)> = keys
+            .iter()
+            .filter_map(|key| self.open.parts[key].file.map(|at| (key.clone(), at)))
+            .collect();
+        for (key, at) in open {
+            self.finish_file(&key, at)?;
+        }
+        // The others, a few files at a time.
+        let mut finishing: VecDeque<(Option<String>, usize)> = VecDeque::new();
+        for key in &keys {
+            let part = &self.open.parts[key];
+            if part.spilled.is_empty() && part.pending.is_empty() {
+                continue;
+            }
+            self.open_file(key)?;
+            let spilled = std::mem::take(&mut self.open.parts.get_mut(key).expect("a key").spilled);
+            self.unspill(key, &spilled)?;
+            self.flush_part(key)?;
+            if let Some(at) = self.open.parts[key].file {
+                finishing.push_back((key.clone(), at));
+            }
+            while finishing.len() >= FINISHING_AT_ONCE {
+                let (key, at) = finishing.pop_front().expect("not empty");
+                self.finish_file(&key, at)?;
+            }
+        }
+        for (key, at) in finishing {
+            self.finish_file(&key, at)?;
+        }
+        if self.open.spill.take().is_some() {
+            let path = self.root.join(self.layout.current()).join(SPILL_FILE);
+            fs::remove_file(&path).map_err(|e| self.io("remove", &path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Write `key`'s spilled `pieces` into its open file (rolling it as it fills), a row
+    /// group's worth at a time.
+    fn unspill(&mut self, key: &Option<String>, pieces: &[Piece]) -> Result<()> {
+        let path = self.root.join(self.layout.current()).join(SPILL_FILE);
+        let (mut gathered, mut gathered_rows) = (Vec::new(), 0);
+        for (i, piece) in pieces.iter().enumerate() {
+            let Some((file, _)) = self.open.spill.as_mut() else {
+                return Err(Error::fatal(format!(
+                    "file sink, stream `{}`: {} has spilled rows but the spill file `{}` is \
+                     not open",
+                    self.stream,
+                    describe_part(key),
+                    path.display()
+                )));
+            };
+            let mut ipc = vec![0u8; piece.len as usize];
+            let read = file
+                .seek(SeekFrom::Start(piece.offset))
+                .and_then(|_| file.read_exact(&mut ipc));
+            read.map_err(|e| self.io("read", &path, e))?;
+            let batch = ipc::decode_owned(ipc)?;
+            if batch.num_rows() != piece.rows {
+                return Err(Error::fatal(format!(
+                    "file sink, stream `{}`: the spill file `{}` holds {} rows at {} for {}, \
+                     {} were written there",
+                    self.stream,
+                    path.display(),
+                    batch.num_rows(),
+                    piece.offset,
+                    describe_part(key),
+                    piece.rows
+                )));
+            }
+            gathered_rows += batch.num_rows();
+            gathered.push(batch);
+            if gathered_rows >= UNSPILL_ROWS || i + 1 == pieces.len() {
+                let rows = gather(&gathered).map_err(|e| {
+                    Error::fatal(format!(
+                        "file sink, stream `{}`: gathering the spilled rows of {}: {e}",
+                        self.stream,
+                        describe_part(key)
+                    ))
+                })?;
+                gathered.clear();
+                gathered_rows = 0;
+                self.write_rows(key, Rows::Batch(&rows))?;
+            }
         }
         Ok(())
     }
@@ -404,10 +842,13 @@ impl FileWriter {
     /// token is the manifest, or empty when the epoch has no rows.
     pub fn prepare(&mut self, epoch: u64) -> Result<Vec<u8>> {
         self.refuse_if_failed()?;
-        let open = std::mem::take(&mut self.open);
-        let prepared = self.prepare_files(epoch, open);
+        let prepared = self.finish_all().and_then(|()| {
+            let open = std::mem::take(&mut self.open);
+            self.prepare_files(epoch, open)
+        });
         if let Err(e) = &prepared {
             // The files are gone from memory but not published: only abort may follow.
+            self.open = OpenEpoch::default();
             self.open.failed = Some(format!("prepare({epoch}) failed: {e}"));
         }
         prepared
@@ -666,78 +1107,6 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Append `batch` to the partition's staged file, opening it on first use.
-    fn append(&mut self, partition: Option<String>, batch: Rows) -> Result<()> {
-        let at = match self.open.by_partition.get(&partition) {
-            Some(&at) => at,
-            None => {
-                if self.open.by_partition.len() >= MAX_OPEN_FILES {
-                    self.finish_least_recent()?;
-                }
-                let seq = self.open.files.len() as u32;
-                let name = StreamLayout::staged_name(seq, self.format.extension());
-                let path = self.root.join(self.layout.current()).join(&name);
-                let file = File::create_new(&path).map_err(|e| self.io("create", &path, e))?;
-                let encoder = Encoder::open(self.format, file, &self.schema, &self.parquet)
-                    .map_err(|e| {
-                        e.context(format!(
-                            "file sink, stream `{}`, file `{}`",
-                            self.stream,
-                            path.display()
-                        ))
-                    })?;
-                self.open.files.push(StagedFile {
-                    seq,
-                    partition: partition.clone(),
-                    name,
-                    rows: 0,
-                    encoder: Some(encoder),
-                    bytes: 0,
-                    last_append: 0,
-                });
-                self.open
-                    .by_partition
-                    .insert(partition, self.open.files.len() - 1);
-                self.open.files.len() - 1
-            }
-        };
-        self.open.clock += 1;
-        let file = &mut self.open.files[at];
-        file.last_append = self.open.clock;
-        let written = match &mut file.encoder {
-            Some(encoder) => encoder.write(batch),
-            None => Err("the file is already finished".to_string()),
-        };
-        if let Err(e) = written {
-            let path = self.root.join(self.layout.current()).join(&file.name);
-            return Err(Error::data(format!(
-                "file sink, stream `{}`: writing {} rows to `{}`: {e}",
-                self.stream,
-                batch.len(),
-                path.display()
-            )));
-        }
-        file.rows += batch.len() as u64;
-        Ok(())
-    }
-
-    /// Finish the open file written least recently, to stay under [`MAX_OPEN_FILES`].
-    fn finish_least_recent(&mut self) -> Result<()> {
-        let Some((partition, at)) = self
-            .open
-            .by_partition
-            .iter()
-            .min_by_key(|(_, &at)| self.open.files[at].last_append)
-            .map(|(p, &at)| (p.clone(), at))
-        else {
-            return Ok(());
-        };
-        self.open.by_partition.remove(&partition);
-        let file = &mut self.open.files[at];
-        let finished = file.finish();
-        finished.map_err(|e| self.finish_error(&self.open.files[at], e))
-    }
-
     fn finish_error(&self, file: &StagedFile, e: String) -> Error {
         Error::fatal(format!(
             "file sink, stream `{}`: finishing `{}`: {e}",
@@ -764,6 +1133,32 @@ impl FileWriter {
         } else {
             Error::fatal(message)
         }
+    }
+}
+
+/// The bytes of a batch's columns (of the slices it holds, not of buffers it shares).
+fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+        .sum()
+}
+
+/// `batches` (of one schema) as one batch.
+fn gather(batches: &[RecordBatch]) -> std::result::Result<RecordBatch, String> {
+    match batches {
+        [] => Err("no rows".to_string()),
+        [one] => Ok(one.clone()),
+        _ => concat_batches(batches[0].schema_ref(), batches).map_err(|e| e.to_string()),
+    }
+}
+
+/// A partition for messages: `partition `<dir>`` or `the stream`.
+fn describe_part(key: &Option<String>) -> String {
+    match key {
+        Some(dir) => format!("partition `{dir}`"),
+        None => "the stream".to_string(),
     }
 }
 
