@@ -1,6 +1,9 @@
-"""The peer tools on job R1: read the orders CSV, mask customer_email (SHA-256 hex) and
-phone (every character but the last four becomes '*'), write Parquet with zstd.
-Usage: peers.py TOOL INPUT.csv OUTPUT.parquet (for dlt, OUTPUT is a directory)"""
+"""The peer tools on job R1: read the orders (CSV, JSON Lines or Parquet), mask
+customer_email (SHA-256 hex) and phone (every character but the last four becomes '*'),
+write Parquet with zstd.
+Usage: peers.py TOOL INPUT OUTPUT.parquet [--level N] [--partition-by-day]
+(for dlt, OUTPUT is a directory; with --partition-by-day, DuckDB writes a Hive-style
+directory partitioned by the day of created_at, one file per partition)"""
 
 import hashlib
 import os
@@ -9,34 +12,52 @@ import sys
 import tempfile
 
 
-def duckdb_job(src, dst, threads):
-    """DuckDB's COPY; a .jsonl input is read with read_json (newline-delimited)."""
+def duckdb_job(src, dst, threads, level=None, by_day=False):
+    """DuckDB's COPY; a .jsonl input is read with read_json (newline-delimited), a .parquet
+    one with read_parquet. `level`: the zstd level (DuckDB's default when None). `by_day`:
+    PARTITION_BY the day of created_at (the `day` column is the directory, not written in
+    the files)."""
     import duckdb
 
+    cast = ""
     if src.endswith(".jsonl"):
         reader = f"read_json('{src}', format = 'newline_delimited')"
+        # The generator writes amounts as JSON strings; every tool writes them as doubles.
+        cast = ", CAST(amount AS DOUBLE) AS amount"
+    elif src.endswith(".parquet"):
+        reader = f"read_parquet('{src}')"
     else:
         reader = f"read_csv('{src}', header = true, all_varchar = false)"
+    options = "FORMAT parquet, COMPRESSION zstd"
+    if level is not None:
+        options += f", COMPRESSION_LEVEL {level}"
+    day = ""
+    if by_day:
+        options += ", PARTITION_BY (day)"
+        day = ", CAST(created_at AT TIME ZONE 'UTC' AS DATE) AS day"
     con = duckdb.connect()
     con.execute(f"SET threads = {threads}")
     con.execute(
         f"""COPY (
             SELECT * REPLACE (
                 sha256(customer_email) AS customer_email,
-                repeat('*', greatest(length(phone) - 4, 0)) || right(phone, 4) AS phone)
+                repeat('*', greatest(length(phone) - 4, 0)) || right(phone, 4) AS phone{cast}){day}
             FROM {reader}
-        ) TO '{dst}' (FORMAT parquet, COMPRESSION zstd)"""
+        ) TO '{dst}' ({options})"""
     )
 
 
 def polars_job(src, dst):
+    """Polars' streaming engine, with SHA-256 from the polars-hash plugin (native, not a
+    Python function per row)."""
     import polars as pl
+    import polars_hash as plh
 
-    sha = lambda s: s.map_elements(lambda v: hashlib.sha256(v.encode()).hexdigest(), return_dtype=pl.Utf8)
+    sha = lambda c: plh.col(c).chash.sha2_256()
     (
-        pl.scan_csv(src)
+        pl.scan_csv(src, try_parse_dates=True)
         .with_columns(
-            sha(pl.col("customer_email")).alias("customer_email"),
+            sha("customer_email").alias("customer_email"),
             (pl.lit("*").repeat_by(pl.col("phone").str.len_chars() - 4).list.join("") + pl.col("phone").str.slice(-4)).alias("phone"),
         )
         .sink_parquet(dst, compression="zstd")
@@ -52,6 +73,8 @@ def pyarrow_job(src, dst):
         src,
         read_options=pcsv.ReadOptions(block_size=16 << 20),
         parse_options=pcsv.ParseOptions(newlines_in_values=True),
+        # An empty field is NULL, as DuckDB and the others read it.
+        convert_options=pcsv.ConvertOptions(strings_can_be_null=True),
     )
     writer = None
     for batch in reader:
@@ -128,10 +151,13 @@ def sling_job(src, dst):
 
 def main():
     tool, src, dst = sys.argv[1:4]
+    rest = sys.argv[4:]
+    level = int(rest[rest.index("--level") + 1]) if "--level" in rest else None
+    by_day = "--partition-by-day" in rest
     if tool == "duckdb":
-        duckdb_job(src, dst, 2)
+        duckdb_job(src, dst, 2, level, by_day)
     elif tool == "duckdb-1t":
-        duckdb_job(src, dst, 1)
+        duckdb_job(src, dst, 1, level)
     elif tool == "polars":
         polars_job(src, dst)
     elif tool == "pyarrow":
