@@ -263,7 +263,7 @@ impl SinkConfig {
 
         let target_file_size = match &raw.target_file_size {
             None => DEFAULT_TARGET_FILE_SIZE,
-            Some(value) => match byte_size(value) {
+            Some(value) => match config::byte_size(value) {
                 Some(n) if n > 0 => n,
                 _ => {
                     problems.push(format!(
@@ -292,19 +292,6 @@ impl SinkConfig {
                 problems.join("; ")
             ))),
         }
-    }
-}
-
-/// A size given as a number of bytes or as text such as "128MiB".
-fn byte_size(value: &serde_json::Value) -> Option<u64> {
-    match value.as_u64() {
-        Some(n) => Some(n),
-        None => value
-            .as_str()?
-            .trim()
-            .parse::<bytesize::ByteSize>()
-            .ok()
-            .map(|size| size.as_u64()),
     }
 }
 

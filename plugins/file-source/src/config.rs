@@ -299,16 +299,19 @@ impl Settings {
             }
         }
 
-        let split_bytes = raw.split_bytes.as_ref().and_then(|v| match byte_size(v) {
-            Some(n) if n >= MIN_SPLIT_BYTES => Some(n),
-            _ => {
-                problems.push(format!(
-                    "`split_bytes` = {v} is not a size of at least 1MiB; give bytes (an \
+        let split_bytes = raw
+            .split_bytes
+            .as_ref()
+            .and_then(|v| match config::byte_size(v) {
+                Some(n) if n >= MIN_SPLIT_BYTES => Some(n),
+                _ => {
+                    problems.push(format!(
+                        "`split_bytes` = {v} is not a size of at least 1MiB; give bytes (an \
                          integer) or a string such as \"64MiB\""
-                ));
-                None
-            }
-        });
+                    ));
+                    None
+                }
+            });
         if split_bytes.is_some() && format == Format::Parquet {
             problems.push(
                 "`split_bytes` applies to csv and jsonl; a Parquet file is read as one split"
@@ -351,20 +354,6 @@ impl Settings {
             [only] => only.as_slice() == value,
             all => all.iter().any(|n| n == value),
         }
-    }
-}
-
-/// A byte count given as an integer or as a string with a unit: `"64MiB"`, `"1GiB"`,
-/// `"500kB"` (binary units are powers of 1024, decimal ones of 1000).
-fn byte_size(value: &serde_json::Value) -> Option<u64> {
-    match value.as_u64() {
-        Some(n) => Some(n),
-        None => value
-            .as_str()?
-            .trim()
-            .parse::<bytesize::ByteSize>()
-            .ok()
-            .map(|size| size.as_u64()),
     }
 }
 

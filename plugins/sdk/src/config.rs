@@ -18,6 +18,20 @@ pub fn spec<T: schemars::JsonSchema>() -> String {
     serde_json::to_string_pretty(&schemars::schema_for!(T)).expect("a derived schema serialises")
 }
 
+/// A size given in a config as a number of bytes or as text such as "128MiB" or "1 GB";
+/// `None` when it is neither.
+pub fn byte_size(value: &serde_json::Value) -> Option<u64> {
+    match value.as_u64() {
+        Some(n) => Some(n),
+        None => value
+            .as_str()?
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .ok()
+            .map(|size| size.as_u64()),
+    }
+}
+
 // serde_json reports "at line 1 column 57" of the JSON the host rendered, which means
 // nothing to a user who wrote TOML; the key name in the message is what helps.
 fn strip_position(message: &str) -> String {
