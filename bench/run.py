@@ -214,6 +214,7 @@ import duckdb, json, sys
 checks = json.loads(sys.argv[1])
 con = duckdb.connect()
 con.execute("SET threads = 2")
+con.execute("SET enable_progress_bar = false")
 out = {}
 for c in checks:
     q = f"read_parquet('{c['path']}', hive_partitioning = false)"
@@ -234,7 +235,7 @@ for c in checks:
             f"SELECT count(*) FROM {q} WHERE NOT regexp_full_match(customer_email, '[0-9a-f]{{64}}')"
         ).fetchall()[0][0]
     out[c["name"]] = res
-print(json.dumps(out))
+print("RESULT " + json.dumps(out))
 """
 
 
@@ -250,7 +251,7 @@ def verify(python, checks):
     out = subprocess.run([python, "-c", VERIFY, json.dumps(checks)], capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"cannot verify the outputs:\n{out.stderr}")
-    res = json.loads(out.stdout)
+    res = json.loads(next(l for l in reversed(out.stdout.splitlines()) if l.startswith("RESULT "))[7:])
     for c in checks:
         name, r = c["name"], res[c["name"]]
         if r["rows"] != c["rows"] or r["distinct"] != c["rows"]:
