@@ -612,13 +612,7 @@ impl FileWriter {
         let pending = std::mem::take(&mut part.pending);
         part.pending_rows = 0;
         let batches: Vec<RecordBatch> = pending.iter().map(|w| w.rows.clone()).collect();
-        let rows = gather(&batches).map_err(|e| {
-            Error::fatal(format!(
-                "file sink, stream `{}`: gathering the rows of {}: {e}",
-                self.stream,
-                describe_part(key)
-            ))
-        })?;
+        let rows = self.gather(key, &batches, "waiting")?;
         drop((batches, pending));
         self.write_rows(key, Rows::Batch(&rows))
     }
@@ -787,6 +781,27 @@ impl FileWriter {
         Ok(())
     }
 
+    /// `batches` of `key`'s partition (its `what` rows, for the message) as one batch.
+    fn gather(
+        &self,
+        key: &Option<String>,
+        batches: &[RecordBatch],
+        what: &str,
+    ) -> Result<RecordBatch> {
+        let gathered = match batches {
+            [] => Err("no rows".to_string()),
+            [one] => Ok(one.clone()),
+            _ => concat_batches(batches[0].schema_ref(), batches).map_err(|e| e.to_string()),
+        };
+        gathered.map_err(|e| {
+            Error::fatal(format!(
+                "file sink, stream `{}`: gathering the {what} rows of {}: {e}",
+                self.stream,
+                describe_part(key)
+            ))
+        })
+    }
+
     /// Write `key`'s spilled `pieces` into its open file (rolling it as it fills), a row
     /// group's worth at a time.
     fn unspill(&mut self, key: &Option<String>, pieces: &[Piece]) -> Result<()> {
@@ -823,13 +838,7 @@ impl FileWriter {
             gathered_rows += batch.num_rows();
             gathered.push(batch);
             if gathered_rows >= UNSPILL_ROWS || i + 1 == pieces.len() {
-                let rows = gather(&gathered).map_err(|e| {
-                    Error::fatal(format!(
-                        "file sink, stream `{}`: gathering the spilled rows of {}: {e}",
-                        self.stream,
-                        describe_part(key)
-                    ))
-                })?;
+                let rows = self.gather(key, &gathered, "spilled")?;
                 gathered.clear();
                 gathered_rows = 0;
                 self.write_rows(key, Rows::Batch(&rows))?;
@@ -1143,15 +1152,6 @@ fn batch_bytes(batch: &RecordBatch) -> usize {
         .iter()
         .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
         .sum()
-}
-
-/// `batches` (of one schema) as one batch.
-fn gather(batches: &[RecordBatch]) -> std::result::Result<RecordBatch, String> {
-    match batches {
-        [] => Err("no rows".to_string()),
-        [one] => Ok(one.clone()),
-        _ => concat_batches(batches[0].schema_ref(), batches).map_err(|e| e.to_string()),
-    }
 }
 
 /// A partition for messages: `partition `<dir>`` or `the stream`.
