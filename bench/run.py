@@ -180,9 +180,6 @@ def measure(cmd, env=None):
     return wall_s, cpu, rss
 
 
-# A peer run on the JSON Lines input is named with this suffix.
-JSONL_SUFFIX = " (jsonl input)"
-
 # Peers that move rows one at a time: they run on the smaller data set.
 ROW_WISE = ("dlt", "sling")
 

@@ -477,6 +477,11 @@ fn published_rows(out: &Path) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
+/// A CSV writer partitioned by `region`, within `limits`.
+fn by_region(out: &Path, limits: Limits) -> FileWriter {
+    writer(out, r#","format":"csv","partition_by":"region""#).with_limits(limits)
+}
+
 /// The rows of the one published file of `region`'s partition.
 fn rows_of<'a>(files: &'a BTreeMap<String, Vec<String>>, region: &str) -> &'a Vec<String> {
     let mut of_region = files
@@ -492,11 +497,7 @@ fn an_epoch_writes_one_file_per_partition_however_its_rows_interleave() {
     let dir = TempDir::new("interleaved");
     let out = dir.out();
     // 4 files open at most, every row written out at once: most partitions spill.
-    let mut w = writer(&out, r#","format":"csv","partition_by":"region""#).with_limits(limits(
-        4,
-        1,
-        usize::MAX,
-    ));
+    let mut w = by_region(&out, limits(4, 1, usize::MAX));
     let regions: Vec<String> = (0..50).map(|r| format!("r{r:02}")).collect();
     for round in 0..3i64 {
         let ids: Vec<i64> = (0..50).map(|r| round * 100 + r).collect();
@@ -539,11 +540,7 @@ fn rows_waiting_past_the_memory_bound_are_written_out_and_nothing_is_lost() {
     let out = dir.out();
     // Nothing is written out for its own row count; 1 KiB waiting across partitions is
     // the bound, and 3 files may be open.
-    let mut w = writer(&out, r#","format":"csv","partition_by":"region""#).with_limits(limits(
-        3,
-        usize::MAX,
-        1024,
-    ));
+    let mut w = by_region(&out, limits(3, usize::MAX, 1024));
     let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for i in 0..400i64 {
         let region = format!("r{}", (i * 7) % 20);
@@ -604,11 +601,7 @@ fn after_a_failed_write_or_prepare_only_abort_helps() {
     let dir = TempDir::new("poison");
     let out = dir.out();
     // Rows written out at once, so that a write reaches the files.
-    let mut w = writer(&out, r#","format":"csv","partition_by":"region""#).with_limits(limits(
-        4,
-        1,
-        usize::MAX,
-    ));
+    let mut w = by_region(&out, limits(4, 1, usize::MAX));
     w.write(batch(&[1], &[Some("eu")])).unwrap();
     // The staging area vanishes under the writer: opening the next partition's file fails.
     fs::remove_dir_all(out.join(".staging/orders/current")).unwrap();

@@ -242,7 +242,7 @@ struct StagedFile {
     rows: u64,
     /// `None` once the file is finished and synced.
     encoder: Option<Encoder>,
-    /// Bytes written so far; the file's size once finished.
+    /// Size once finished.
     bytes: u64,
 }
 
@@ -541,8 +541,7 @@ impl FileWriter {
         };
         if groups.len() <= 1 {
             let key = groups.into_iter().next().map(|g| g.dir);
-            let held = Held::new(batch, &self.open.waiting);
-            self.add(key, batch.clone(), held)?;
+            self.add(key, batch.clone(), None)?;
         } else {
             // One take puts the rows in partition order; each partition gets a slice.
             let order: Vec<u32> = groups.iter().flat_map(|g| g.rows.iter().copied()).collect();
@@ -556,22 +555,33 @@ impl FileWriter {
             let mut start = 0;
             for group in groups {
                 let len = group.rows.len();
-                self.add(Some(group.dir), sorted.slice(start, len), held.clone())?;
+                self.add(
+                    Some(group.dir),
+                    sorted.slice(start, len),
+                    Some(held.clone()),
+                )?;
                 start += len;
             }
         }
         self.bound_pending()
     }
 
-    /// Queue `rows` (a slice of `held`) for `key`'s partition, writing them out once it
-    /// has [`Limits::flush_rows`]; a large batch with nothing waiting before it is written
-    /// at once.
-    fn add(&mut self, key: Option<String>, rows: RecordBatch, held: Rc<Held>) -> Result<()> {
+    /// Queue `rows` (a slice of `held`, or a batch of its own when `None`) for `key`'s
+    /// partition, writing them out once it has [`Limits::flush_rows`]; a large batch with
+    /// nothing waiting before it is written at once.
+    fn add(
+        &mut self,
+        key: Option<String>,
+        rows: RecordBatch,
+        held: Option<Rc<Held>>,
+    ) -> Result<()> {
         let flush_rows = self.limits.flush_rows;
+        let waiting = &self.open.waiting;
         let part = self.open.parts.entry(key.clone()).or_default();
         if part.pending.is_empty() && rows.num_rows() >= flush_rows {
             return self.write_rows(&key, Rows::Batch(&rows));
         }
+        let held = held.unwrap_or_else(|| Held::new(&rows, waiting));
         part.pending_rows += rows.num_rows();
         part.pending.push(Waiting { rows, _held: held });
         if part.pending_rows >= flush_rows {
