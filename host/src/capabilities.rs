@@ -1,6 +1,7 @@
 //! The host side of the `ingest:plugin/host` interface: logging under the plugin's name,
-//! secrets by grant, native digests of whole columns (for maskers), and native Parquet
-//! encoding for plugins that write Parquet.
+//! secrets by grant, native digests of whole columns (for maskers), native zstd
+//! decompression (for plugins that read zstd input) and native Parquet encoding for
+//! plugins that write Parquet.
 //!
 //! Host functions answer in two layers: the outer `wasmtime::Result` is a trap (a host
 //! bug or an exhausted resource table), the inner `Result` is an error the plugin handles.
@@ -73,6 +74,36 @@ impl host::Host for PluginState {
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
         Ok(digest_hex(algorithm, &key, &values, &offsets).map_err(Error::Fatal))
     }
+
+    fn zstd_decompress(
+        &mut self,
+        data: Vec<u8>,
+        capacity: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+        // The result is copied into the plugin's memory, which cannot hold more than this.
+        let capacity = (capacity as usize).min(self.granted.memory_bytes);
+        let decompressor = match &mut self.zstd {
+            Some(decompressor) => decompressor,
+            slot => match zstd::bulk::Decompressor::new() {
+                Ok(decompressor) => slot.insert(decompressor),
+                Err(e) => return Ok(Err(Error::Fatal(format!("zstd-decompress: {e}")))),
+            },
+        };
+        Ok(zstd_decompress(decompressor, &data, capacity).map_err(Error::Data))
+    }
+}
+
+/// Decompresses `data` (zstd frames back to back) into at most `capacity` bytes. When the
+/// frames record their size, exactly that is allocated, and a larger size is refused before
+/// any work; otherwise `capacity` is reserved (not touched) and the output must fit it.
+pub fn zstd_decompress(
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+    data: &[u8],
+    capacity: usize,
+) -> Result<Vec<u8>, String> {
+    decompressor
+        .decompress(data, capacity)
+        .map_err(|e| format!("zstd-decompress: {} bytes of input: {e}", data.len()))
 }
 
 /// Block size of SHA-256, the HMAC pad length.
@@ -286,6 +317,36 @@ pub fn add_to_linker(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decompressor() -> zstd::bulk::Decompressor<'static> {
+        zstd::bulk::Decompressor::new().unwrap()
+    }
+
+    #[test]
+    fn zstd_decompress_reads_frames_back_to_back_at_any_level() {
+        let first = b"order,amount\n".repeat(1000);
+        let second = b"42,9.99\n".repeat(3000);
+        let mut data = zstd::bulk::compress(&first, 1).unwrap();
+        data.extend(zstd::bulk::compress(&second, 19).unwrap());
+        let out = zstd_decompress(&mut decompressor(), &data, 1 << 20).unwrap();
+        assert_eq!(out, [first, second].concat());
+    }
+
+    #[test]
+    fn zstd_decompress_refuses_output_beyond_the_capacity_before_decoding() {
+        let data = zstd::bulk::compress(&[7u8; 10_000], 3).unwrap();
+        let error = zstd_decompress(&mut decompressor(), &data, 9_999).unwrap_err();
+        assert!(error.contains("10000 bytes needed, 9999 given"), "{error}");
+    }
+
+    #[test]
+    fn zstd_decompress_names_input_that_is_not_zstd_or_cut_short() {
+        let error = zstd_decompress(&mut decompressor(), b"not zstd at all", 100).unwrap_err();
+        assert!(error.contains("15 bytes of input"), "{error}");
+        let data = zstd::bulk::compress(&b"a value worth keeping".repeat(50), 3).unwrap();
+        let truncated = &data[..data.len() - 3];
+        assert!(zstd_decompress(&mut decompressor(), truncated, 2000).is_err());
+    }
     use hmac::{Hmac, Mac};
 
     fn column(values: &[&str]) -> (Vec<u8>, Vec<u32>) {

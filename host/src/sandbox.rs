@@ -171,6 +171,8 @@ pub struct PluginState {
     /// Parquet tuning shared by this instance's files, by schema and options (see
     /// `crate::encoder::Tuning`).
     pub parquet_tunings: std::collections::HashMap<String, crate::encoder::Tuning>,
+    /// The decompression context `host.zstd-decompress` reuses, made on first use.
+    pub zstd: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 impl WasiView for PluginState {
@@ -278,6 +280,7 @@ pub fn new_store(
         granted: grants.limits,
         log_budget: LogBudget::new(label.clone(), "log"),
         parquet_tunings: std::collections::HashMap::new(),
+        zstd: None,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

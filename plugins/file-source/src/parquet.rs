@@ -262,6 +262,7 @@ impl ParquetReader {
         schema: Option<SchemaRef>,
         position: Option<&[u8]>,
     ) -> Result<Self> {
+        crate::use_host_zstd();
         let builder = builder(input.clone(), path)?;
         check_codecs(path, builder.metadata())?;
         let file_schema = plain(builder.schema());

@@ -110,6 +110,9 @@ impl Source for KafkaSource {
     ) -> Result<KafkaReader> {
         let cfg = SourceConfig::parse(config)?;
         check_name(&cfg, stream)?;
+        // zstd-compressed record batches decode natively in the host (decision 0018).
+        #[cfg(target_family = "wasm")]
+        zstd::set_native_decompressor(ingest_sdk::host::zstd_decompress);
         let at: KafkaPosition = ingest_sdk::source::resume_at(stream, position)?;
         let mut client = connect(&cfg)?;
         let all = partitions(&mut client, &cfg)?;

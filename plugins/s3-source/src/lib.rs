@@ -153,6 +153,7 @@ fn fetch(cfg: &SourceConfig, bucket: &Bucket, key: &str, etag: &str, size: u64) 
                     "gzip",
                 )?,
                 config::Codec::Zstd => {
+                    file_source::use_host_zstd();
                     let decoded = zstd::decode_all(std::io::BufReader::new(input))
                         .and_then(|bytes| out.write_all(&bytes).map(|()| bytes.len() as u64));
                     inflate(decoded, "zstd")?

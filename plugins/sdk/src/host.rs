@@ -1,5 +1,5 @@
-//! Capabilities the host grants: logging, secrets, progress reports, native digests and
-//! native Parquet encoding.
+//! Capabilities the host grants: logging, secrets, progress reports, native digests,
+//! native zstd decompression and native Parquet encoding.
 
 use arrow_array::builder::StringBuilder;
 use arrow_array::{Array, RecordBatch, StringArray};
@@ -63,6 +63,22 @@ pub fn digest_hex(algorithm: Digest, key: &[u8], values: &StringArray) -> Result
         out.append_value(text);
     }
     Ok(out.finish())
+}
+
+/// Decompresses `data`, one or more zstd frames, natively in the host, into at most
+/// `capacity` bytes (sizes past `u32::MAX` are asked as `u32::MAX`).
+///
+/// About three times as fast as a zstd decoder compiled to Wasm, and open to every plugin:
+/// it reaches nothing outside the plugin. It has the shape the plugins' `zstd` stand-in
+/// takes: a reader of zstd data (Parquet pages, `.zst` files, compressed messages) calls
+/// `zstd::set_native_decompressor(ingest_sdk::host::zstd_decompress)` once, and every
+/// decompression then goes through the host. Errors are `InvalidData`, with the host's
+/// message.
+pub fn zstd_decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    let capacity = u32::try_from(capacity).unwrap_or(u32::MAX);
+    wit::zstd_decompress(data, capacity).map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, Error::from(e).to_string())
+    })
 }
 
 /// Options for [`ParquetEncoder`].

@@ -129,6 +129,20 @@ impl Decompressor<'_> {
         source: &[u8],
         destination: &mut C,
     ) -> io::Result<usize> {
+        if let Some(native) = crate::native_decompressor() {
+            let output = native(source, destination.capacity())?;
+            return destination.write_from(|region| {
+                let Some(target) = region.get_mut(..output.len()) else {
+                    return Err(frame::too_small(format!(
+                        "{} bytes decompressed, and it has room for {}",
+                        output.len(),
+                        region.len()
+                    )));
+                };
+                target.copy_from_slice(&output);
+                Ok(output.len())
+            });
+        }
         let decoder = &mut self.decoder;
         destination.write_from(|region| frame::decompress(decoder, source, Output::Fixed(region)))
     }
@@ -147,6 +161,9 @@ impl Decompressor<'_> {
             Some(needed) => needed as usize,
             None => capacity,
         };
+        if let Some(native) = crate::native_decompressor() {
+            return native(data, capacity);
+        }
         let mut buffer = Vec::with_capacity(capacity);
         self.decompress_to_buffer(data, &mut buffer)?;
         Ok(buffer)
@@ -159,6 +176,9 @@ impl Decompressor<'_> {
         data: &[u8],
         capacity: Option<usize>,
     ) -> io::Result<Vec<u8>> {
+        if let (Some(native), Some(size)) = (crate::native_decompressor(), capacity) {
+            return native(data, size);
+        }
         let mut buffer = Vec::with_capacity(capacity.unwrap_or(data.len().saturating_mul(4)));
         frame::decompress(&mut self.decoder, data, Output::Growing(&mut buffer))?;
         Ok(buffer)

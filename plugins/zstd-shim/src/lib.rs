@@ -26,6 +26,11 @@
 //!   Parquet to the host, whose native encoder is the real zstd (see
 //!   `docs/decisions/0001-parquet-encoding-is-a-host-capability.md`).
 //!
+//! * **A native decoder can take over**: a plugin whose host decompresses natively hands
+//!   that function to [`set_native_decompressor`] once, and every later decompression that
+//!   knows its output's bound goes through it (about three times as fast as ruzstd
+//!   compiled to Wasm; see `docs/decisions/0018-zstd-decompression-is-a-host-capability.md`).
+//!
 //! Errors are [`std::io::Error`]s whose message says what was wrong with the input.
 //!
 //! # Example
@@ -45,6 +50,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{self, Read};
+use std::sync::OnceLock;
 
 pub mod bulk;
 mod frame;
@@ -65,6 +71,26 @@ pub use zstd_safe::compress_bound;
 /// documentation).
 pub fn compression_level_range() -> std::ops::RangeInclusive<zstd_safe::CompressionLevel> {
     zstd_safe::min_c_level()..=zstd_safe::max_c_level()
+}
+
+/// A zstd decoder outside this crate (a plugin host's native one): decompresses all the
+/// frames in its first argument into at most its second argument's bytes, or fails.
+pub type NativeDecompressor = fn(&[u8], usize) -> io::Result<Vec<u8>>;
+
+static NATIVE: OnceLock<NativeDecompressor> = OnceLock::new();
+
+/// Hands every later decompression to `decompress` instead of ruzstd: the bulk API's
+/// (whose destination bounds the output), and [`decode_all`] where every frame records
+/// its size. Returns `false`, changing nothing, when a decoder was set already.
+///
+/// Set it once, before decompressing: a plugin does so where it starts reading.
+pub fn set_native_decompressor(decompress: NativeDecompressor) -> bool {
+    NATIVE.set(decompress).is_ok()
+}
+
+/// The decoder [`set_native_decompressor`] set, if any.
+pub(crate) fn native_decompressor() -> Option<NativeDecompressor> {
+    NATIVE.get().copied()
 }
 
 /// Decompresses everything `source` yields: one or more zstd frames, back to back.
