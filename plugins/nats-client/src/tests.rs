@@ -22,11 +22,22 @@ impl TestStream {
             });
         let mut js = JetStream::new(conn, "test").unwrap();
         let name = format!("CLIENT_{tag}_{}", std::process::id());
-        js.request(
-            &format!("$JS.API.STREAM.CREATE.{name}"),
-            &json!({"name": name, "subjects": [format!("{name}.>")], "duplicate_window": 2_000_000_000u64}),
-        )
-        .unwrap();
+        let config = json!({"name": name, "subjects": [format!("{name}.>")], "duplicate_window": 2_000_000_000u64});
+        // Seen in a full run: the server could not make the new stream's directory because
+        // the account's `streams` directory had just gone with another test's last stream
+        // ("could not create storage directory", error 500). It is the server's race: try
+        // again.
+        let mut attempts = 0;
+        loop {
+            match js.request(&format!("$JS.API.STREAM.CREATE.{name}"), &config) {
+                Ok(_) => break,
+                Err(Error::Api { code: 500, .. }) if attempts < 5 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("creating stream {name}: {e}"),
+            }
+        }
         TestStream { js, name }
     }
 }
