@@ -30,8 +30,8 @@ pub(crate) const MAX_CHUNK_BYTES: u64 = 4 << 20;
 mod testutil;
 
 /// Decompresses zstd (Parquet pages, `.zst` objects) with the host's native decoder from
-/// now on, instead of the `zstd` stand-in's own, which runs at about a third of the speed
-/// compiled to Wasm (decision 0018). Call it where reading starts; calls after the first
+/// now on, instead of the `zstd` stand-in's own, which took about six times as long compiled
+/// to Wasm (decision 0018). Call it where reading starts; calls after the first
 /// change nothing. Natively (the unit tests) there is no host: the stand-in decodes.
 pub fn use_host_zstd() {
     #[cfg(target_family = "wasm")]

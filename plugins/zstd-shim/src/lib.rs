@@ -28,8 +28,8 @@
 //!
 //! * **A native decoder can take over**: a plugin whose host decompresses natively hands
 //!   that function to [`set_native_decompressor`] once, and every later decompression that
-//!   knows its output's bound goes through it (about three times as fast as ruzstd
-//!   compiled to Wasm; see `docs/decisions/0018-zstd-decompression-is-a-host-capability.md`).
+//!   knows its output's bound goes through it (about six times as fast as ruzstd
+//!   compiled to Wasm on Parquet pages; see `docs/decisions/0018-zstd-decompression-is-a-host-capability.md`).
 //!
 //! Errors are [`std::io::Error`]s whose message says what was wrong with the input.
 //!
