@@ -80,17 +80,17 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The job queues of the encoder threads waiting for work.
 static IDLE: Mutex<Vec<SyncSender<Job>>> = Mutex::new(Vec::new());
 
-/// Run `job` on a waiting encoder thread, or on a new one when none waits.
-fn run_on_encoder_thread(mut job: Job) -> Result<(), String> {
-    loop {
-        let waiting = IDLE.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let Some(thread) = waiting else { break };
-        match thread.send(job) {
+/// Run `job` on a waiting encoder thread, or on a new one when none waits. (A waiting
+/// thread holds its own queue's sender, so it is there to take the job.)
+fn run_on_encoder_thread(job: Job) -> Result<(), String> {
+    let waiting = IDLE.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    let job = match waiting {
+        Some(thread) => match thread.send(job) {
             Ok(()) => return Ok(()),
-            // That thread is gone; try the next.
-            Err(std::sync::mpsc::SendError(back)) => job = back,
-        }
-    }
+            Err(std::sync::mpsc::SendError(job)) => job,
+        },
+        None => job,
+    };
     let (queue, jobs) = sync_channel::<Job>(1);
     std::thread::Builder::new()
         .name("parquet-encoder".into())
