@@ -54,10 +54,13 @@ pub struct RawConfig {
     #[serde(default)]
     #[schemars(extend("enum" = ["auto", "prepared", "staging"], "default" = "auto"))]
     pub commit: Option<String>,
-    /// Under `commit = "prepared"`, an upsert (or a stream with `_op`) merges its work
-    /// table into the target every this many rows while the epoch is still being read,
-    /// so the server's merging overlaps the reading. Chunks of an upsert are merged by
-    /// probing an index on the key; a target without one is merged once, at `prepare`.
+    /// Under `commit = "prepared"`, an upsert (or a stream with `_op`) is sent to the
+    /// target in chunks of at most this many rows while the epoch is still being read,
+    /// so the server's work overlaps the reading. An upsert into a target whose key is
+    /// indexed deletes each chunk's keys through the index and copies the chunk's last
+    /// row per key straight into the target; other streams with `_op` merge a work table
+    /// every this many rows, and an upsert into a target without such an index merges
+    /// its work table once, at `prepare`.
     #[serde(default)]
     #[schemars(range(min = 1), extend("default" = 100000))]
     pub merge_rows: Option<u64>,

@@ -3,13 +3,15 @@
 //!
 //! **prepared** (Postgres's two-phase commit; chosen where `max_prepared_transactions` >
 //! 0): the first batch of an epoch opens a transaction; batches stream by binary `COPY`
-//! straight into the target (append) or into an unlogged work table of the transaction
-//! (upsert, or a stream with `_op`), merged into the target every `merge_rows` rows while
-//! the epoch is read (an upsert whose key is indexed) and at the end. `prepare(epoch)`
-//! merges what is left of the work table, records
-//! (pipeline, stream, epoch) in `_ingest_epochs` and runs `PREPARE TRANSACTION`: the
-//! epoch is durable in the server and invisible. `commit` runs `COMMIT PREPARED`. The rows
-//! are written once.
+//! straight into the target (append). An upsert into a target whose key is indexed is
+//! sent in chunks of `merge_rows` rows while the epoch is read: each chunk's keys are
+//! deleted from the target and its last row per key copied straight in ([`keyed`]).
+//! Other upserts and streams with `_op` go into an unlogged work table of the
+//! transaction, merged into the target every `merge_rows` rows and at the end (at the
+//! end only for an upsert whose key no index leads). `prepare(epoch)` sends what is left,
+//! records (pipeline, stream, epoch) in `_ingest_epochs` and runs `PREPARE TRANSACTION`:
+//! the epoch is durable in the server and invisible. `commit` runs `COMMIT PREPARED`.
+//! Rows are written once, into the target, except through a work table.
 //!
 //! **staging** (any server): batches stream by `COPY` into a staging table of the epoch;
 //! `prepare` ends the COPY (the rows are durable) and marks the table prepared; `commit` is
@@ -25,12 +27,14 @@
 //! returns it, with the server's words, for the host's `on_error`); the rest commits.
 
 pub mod config;
+pub mod keyed;
 pub mod merge;
 pub mod replace;
 pub mod target;
 
-use arrow_array::BooleanArray;
+use arrow_array::cast::AsArray;
 use arrow_array::RecordBatch;
+use arrow_array::{Array, BooleanArray};
 use ingest_sdk::sink::{Sink, WriteMode, Writer};
 use ingest_sdk::source::StreamInfo;
 use ingest_sdk::{Error, Reject, Result};
@@ -51,6 +55,10 @@ const MERGE_WORK_MEM: &str = "64MB";
 
 /// COPY data is sent in messages of about this size.
 const SEND_BYTES: usize = 1 << 20;
+
+/// An upsert's chunk ([`keyed`]) is sent once its rows' data reaches this size, or
+/// `merge_rows` rows.
+const CHUNK_BYTES: usize = 32 << 20;
 
 pub struct PostgresSink;
 
@@ -139,6 +147,14 @@ struct Open {
     rows: u64,
     /// Rows already merged from the work table into the target (and removed from it).
     merged: u64,
+    /// An upsert that deletes each chunk's keys and copies its rows into the target.
+    keyed: Option<Keyed>,
+}
+
+/// The key table of an upsert that deletes first, and the chunk waiting for it.
+struct Keyed {
+    table: String,
+    chunk: keyed::Chunk,
 }
 
 /// What `prepare` hands the host and `commit` reads back.
@@ -202,10 +218,24 @@ impl PostgresWriter {
                 let direct = matches!(self.mode, WriteMode::Append | WriteMode::Overwrite)
                     && !self.target.has_op()
                     && !careful;
-                let stage = if direct {
+                // An upsert into a target whose key is indexed deletes each chunk's keys
+                // and copies its rows straight in; without the index each delete would
+                // scan the target, and a guarded target merges batch by batch.
+                let keyed = matches!(self.mode, WriteMode::Upsert(_))
+                    && self.target.key_indexed
+                    && !careful;
+                let stage = if direct || keyed {
                     None
                 } else {
                     Some(self.target.create_stage(&mut self.conn, true)?)
+                };
+                let keyed = if keyed {
+                    Some(Keyed {
+                        table: self.target.create_key_table(&mut self.conn)?,
+                        chunk: keyed::Chunk::default(),
+                    })
+                } else {
+                    None
                 };
                 if matches!(self.mode, WriteMode::Upsert(_)) {
                     self.tune_merges()?;
@@ -217,6 +247,7 @@ impl PostgresWriter {
                     copying: false,
                     rows: 0,
                     merged: 0,
+                    keyed,
                 }
             }
             _ => Open {
@@ -226,6 +257,7 @@ impl PostgresWriter {
                 copying: false,
                 rows: 0,
                 merged: 0,
+                keyed: None,
             },
         };
         Ok(open)
@@ -256,6 +288,9 @@ impl PostgresWriter {
             self.open = Some(open);
         }
         let open = self.open.as_ref().expect("opened above");
+        if open.keyed.is_some() {
+            return self.stage_keyed(batch);
+        }
         if !open.copying {
             let stage = open.stage.clone();
             self.start_copy(stage.as_deref())?;
@@ -270,6 +305,107 @@ impl PostgresWriter {
             .encode(&batch, (!direct).then_some(&numbers[..]), &mut self.out)?;
         self.send(false)?;
         self.merge_chunk()
+    }
+
+    /// Add `batch` to the open epoch's chunk of an upsert that deletes first (its last
+    /// row per key; rows whose `_op` is `delete` only delete), sending the chunk first
+    /// when it holds one of the batch's keys already, and after when it is full.
+    fn stage_keyed(&mut self, batch: RecordBatch) -> Result<()> {
+        let mut keys = Vec::new();
+        self.target.encode_keys(&batch, &mut keys)?;
+        let ranges = keyed::row_ranges(&keys).map_err(|e| Error::fatal(self.at(&e)))?;
+        let keep = keyed::last_per_key(&keys, &ranges);
+        let holds = {
+            let open = self.open.as_ref().expect("the epoch is open");
+            let chunk = &open
+                .keyed
+                .as_ref()
+                .expect("an upsert that deletes first")
+                .chunk;
+            chunk.holds_any(&keys, &ranges, keep.as_deref())
+        };
+        if holds {
+            self.send_chunk()?;
+        }
+        // The rows written into the target: the last per key, unless it is a delete.
+        let ops = self.target.ops(&batch)?;
+        let ops = ops.as_ref().map(|o| o.as_string::<i32>());
+        let insert: Vec<bool> = (0..batch.num_rows())
+            .map(|i| {
+                keep.as_ref().is_none_or(|k| k[i])
+                    && ops.is_none_or(|o| !(o.is_valid(i) && o.value(i) == "delete"))
+            })
+            .collect();
+        let rows = if insert.iter().all(|i| *i) {
+            batch
+        } else {
+            arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(insert))
+                .map_err(|e| Error::fatal(format!("postgres sink: {e}")))?
+        };
+        let open = self.open.as_mut().expect("the epoch is open");
+        open.rows += ranges.len() as u64;
+        let chunk = &mut open
+            .keyed
+            .as_mut()
+            .expect("an upsert that deletes first")
+            .chunk;
+        chunk.add_keys(&keys, &ranges, keep.as_deref());
+        chunk.taken += ranges.len() as u64;
+        self.target.encode(&rows, None, &mut chunk.rows)?;
+        if chunk.taken >= self.merge_rows || chunk.rows.len() >= CHUNK_BYTES {
+            self.send_chunk()?;
+        }
+        Ok(())
+    }
+
+    /// Send the open epoch's chunk: its keys into the key table, a delete of those keys
+    /// from the target, and its rows into the target.
+    fn send_chunk(&mut self) -> Result<()> {
+        let Some(keyed) = self.open.as_mut().and_then(|o| o.keyed.as_mut()) else {
+            return Ok(());
+        };
+        if keyed.chunk.is_empty() {
+            return Ok(());
+        }
+        let table = keyed.table.clone();
+        let chunk = std::mem::take(&mut keyed.chunk);
+        let result = self.send_chunk_of(&table, &chunk);
+        let keyed = self.open.as_mut().and_then(|o| o.keyed.as_mut());
+        if let Some(keyed) = keyed {
+            keyed.chunk = chunk;
+            keyed.chunk.clear();
+        }
+        result
+    }
+
+    fn send_chunk_of(&mut self, table: &str, chunk: &keyed::Chunk) -> Result<()> {
+        let copy_keys = self.target.copy_keys_sql(table);
+        self.copy_all(&copy_keys, &chunk.keys, "COPY of the chunk's keys")?;
+        let delete = format!(
+            "{}; TRUNCATE {}",
+            self.target.delete_keys_sql(table),
+            self.target.stage_sql(table)
+        );
+        self.run("deleting the chunk's keys from the target", &delete)?;
+        if !chunk.rows.is_empty() {
+            let copy_rows = self.target.copy_target_sql();
+            self.copy_all(&copy_rows, &chunk.rows, "COPY of the chunk's rows")?;
+        }
+        Ok(())
+    }
+
+    /// One whole binary COPY of `rows` (encoded rows, without header or trailer).
+    fn copy_all(&mut self, sql: &str, rows: &[u8], what: &str) -> Result<()> {
+        let at = self.at(what);
+        let fail = |e: postgres_client::PgError| e.into_plugin_error(&at);
+        self.conn.copy_in_start(sql).map_err(fail)?;
+        self.conn.copy_in_send(HEADER).map_err(fail)?;
+        for piece in rows.chunks(SEND_BYTES) {
+            self.conn.copy_in_send(piece).map_err(fail)?;
+        }
+        self.conn.copy_in_send(TRAILER).map_err(fail)?;
+        self.conn.copy_in_finish().map_err(fail)?;
+        Ok(())
     }
 
     /// Under the prepared protocol, once `merge_rows` rows wait in the work table, merge
@@ -442,6 +578,7 @@ impl Writer for PostgresWriter {
         let nonce = postgres_client::nonce(self.conn.backend_pid);
         let swap = std::mem::take(&mut self.finishing);
         self.end_copy()?;
+        self.send_chunk()?;
         let Some(open) = self.open.take() else {
             if swap {
                 // A run without rows replaces the target with an empty table.
@@ -456,6 +593,10 @@ impl Writer for PostgresWriter {
             }));
         };
         let token = if open.in_transaction {
+            if let Some(keyed) = &open.keyed {
+                let drop = format!("DROP TABLE {}", self.target.stage_sql(&keyed.table));
+                self.run("dropping the key table", &drop)?;
+            }
             if let Some(stage) = &open.stage {
                 // A guarded target had each batch merged as it came; otherwise what the
                 // chunks left.

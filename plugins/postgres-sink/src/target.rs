@@ -77,6 +77,10 @@ pub struct Target {
     /// Encodes rows for the target itself: the columns only.
     direct: Encoder,
     names: Vec<String>,
+    /// The key's columns, as indexes into `columns`.
+    key_columns: Vec<usize>,
+    /// Encodes the key's columns alone (the rows of a key table).
+    key_encoder: Encoder,
 }
 
 impl Target {
@@ -226,6 +230,16 @@ impl Target {
                 not_null: *not_null,
             });
         }
+        let key_columns: Vec<usize> = key
+            .iter()
+            .filter_map(|k| columns.iter().position(|c| c.name == *k))
+            .collect();
+        let key_encoder = Encoder::new(
+            key_columns
+                .iter()
+                .map(|i| columns[*i].kind.clone())
+                .collect(),
+        );
         let mut kinds: Vec<PgKind> = columns.iter().map(|c| c.kind.clone()).collect();
         let direct = Encoder::new(kinds.clone());
         let mut names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
@@ -257,6 +271,8 @@ impl Target {
             encoder: Encoder::new(kinds),
             direct,
             names,
+            key_columns,
+            key_encoder,
         })
     }
 
@@ -338,6 +354,103 @@ impl Target {
             self.stage_sql(name),
             columns.join(", ")
         )
+    }
+
+    /// Create a new, empty, unlogged table for the keys of an upsert's chunk (it lives
+    /// inside one transaction); returns its name.
+    pub fn create_key_table(&self, conn: &mut Connection) -> Result<String> {
+        let name = format!("{}k{}", self.prefix, nonce(conn.backend_pid));
+        let columns: Vec<String> = self
+            .key_columns
+            .iter()
+            .map(|i| {
+                let c = &self.columns[*i];
+                format!("{} {}", ident(&c.name), c.type_sql)
+            })
+            .collect();
+        conn.query(&format!(
+            "CREATE UNLOGGED TABLE {} ({})",
+            self.stage_sql(&name),
+            columns.join(", ")
+        ))
+        .map_err(|e| {
+            e.into_plugin_error(format_args!(
+                "postgres sink, stream `{}`: creating key table {name}",
+                self.stream
+            ))
+        })?;
+        Ok(name)
+    }
+
+    /// The COPY that fills key table `name`.
+    pub fn copy_keys_sql(&self, name: &str) -> String {
+        let columns: Vec<String> = self
+            .key_columns
+            .iter()
+            .map(|i| ident(&self.columns[*i].name))
+            .collect();
+        format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            self.stage_sql(name),
+            columns.join(", ")
+        )
+    }
+
+    /// The DELETE of the target's rows whose key is in key table `name`.
+    pub fn delete_keys_sql(&self, name: &str) -> String {
+        let matches: Vec<String> = self
+            .key_columns
+            .iter()
+            .map(|i| {
+                let k = ident(&self.columns[*i].name);
+                format!("t.{k} = k.{k}")
+            })
+            .collect();
+        format!(
+            "DELETE FROM {} AS t USING {} AS k WHERE {}",
+            self.sql(),
+            self.stage_sql(name),
+            matches.join(" AND ")
+        )
+    }
+
+    /// Append the key columns of `batch` as binary COPY rows to `out`.
+    pub fn encode_keys(&self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+        let mut arrays = Vec::with_capacity(self.key_columns.len());
+        let mut names = Vec::with_capacity(self.key_columns.len());
+        for i in &self.key_columns {
+            let c = &self.columns[*i];
+            arrays.push(self.conformed(batch, c)?);
+            names.push(c.name.clone());
+        }
+        self.key_encoder
+            .encode(&names, &arrays, None, out)
+            .map_err(|e| Error::data(format!("postgres sink, stream `{}`: {e}", self.stream)))
+    }
+
+    /// The values of `batch`'s `_op` column as text, when the stream has one.
+    pub fn ops(&self, batch: &RecordBatch) -> Result<Option<ArrayRef>> {
+        let Some(op) = self.op else {
+            return Ok(None);
+        };
+        cast(batch.column(op), &DataType::Utf8)
+            .map(Some)
+            .map_err(|e| {
+                Error::data(format!(
+                    "postgres sink, stream `{}`, column `{OP_COLUMN}`: {e}",
+                    self.stream
+                ))
+            })
+    }
+
+    /// Column `c` of `batch` as the Arrow type its values are written from.
+    fn conformed(&self, batch: &RecordBatch, c: &WriteColumn) -> Result<ArrayRef> {
+        conform(batch.column(c.index), &c.kind).map_err(|m| {
+            Error::data(format!(
+                "postgres sink, stream `{}`, column `{}` ({}): {m}",
+                self.stream, c.name, c.type_sql
+            ))
+        })
     }
 
     /// The COPY that writes the stream's columns straight into the target (a stream
@@ -435,20 +548,10 @@ impl Target {
     ) -> Result<()> {
         let mut arrays = Vec::with_capacity(self.names.len());
         for c in &self.columns {
-            arrays.push(conform(batch.column(c.index), &c.kind).map_err(|m| {
-                Error::data(format!(
-                    "postgres sink, stream `{}`, column `{}` ({}): {m}",
-                    self.stream, c.name, c.type_sql
-                ))
-            })?);
+            arrays.push(self.conformed(batch, c)?);
         }
-        if let (Some(op), Some(_)) = (self.op, numbers) {
-            arrays.push(cast(batch.column(op), &DataType::Utf8).map_err(|e| {
-                Error::data(format!(
-                    "postgres sink, stream `{}`, column `{OP_COLUMN}`: {e}",
-                    self.stream
-                ))
-            })?);
+        if numbers.is_some() {
+            arrays.extend(self.ops(batch)?);
         }
         let encoder = match numbers {
             Some(_) => &self.encoder,
