@@ -1275,3 +1275,89 @@ fn rows_a_check_a_foreign_key_or_a_unique_key_refuses_go_to_the_dead_letter_queu
         );
     }
 }
+
+/// The text of example `name`'s pipeline, pointed at `db` instead of database `postgres`,
+/// written into `scratch` with the example's data directory beside it.
+fn example_in(name: &str, db: &TestDb, scratch: &Scratch) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name);
+    let text = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
+    assert!(text.contains("database = \"postgres\""), "{name}");
+    let text = text.replace(
+        "database = \"postgres\"",
+        &format!("database = \"{}\"", db.name),
+    );
+    scratch.write("pipeline.toml", text);
+    if let Ok(entries) = std::fs::read_dir(dir.join("data")) {
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            scratch.write(&format!("data/{name}"), std::fs::read(&path).unwrap());
+        }
+    }
+}
+
+#[test]
+fn example_07_reads_its_query_into_parquet_by_day_and_a_second_run_reads_nothing() {
+    let db = TestDb::new("example_07");
+    let scratch = Scratch::new();
+    example_in("07-postgres-to-parquet", &db, &scratch);
+    let out = scratch.host(&["run", "pipeline.toml"]);
+    out.assert_ok();
+    let files = parquet_files(&scratch.path("out/orders"));
+    // 10,000 orders a minute apart from 2026-01-01: seven days of them.
+    let days: std::collections::BTreeSet<String> = files
+        .iter()
+        .map(|f| {
+            let day = f.parent().unwrap().file_name().unwrap();
+            day.to_string_lossy().to_string()
+        })
+        .collect();
+    let expected: Vec<String> = (1..=7)
+        .map(|d| format!("updated_at_day=2026-01-0{d}"))
+        .collect();
+    assert_eq!(days.into_iter().collect::<Vec<_>>(), expected);
+    let mut ids: Vec<i64> = files
+        .iter()
+        .flat_map(|f| read_parquet(f))
+        .flat_map(|b| {
+            use arrow::array::AsArray;
+            let ids = b
+                .column_by_name("id")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Int32Type>()
+                .clone();
+            ids.values().iter().map(|v| *v as i64).collect::<Vec<_>>()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=10_000).collect::<Vec<i64>>());
+
+    let again = scratch.host(&["run", "pipeline.toml"]);
+    again.assert_ok();
+    assert!(again.stdout.contains(": 0 rows read"), "{}", again.stdout);
+    assert_eq!(parquet_files(&scratch.path("out/orders")), files);
+}
+
+#[test]
+fn example_08_upserts_its_csv_so_the_last_row_per_key_wins_and_deletes_delete() {
+    let db = TestDb::new("example_08");
+    let scratch = Scratch::new();
+    example_in("08-csv-to-postgres-upsert", &db, &scratch);
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    let table = || {
+        db.lines("SELECT order_id || ' ' || customer || ' ' || status FROM example_orders ORDER BY order_id")
+    };
+    let expected = [
+        "1001 Ada Lovelace new",
+        "1002 Grace Hopper shipped",
+        "1004 Edsger Dijkstra new",
+    ];
+    assert_eq!(table(), expected);
+    assert_eq!(db.value("SELECT count(*) FROM _ingest_epochs"), "1");
+    // A second run finds nothing new in the file and changes nothing.
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    assert_eq!(table(), expected);
+    assert_eq!(db.value("SELECT count(*) FROM _ingest_epochs"), "1");
+}
