@@ -399,6 +399,45 @@ fn an_upsert_merged_in_chunks_keeps_the_last_row_of_each_key_across_chunks() {
 }
 
 #[test]
+fn an_upsert_that_deletes_first_keeps_the_last_row_of_each_key_across_batches_and_chunks() {
+    // Without `_op`, an upsert into a target with its key indexed deletes each chunk's
+    // keys and copies the chunk's rows straight in. Every key arrives two or three times
+    // in one epoch, in batches of 5 and chunks of at most 7: a key that comes back within
+    // a batch keeps its last row, and one that comes back in a later batch ends the chunk
+    // first. Half the keys are in the target already.
+    let db = TestDb::new("chunks_delete_first");
+    db.sql(ORDERS);
+    fill_orders(&db, 1, 100, "new");
+    db.sql("CREATE TABLE keyed (id bigint PRIMARY KEY, customer text, status text)");
+    db.sql("INSERT INTO keyed SELECT id, 'old', 'old' FROM generate_series(1, 100, 2) AS id");
+    let scratch = Scratch::new();
+    let sink = pg_sink(
+        &db,
+        "write_mode = \"upsert\"\nprimary_key = [\"id\"]",
+        "table = \"keyed\"\nmerge_rows = 7\n",
+    );
+    let changes = "SELECT id, customer, status FROM (\
+        SELECT id, customer, status, 1 AS pass FROM orders \
+        UNION ALL SELECT id, customer, 'second', 2 FROM orders \
+        UNION ALL SELECT id, customer, 'third', 3 FROM orders WHERE id % 8 = 0) AS c \
+        ORDER BY CASE WHEN id % 3 = 0 THEN id ELSE id / 4 END, pass";
+    let source = format!(
+        "{}[[source.config.queries]]\nname = \"changes\"\nsql = \"{changes}\"\n",
+        db.connection()
+    );
+    let text = pipeline(1_000_000, &source, &sink).replace("batch_rows = 1000", "batch_rows = 5");
+    scratch.write("pipeline.toml", text);
+    scratch.host(&["run", "pipeline.toml"]).assert_ok();
+    let expected = db.lines(
+        "SELECT id || ' ' || customer || ' ' || CASE WHEN id % 8 = 0 THEN 'third' ELSE 'second' END \
+         FROM orders ORDER BY id",
+    );
+    let got = db.lines("SELECT id || ' ' || customer || ' ' || status FROM keyed ORDER BY id");
+    assert_eq!(got, expected);
+    assert_eq!(db.value("SELECT count(*) FROM _ingest_epochs"), "1");
+}
+
+#[test]
 fn fifty_sigkills_during_a_million_row_upsert_leave_the_target_exactly_equal_to_the_source() {
     sigkills("prepared", 1_000_000, 50);
 }

@@ -56,11 +56,11 @@ pub struct RawConfig {
     pub commit: Option<String>,
     /// Under `commit = "prepared"`, an upsert (or a stream with `_op`) is sent to the
     /// target in chunks of at most this many rows while the epoch is still being read,
-    /// so the server's work overlaps the reading. An upsert into a target whose key is
-    /// indexed deletes each chunk's keys through the index and copies the chunk's last
-    /// row per key straight into the target; other streams with `_op` merge a work table
-    /// every this many rows, and an upsert into a target without such an index merges
-    /// its work table once, at `prepare`.
+    /// so the server's work overlaps the reading. An upsert without `_op` into a target
+    /// whose key is indexed deletes each chunk's keys through the index and copies the
+    /// chunk's last row per key straight into the target; streams with `_op` merge a work
+    /// table every this many rows, and an upsert into a target without such an index
+    /// merges its work table once, at `prepare`.
     #[serde(default)]
     #[schemars(range(min = 1), extend("default" = 100000))]
     pub merge_rows: Option<u64>,

@@ -1,9 +1,11 @@
-//! Upserts that delete first, for a target whose key is indexed: the keys of a chunk of
-//! rows go into a small key table, the target's rows with those keys are deleted through
-//! the key's index, and the chunk's rows are copied straight into the target. Each row is
-//! written once, into the target, and the server sorts nothing: the sink itself keeps the
-//! last row per key of a chunk, and starts a new chunk before a key comes back (a later
-//! chunk's delete removes what an earlier one inserted, inside the same transaction).
+//! Upserts that delete first, for a stream without `_op` into a target whose key is
+//! indexed: the keys of a chunk of rows go into a small key table, the target's rows
+//! with those keys are deleted through the key's index, and the chunk's rows are copied
+//! straight into the target. Each row is written once, into the target, and the server
+//! sorts nothing: the sink itself keeps the last row per key of a chunk, and starts a new
+//! chunk before a key comes back (a later chunk's delete removes what an earlier one
+//! inserted, inside the same transaction). A change stream's keys come back too often for
+//! this; it merges a work table.
 //!
 //! This module owns the chunk: the key and row data waiting to be sent, and which rows of
 //! a batch are the last of their key. Keys are compared as their binary COPY encoding.

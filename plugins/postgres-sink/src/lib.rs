@@ -3,10 +3,10 @@
 //!
 //! **prepared** (Postgres's two-phase commit; chosen where `max_prepared_transactions` >
 //! 0): the first batch of an epoch opens a transaction; batches stream by binary `COPY`
-//! straight into the target (append). An upsert into a target whose key is indexed is
-//! sent in chunks of `merge_rows` rows while the epoch is read: each chunk's keys are
-//! deleted from the target and its last row per key copied straight in ([`keyed`]).
-//! Other upserts and streams with `_op` go into an unlogged work table of the
+//! straight into the target (append). An upsert without `_op` into a target whose key is
+//! indexed is sent in chunks of `merge_rows` rows while the epoch is read: each chunk's
+//! keys are deleted from the target and its last row per key copied straight in
+//! ([`keyed`]). Other upserts and streams with `_op` go into an unlogged work table of the
 //! transaction, merged into the target every `merge_rows` rows and at the end (at the
 //! end only for an upsert whose key no index leads). `prepare(epoch)` sends what is left,
 //! records (pipeline, stream, epoch) in `_ingest_epochs` and runs `PREPARE TRANSACTION`:
@@ -32,9 +32,8 @@ pub mod merge;
 pub mod replace;
 pub mod target;
 
-use arrow_array::cast::AsArray;
+use arrow_array::BooleanArray;
 use arrow_array::RecordBatch;
-use arrow_array::{Array, BooleanArray};
 use ingest_sdk::sink::{Sink, WriteMode, Writer};
 use ingest_sdk::source::StreamInfo;
 use ingest_sdk::{Error, Reject, Result};
@@ -219,10 +218,13 @@ impl PostgresWriter {
                     && !self.target.has_op()
                     && !careful;
                 // An upsert into a target whose key is indexed deletes each chunk's keys
-                // and copies its rows straight in; without the index each delete would
-                // scan the target, and a guarded target merges batch by batch.
+                // and copies its rows straight in. Without the index each delete would
+                // scan the target; a guarded target merges batch by batch; and a change
+                // stream (`_op`) brings keys back many times an epoch, each return
+                // ending a chunk early, where the work table's merge keeps up better.
                 let keyed = matches!(self.mode, WriteMode::Upsert(_))
                     && self.target.key_indexed
+                    && !self.target.has_op()
                     && !careful;
                 let stage = if direct || keyed {
                     None
@@ -308,8 +310,8 @@ impl PostgresWriter {
     }
 
     /// Add `batch` to the open epoch's chunk of an upsert that deletes first (its last
-    /// row per key; rows whose `_op` is `delete` only delete), sending the chunk first
-    /// when it holds one of the batch's keys already, and after when it is full.
+    /// row per key), sending the chunk first when it holds one of the batch's keys
+    /// already, and after when it is full.
     fn stage_keyed(&mut self, batch: RecordBatch) -> Result<()> {
         let mut keys = Vec::new();
         self.target.encode_keys(&batch, &mut keys)?;
@@ -327,20 +329,13 @@ impl PostgresWriter {
         if holds {
             self.send_chunk()?;
         }
-        // The rows written into the target: the last per key, unless it is a delete.
-        let ops = self.target.ops(&batch)?;
-        let ops = ops.as_ref().map(|o| o.as_string::<i32>());
-        let insert: Vec<bool> = (0..batch.num_rows())
-            .map(|i| {
-                keep.as_ref().is_none_or(|k| k[i])
-                    && ops.is_none_or(|o| !(o.is_valid(i) && o.value(i) == "delete"))
-            })
-            .collect();
-        let rows = if insert.iter().all(|i| *i) {
-            batch
-        } else {
-            arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(insert))
-                .map_err(|e| Error::fatal(format!("postgres sink: {e}")))?
+        // The rows written into the target: the last per key.
+        let rows = match &keep {
+            None => batch,
+            Some(keep) => {
+                arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep.clone()))
+                    .map_err(|e| Error::fatal(format!("postgres sink: {e}")))?
+            }
         };
         let open = self.open.as_mut().expect("the epoch is open");
         open.rows += ranges.len() as u64;
