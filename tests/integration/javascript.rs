@@ -183,21 +183,13 @@ pub fn prepare_example(dir: &Path) {
     pin(&pipeline, &file, &sha256_file(&wasm));
 }
 
+/// Copy an example without what runs and builds leave in it (outputs, state, tools,
+/// components).
 fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        let name = entry.file_name();
-        if name == "out" || name == ".state" || name == ".tools" {
-            continue;
-        }
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else if entry.path().extension().is_none_or(|e| e != "wasm") {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
+    crate::support::copy_tree(from, to, &|p| {
+        named(p, &["out", ".state", ".tools"])
+            || (!p.is_dir() && p.extension().is_some_and(|e| e == "wasm"))
+    });
 }
 
 // ------------------------------------------------------------------------------------------

@@ -1315,12 +1315,13 @@ fn rows_a_check_a_foreign_key_or_a_unique_key_refuses_go_to_the_dead_letter_queu
     }
 }
 
-/// The text of example `name`'s pipeline, pointed at `db` instead of database `postgres`,
-/// written into `scratch` with the example's data directory beside it.
+/// Example `name`, copied into `scratch` (without what runs leave in it), its pipeline
+/// pointed at `db` instead of database `postgres`.
 fn example_in(name: &str, db: &TestDb, scratch: &Scratch) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(name);
+    copy_tree(&dir, &scratch.path(""), &|p| named(p, &["out", ".state"]));
     let text = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
     assert!(text.contains("database = \"postgres\""), "{name}");
     let text = text.replace(
@@ -1328,13 +1329,6 @@ fn example_in(name: &str, db: &TestDb, scratch: &Scratch) {
         &format!("database = \"{}\"", db.name),
     );
     scratch.write("pipeline.toml", text);
-    if let Ok(entries) = std::fs::read_dir(dir.join("data")) {
-        for entry in entries {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().to_string();
-            scratch.write(&format!("data/{name}"), std::fs::read(&path).unwrap());
-        }
-    }
 }
 
 #[test]

@@ -179,21 +179,9 @@ pub fn build_example_plugins(dir: &Path) {
     }
 }
 
+/// Copy an example without Python's bytecode caches.
 fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let file_name = path.file_name().unwrap();
-        if file_name == "__pycache__" {
-            continue;
-        }
-        let target = to.join(file_name);
-        if path.is_dir() {
-            copy_tree(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
+    crate::support::copy_tree(from, to, &|p| named(p, &["__pycache__"]));
 }
 
 /// `host new plugin --lang python --kind KIND NAME`, making the project `dest` (whose last

@@ -234,6 +234,29 @@ pub fn keep_last_4(value: &str) -> String {
 }
 
 /// All Parquet files under `dir`, recursively, sorted.
+/// Copy directory `from` into `to`, recursively, leaving out every entry `skip` is true of.
+pub fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if skip(&path) {
+            continue;
+        }
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target, skip);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// Whether `path` is named `name`.
+pub fn named(path: &Path, names: &[&str]) -> bool {
+    path.file_name()
+        .is_some_and(|n| names.iter().any(|name| n == *name))
+}
+
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

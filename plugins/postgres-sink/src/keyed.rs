@@ -17,7 +17,7 @@ use std::ops::Range;
 /// A fast, non-cryptographic hash for keys that are compared exactly afterwards or whose
 /// collisions only cost an early flush.
 #[derive(Default)]
-pub struct KeyHasher(u64);
+struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -82,6 +82,15 @@ pub fn last_per_key(keys: &[u8], rows: &[Range<usize>]) -> Option<Vec<bool>> {
     keep
 }
 
+/// The hashes of a batch's keys (`keys` at `rows`), of the rows `keep` allows.
+pub fn hashes(keys: &[u8], rows: &[Range<usize>], keep: Option<&[bool]>) -> Vec<u64> {
+    rows.iter()
+        .enumerate()
+        .filter(|(i, _)| keep.is_none_or(|k| k[*i]))
+        .map(|(_, r)| hash(&keys[r.clone()]))
+        .collect()
+}
+
 /// The rows of one chunk, waiting to be sent.
 #[derive(Default)]
 pub struct Chunk {
@@ -100,19 +109,21 @@ impl Chunk {
         self.taken == 0
     }
 
-    /// Whether a key of a batch (`keys` at `rows`, the rows `keep` allows) may be in the
-    /// chunk already. A false positive only sends the chunk early.
-    pub fn holds_any(&self, keys: &[u8], rows: &[Range<usize>], keep: Option<&[bool]>) -> bool {
-        !self.hashes.is_empty()
-            && rows
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| keep.is_none_or(|k| k[*i]))
-                .any(|(_, r)| self.hashes.contains(&hash(&keys[r.clone()])))
+    /// Whether any of a batch's keys, by their [`hashes`], may be in the chunk already.
+    /// A false positive only sends the chunk early.
+    pub fn holds_any(&self, hashes: &[u64]) -> bool {
+        !self.hashes.is_empty() && hashes.iter().any(|h| self.hashes.contains(h))
     }
 
-    /// Add a batch's keys (`keys` at `rows`, the rows `keep` allows).
-    pub fn add_keys(&mut self, keys: &[u8], rows: &[Range<usize>], keep: Option<&[bool]>) {
+    /// Add a batch's keys (`keys` at `rows`, the rows `keep` allows), with their
+    /// [`hashes`].
+    pub fn add_keys(
+        &mut self,
+        keys: &[u8],
+        rows: &[Range<usize>],
+        keep: Option<&[bool]>,
+        hashes: &[u64],
+    ) {
         match keep {
             None => self.keys.extend_from_slice(keys),
             Some(keep) => {
@@ -121,11 +132,7 @@ impl Chunk {
                 }
             }
         }
-        for (i, r) in rows.iter().enumerate() {
-            if keep.is_none_or(|k| k[i]) {
-                self.hashes.insert(hash(&keys[r.clone()]));
-            }
-        }
+        self.hashes.extend(hashes);
     }
 
     /// Empty the chunk, keeping its buffers.
@@ -186,18 +193,21 @@ mod tests {
         let first = int8_rows(&[1, 2, 1]);
         let ranges = row_ranges(&first).unwrap();
         let keep = last_per_key(&first, &ranges);
-        chunk.add_keys(&first, &ranges, keep.as_deref());
+        let kept = hashes(&first, &ranges, keep.as_deref());
+        chunk.add_keys(&first, &ranges, keep.as_deref(), &kept);
         assert_eq!(chunk.keys, int8_rows(&[2, 1]), "only the last row per key");
 
+        let of =
+            |data: &[u8], keep: Option<&[bool]>| hashes(data, &row_ranges(data).unwrap(), keep);
         let later = int8_rows(&[3, 4]);
-        assert!(!chunk.holds_any(&later, &row_ranges(&later).unwrap(), None));
+        assert!(!chunk.holds_any(&of(&later, None)));
         let again = int8_rows(&[5, 1]);
-        assert!(chunk.holds_any(&again, &row_ranges(&again).unwrap(), None));
+        assert!(chunk.holds_any(&of(&again, None)));
         // A repeat the batch itself drops does not count.
-        assert!(!chunk.holds_any(&again, &row_ranges(&again).unwrap(), Some(&[true, false])));
+        assert!(!chunk.holds_any(&of(&again, Some(&[true, false]))));
 
         chunk.clear();
         assert!(chunk.is_empty() && chunk.keys.is_empty());
-        assert!(!chunk.holds_any(&again, &row_ranges(&again).unwrap(), None));
+        assert!(!chunk.holds_any(&of(&again, None)));
     }
 }

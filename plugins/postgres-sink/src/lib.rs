@@ -317,6 +317,7 @@ impl PostgresWriter {
         self.target.encode_keys(&batch, &mut keys)?;
         let ranges = keyed::row_ranges(&keys).map_err(|e| Error::fatal(self.at(&e)))?;
         let keep = keyed::last_per_key(&keys, &ranges);
+        let hashes = keyed::hashes(&keys, &ranges, keep.as_deref());
         let holds = {
             let open = self.open.as_ref().expect("the epoch is open");
             let chunk = &open
@@ -324,7 +325,7 @@ impl PostgresWriter {
                 .as_ref()
                 .expect("an upsert that deletes first")
                 .chunk;
-            chunk.holds_any(&keys, &ranges, keep.as_deref())
+            chunk.holds_any(&hashes)
         };
         if holds {
             self.send_chunk()?;
@@ -344,7 +345,7 @@ impl PostgresWriter {
             .as_mut()
             .expect("an upsert that deletes first")
             .chunk;
-        chunk.add_keys(&keys, &ranges, keep.as_deref());
+        chunk.add_keys(&keys, &ranges, keep.as_deref(), &hashes);
         chunk.taken += ranges.len() as u64;
         self.target.encode(&rows, None, &mut chunk.rows)?;
         if chunk.taken >= self.merge_rows || chunk.rows.len() >= CHUNK_BYTES {

@@ -429,7 +429,7 @@ impl Target {
     }
 
     /// The values of `batch`'s `_op` column as text, when the stream has one.
-    pub fn ops(&self, batch: &RecordBatch) -> Result<Option<ArrayRef>> {
+    fn ops(&self, batch: &RecordBatch) -> Result<Option<ArrayRef>> {
         let Some(op) = self.op else {
             return Ok(None);
         };
